@@ -1,0 +1,1 @@
+"""Materialisers: consume the ledger topics into DuckDB, exactly once in effect."""

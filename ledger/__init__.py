@@ -1,0 +1,52 @@
+"""lineage-ledger: safe, verified, one-command rollbacks of ML models, rebuilt from an event log."""
+
+from ledger.broker import EmbeddedBroker
+from ledger.contract import ModelVersion, Registry
+from ledger.errors import (
+    BrokerError,
+    ContractError,
+    CorruptMessage,
+    LedgerError,
+    LogGapError,
+    StoreError,
+    UnknownModelVersion,
+    UnknownSchema,
+    WireError,
+)
+from ledger.events import (
+    DecisionRecorded,
+    DeploymentChanged,
+    EmbeddingWritten,
+    EntityDeleted,
+    ModelVersionRegistered,
+    Topics,
+)
+from ledger.log import init_topics
+from ledger.producer import Producer, content_hash, load_registry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BrokerError",
+    "ContractError",
+    "CorruptMessage",
+    "DecisionRecorded",
+    "DeploymentChanged",
+    "EmbeddedBroker",
+    "EmbeddingWritten",
+    "EntityDeleted",
+    "LedgerError",
+    "LogGapError",
+    "ModelVersion",
+    "ModelVersionRegistered",
+    "Producer",
+    "Registry",
+    "StoreError",
+    "Topics",
+    "UnknownModelVersion",
+    "UnknownSchema",
+    "WireError",
+    "content_hash",
+    "init_topics",
+    "load_registry",
+]

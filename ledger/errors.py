@@ -1,0 +1,112 @@
+"""The one exception tree of lineage-ledger.
+
+Every error the library raises on purpose is a :class:`LedgerError`; its message
+says what went wrong and what to do about it. The CLI turns any ``LedgerError``
+into one line and exit code 2; anything else is a bug and keeps its traceback.
+
+    LedgerError
+    ├── ContractError        an event breaks the contract (refused at the producer,
+    │   │                    dead-lettered in the pipeline); carries field/expected/got
+    │   └── UnknownModelVersion   the model version was never registered
+    ├── WireError            bytes on the wire are not a ledger event
+    │   ├── UnknownSchema         a valid frame whose fingerprint no schema has
+    │   └── CorruptMessage        bad marker, short frame, or a body that does not decode
+    ├── BrokerError          no Kafka-protocol broker could be reached or started
+    ├── StoreError           DuckDB failed (``transient`` says whether a retry may help)
+    └── LogGapError          stored offsets point outside the log: events would be skipped
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Root of every error lineage-ledger raises on purpose."""
+
+
+class ContractError(LedgerError):
+    """An event violates the event contract.
+
+    Args:
+        message: what is wrong and what to do.
+        field: the offending field, e.g. ``"vector"``.
+        expected: what the contract asks for.
+        got: what was given (shortened).
+        event_id: the event, when it has one.
+
+    Example:
+        >>> ContractError("vector has NaN", field="vector", expected="finite", got="nan")
+        ContractError('vector has NaN')
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        expected: str | None = None,
+        got: str | None = None,
+        event_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.field = field
+        self.expected = expected
+        self.got = got
+        self.event_id = event_id
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
+    @property
+    def reason(self) -> str:
+        """One line for a dead-letter row: the message plus the structured data."""
+        parts = [str(self)]
+        if self.field is not None:
+            parts.append(f"field={self.field}")
+        if self.expected is not None:
+            parts.append(f"expected={self.expected}")
+        if self.got is not None:
+            parts.append(f"got={self.got}")
+        return "; ".join(parts)
+
+
+class UnknownModelVersion(ContractError):
+    """An event names a model version that was never registered."""
+
+
+class WireError(LedgerError):
+    """Bytes that are not a decodable ledger event."""
+
+    @property
+    def reason(self) -> str:
+        return str(self)
+
+
+class UnknownSchema(WireError):
+    """A well-formed single-object frame whose schema fingerprint is not known."""
+
+    def __init__(self, fingerprint: bytes) -> None:
+        super().__init__(
+            f"unknown schema fingerprint {fingerprint.hex()}: the writer used a schema this "
+            "ledger does not have; add it to schemas/history/ (old versions) or upgrade"
+        )
+        self.fingerprint = fingerprint
+
+
+class CorruptMessage(WireError):
+    """A frame with a bad marker, too short, or with a body that does not decode."""
+
+
+class BrokerError(LedgerError):
+    """No Kafka-protocol broker could be reached or started."""
+
+
+class StoreError(LedgerError):
+    """DuckDB failed. ``transient`` is True when retrying may succeed (e.g. a lock)."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class LogGapError(LedgerError):
+    """The log no longer holds events the store has not materialised (or lost its log)."""

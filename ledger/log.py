@@ -1,0 +1,104 @@
+"""Kafka access the ledger needs beyond producing: topics, and reading to the true end.
+
+Tansu (and, on some paths, Apache Kafka) under-reports the end of a partition via
+list-offsets (``end_offsets()``); the high watermark of a fetch response is right.
+So "caught up" is always decided from ``consumer.highwater(tp)`` after a poll.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from ledger.errors import BrokerError
+from ledger.events import Topics
+
+#: Unlimited retention: the log is the history (DESIGN decision 9).
+TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}
+
+
+def admin_client(bootstrap: str) -> KafkaAdminClient:
+    try:
+        return KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    except KafkaError as exc:
+        raise BrokerError(f"cannot reach a Kafka broker at {bootstrap}: {exc}") from exc
+
+
+def init_topics(bootstrap: str, topics: Topics, *, partitions: int = 4) -> list[str]:
+    """Create the ledger's topics (idempotent); returns the names that were created.
+
+    ``models`` gets one partition so registrations and deployments have one order.
+    """
+    admin = admin_client(bootstrap)
+    try:
+        existing = set(admin.list_topics())
+        wanted = [
+            NewTopic(topics.models, 1, 1, topic_configs=TOPIC_CONFIG),
+            NewTopic(topics.embeddings, partitions, 1, topic_configs=TOPIC_CONFIG),
+            NewTopic(topics.decisions, partitions, 1, topic_configs=TOPIC_CONFIG),
+        ]
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            try:
+                admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # created concurrently by another process: the state we want
+        return [t.name for t in missing]
+    finally:
+        admin.close()
+
+
+def reader(bootstrap: str, **config: Any) -> KafkaConsumer:
+    """A group-less consumer for explicit assignment (replays, reads to the end)."""
+    return KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **config,
+    )
+
+
+def partitions_of(consumer: KafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+    """All partitions of ``topics`` (waits briefly for metadata)."""
+    out: list[TopicPartition] = []
+    for topic in topics:
+        parts = None
+        deadline = time.monotonic() + 10
+        while parts is None and time.monotonic() < deadline:
+            parts = consumer.partitions_for_topic(topic)
+            if parts is None:
+                time.sleep(0.05)
+        if parts is None:
+            raise BrokerError(f"topic {topic} does not exist; run `ledger init` first")
+        out.extend(TopicPartition(topic, p) for p in sorted(parts))
+    return out
+
+
+def read_to_end(
+    bootstrap: str, topics: Sequence[str], *, timeout: float = 60.0
+) -> Iterator[Any]:
+    """Yield every record of ``topics`` from offset 0 to the true end at the time of reading."""
+    consumer = reader(bootstrap)
+    try:
+        tps = partitions_of(consumer, topics)
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        pending = set(tps)
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"reading {', '.join(topics)} to the end timed out after {timeout}s")
+            batch = consumer.poll(timeout_ms=200)
+            for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
+                yield from batch[tp]
+            for tp in list(pending):
+                hw = consumer.highwater(tp)
+                if hw is not None and consumer.position(tp) >= hw:
+                    pending.discard(tp)
+    finally:
+        consumer.close()

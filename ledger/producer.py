@@ -1,0 +1,325 @@
+"""The producer API that ML services call next to their own writes.
+
+Every call validates first and sends only when the whole call is valid: bad input
+raises a :class:`~ledger.errors.ContractError` and nothing reaches the log.
+Messages are keyed by entity / subject id (per-entity order) and sent with
+``acks=all``. Registrations are flushed before the call returns, so any event
+that uses a version is in the log after the version's registration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from ledger.contract import (
+    ModelVersion,
+    Registry,
+    check_id,
+    check_label,
+    check_registration,
+    check_sha256,
+    check_vectors,
+)
+from ledger.errors import BrokerError, ContractError, UnknownModelVersion
+from ledger.events import (
+    DecisionRecorded,
+    DeploymentChanged,
+    EmbeddingWritten,
+    EntityDeleted,
+    ModelVersionRegistered,
+    Topics,
+    new_event_id,
+    now_micros,
+)
+from ledger.log import read_to_end
+from ledger.schemas import SchemaStore, default_store
+from ledger.wire import encode
+
+
+def content_hash(content: str | bytes) -> str:
+    """sha256 hex of the content an embedding or decision was computed from (str as UTF-8).
+
+    Example:
+        >>> content_hash("hello")[:12]
+        '2cf24dba5fb0'
+    """
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_registry(bootstrap: str, topics: Topics, *, store: SchemaStore | None = None) -> Registry:
+    """Every model version registered in the log (reads the models topic to its end)."""
+    from ledger.wire import decode  # local: keeps the import graph one-way for readers
+
+    store = store or default_store()
+    registry = Registry()
+    for message in read_to_end(bootstrap, [topics.models]):
+        name, record = decode(store, message.value)
+        if name == "ModelVersionRegistered":
+            registry.add(ModelVersion.from_event(ModelVersionRegistered.from_record(record)))
+    return registry
+
+
+class Producer:
+    """Emit ledger events to Kafka.
+
+    Args:
+        bootstrap: Kafka bootstrap servers, e.g. ``"kafka-1:9092"``.
+        name: this service's name, recorded in every event's ``producer`` field.
+        topics: the topic names (prefix) of the ledger.
+        **kafka_config: passed to ``kafka.KafkaProducer`` (e.g. ``linger_ms``).
+
+    Example:
+        >>> with Producer(bootstrap=bs, name="search-api") as p:  # doctest: +SKIP
+        ...     p.register_model_version("text-embedder", "v1", kind="embedding",
+        ...                              dimension=384, metric="angular")
+        ...     p.write_embedding("text-embedder", "v1", "doc-1", vector,
+        ...                       content_sha256=content_hash(text))
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        name: str = "ledger",
+        topics: Topics | None = None,
+        **kafka_config: Any,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.name = check_id("name", name)
+        self.topics = topics or Topics()
+        self._store = default_store()
+        self._schemas = {n: self._store.current[n] for n in self._store.current}
+        self._registry: Registry | None = None
+        self._failures: list[BaseException] = []
+        self._lock = threading.Lock()
+        config: dict[str, Any] = {
+            "acks": "all",
+            "linger_ms": 10,
+            "batch_size": 256 * 1024,
+            "max_request_size": 16 * 1024 * 1024,
+            **kafka_config,
+        }
+        try:
+            self._kafka = KafkaProducer(bootstrap_servers=bootstrap, **config)
+        except KafkaError as exc:
+            raise BrokerError(
+                f"cannot reach a Kafka broker at {bootstrap}: {exc}; start one with "
+                "`ledger broker` or check --bootstrap"
+            ) from exc
+
+    # -- registry -----------------------------------------------------------------
+
+    def _version(self, model: str, version: str, kind: str | None = None) -> ModelVersion:
+        check_id("model", model)
+        check_id("version", version)
+        if self._registry is None or (model, version) not in self._registry:
+            # Another service may have registered it: the log is the registry.
+            self._registry = load_registry(self.bootstrap, self.topics, store=self._store)
+        return self._registry.get(model, version, kind=kind)
+
+    # -- sending ------------------------------------------------------------------
+
+    def _on_error(self, exc: BaseException) -> None:
+        with self._lock:
+            self._failures.append(exc)
+
+    def _send(self, event_type: str, topic: str, key: str, record: dict[str, Any]) -> None:
+        value = encode(self._schemas[event_type], record)
+        future = self._kafka.send(topic, key=key.encode("utf-8"), value=value)
+        future.add_errback(self._on_error)
+
+    def _envelope(self, model: str, version: str) -> dict[str, Any]:
+        return {
+            "event_id": new_event_id(),
+            "event_time": now_micros(),
+            "producer": self.name,
+            "model": model,
+            "model_version": version,
+        }
+
+    # -- public API -----------------------------------------------------------------
+
+    def register_model_version(
+        self,
+        model: str,
+        version: str,
+        *,
+        kind: str,
+        dimension: int | None = None,
+        metric: str | None = None,
+        labels: Sequence[str] = (),
+        artifact_uri: str = "",
+        artifact_sha256: str | None = None,
+    ) -> ModelVersionRegistered:
+        """Register a model version (idempotent for the same contract); flushed on return.
+
+        Embedding models need ``dimension`` and ``metric`` (angular|euclidean|dot);
+        classifiers need ``labels``. Re-registering with a different contract is refused:
+        publish a new version instead.
+        """
+        check_id("model", model)
+        check_id("version", version)
+        check_registration(kind=kind, dimension=dimension, metric=metric, labels=labels)
+        sha = check_sha256("artifact_sha256", artifact_sha256 or content_hash(artifact_uri))
+        wanted = ModelVersion(
+            model, version, kind,
+            dimension if kind == "embedding" else None,
+            metric if kind == "embedding" else None,
+            tuple(labels) if kind == "classifier" else (),
+        )
+        try:
+            existing: ModelVersion | None = self._version(model, version)
+        except UnknownModelVersion:
+            existing = None
+        if existing is not None and existing != wanted:
+            raise ContractError(
+                f"{model} {version} is already registered with a different contract "
+                f"({existing.kind}, dimension={existing.dimension}); register a new version",
+                field="model_version", expected=str(existing), got=str(wanted),
+            )
+        event = ModelVersionRegistered(
+            **self._envelope(model, version),
+            kind=wanted.kind, dimension=wanted.dimension, metric=wanted.metric,
+            artifact_uri=artifact_uri, artifact_sha256=sha, labels=wanted.labels,
+        )
+        self._send("ModelVersionRegistered", self.topics.models, model, event.to_record())
+        self.flush()
+        assert self._registry is not None  # set by _version above
+        self._registry.add(wanted)
+        return event
+
+    def write_embedding(
+        self, model: str, version: str, entity_id: str, vector: Any, *, content_sha256: str
+    ) -> str:
+        """Record that ``entity_id``'s content was embedded by ``model`` ``version``.
+
+        Returns the event id.
+        """
+        return self.write_embeddings(model, version, [entity_id], vector, content_sha256s=[content_sha256])[0]
+
+    def write_embeddings(
+        self,
+        model: str,
+        version: str,
+        entity_ids: Sequence[str],
+        vectors: Any,
+        *,
+        content_sha256s: Sequence[str],
+    ) -> list[str]:
+        """The batch fast path: ``vectors`` is an ``(n, d)`` array, one row per id.
+
+        The whole batch is validated before anything is sent. Returns the event ids.
+        """
+        mv = self._version(model, version, "embedding")
+        matrix = check_vectors(mv, vectors)
+        if not (len(entity_ids) == len(content_sha256s) == matrix.shape[0]):
+            raise ContractError(
+                f"{len(entity_ids)} ids, {len(content_sha256s)} hashes and {matrix.shape[0]} "
+                "vectors: give one of each per entity",
+                field="entity_ids", expected=str(matrix.shape[0]), got=str(len(entity_ids)),
+            )
+        for entity_id, sha in zip(entity_ids, content_sha256s, strict=True):
+            check_id("entity_id", entity_id)
+            check_sha256("content_sha256", sha)
+        dim = int(matrix.shape[1])
+        topic, ids = self.topics.embeddings, []
+        for row, (entity_id, sha) in enumerate(zip(entity_ids, content_sha256s, strict=True)):
+            record = self._envelope(model, version)
+            record["entity_id"] = entity_id
+            record["content_sha256"] = sha
+            record["dimension"] = dim
+            record["vector"] = matrix[row].tobytes()
+            self._send("EmbeddingWritten", topic, entity_id, record)
+            ids.append(record["event_id"])
+        return ids
+
+    def delete_entity(self, model: str, version: str, entity_id: str) -> str:
+        """Record that ``entity_id`` was deleted (it leaves every version's index)."""
+        self._version(model, version, "embedding")
+        check_id("entity_id", entity_id)
+        record = self._envelope(model, version)
+        record["entity_id"] = entity_id
+        self._send("EntityDeleted", self.topics.embeddings, entity_id, record)
+        return str(record["event_id"])
+
+    def record_decision(
+        self,
+        model: str,
+        version: str,
+        subject_id: str,
+        label: str,
+        *,
+        score: float,
+        input_sha256: str,
+    ) -> str:
+        """Record a classifier decision about ``subject_id``. Returns the event id."""
+        mv = self._version(model, version, "classifier")
+        check_id("subject_id", subject_id)
+        label, score = check_label(mv, label, score)
+        check_sha256("input_sha256", input_sha256)
+        record = self._envelope(model, version)
+        record.update(subject_id=subject_id, label=label, score=score, input_sha256=input_sha256)
+        self._send("DecisionRecorded", self.topics.decisions, subject_id, record)
+        return str(record["event_id"])
+
+    def record_deployment(
+        self,
+        model: str,
+        *,
+        to_version: str,
+        from_version: str | None,
+        reason: str,
+        actor: str,
+        summary: Mapping[str, str] | None = None,
+    ) -> DeploymentChanged:
+        """Record that ``model`` now serves ``to_version``; flushed on return."""
+        self._version(model, to_version)
+        if from_version is not None:
+            self._version(model, from_version)
+        check_id("reason", reason)
+        check_id("actor", actor)
+        summary = {str(k): str(v) for k, v in (summary or {}).items()}
+        event = DeploymentChanged(
+            **self._envelope(model, to_version),
+            from_version=from_version, reason=reason, actor=actor, summary=summary,
+        )
+        self._send("DeploymentChanged", self.topics.models, model, event.to_record())
+        self.flush()
+        return event
+
+    def flush(self, timeout: float | None = 60.0) -> None:
+        """Wait until every sent event is acknowledged; raise if any send failed."""
+        try:
+            self._kafka.flush(timeout=timeout)
+        except KafkaError as exc:
+            raise BrokerError(f"flush to {self.bootstrap} failed: {exc}") from exc
+        with self._lock:
+            failures, self._failures = self._failures, []
+        if failures:
+            raise BrokerError(
+                f"{len(failures)} events were not acknowledged by {self.bootstrap} "
+                f"(first: {failures[0]!r}); they were not written, send them again"
+            )
+
+    def close(self) -> None:
+        """Flush and release the connection."""
+        try:
+            self.flush()
+        finally:
+            self._kafka.close()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
