@@ -58,9 +58,10 @@ class _Envelope:
     def from_record(cls, record: dict[str, Any]) -> Any:
         """Build the event from a decoded Avro record."""
         # Avro arrays decode as lists; records hold tuples so that they stay immutable.
-        return cls(**{
+        values: dict[str, Any] = {
             f.name: tuple(v) if isinstance(v := record[f.name], list) else v for f in fields(cls)
-        })
+        }
+        return cls(**values)
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,9 +79,7 @@ def partitions_of(consumer: KafkaConsumer, topics: Iterable[str]) -> list[TopicP
     return out
 
 
-def read_to_end(
-    bootstrap: str, topics: Sequence[str], *, timeout: float = 60.0
-) -> Iterator[Any]:
+def read_to_end(bootstrap: str, topics: Sequence[str], *, timeout: float = 60.0) -> Iterator[Any]:
     """Yield every record of ``topics`` from offset 0 to the true end at the time of reading."""
     consumer = reader(bootstrap)
     try:
@@ -92,7 +90,9 @@ def read_to_end(
         deadline = time.monotonic() + timeout
         while pending:
             if time.monotonic() > deadline:
-                raise BrokerError(f"reading {', '.join(topics)} to the end timed out after {timeout}s")
+                raise BrokerError(
+                    f"reading {', '.join(topics)} to the end timed out after {timeout}s"
+                )
             batch = consumer.poll(timeout_ms=200)
             for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
                 yield from batch[tp]

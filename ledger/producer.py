@@ -27,12 +27,9 @@ from ledger.contract import (
     check_sha256,
     check_vectors,
 )
-from ledger.errors import BrokerError, ContractError, UnknownModelVersion
+from ledger.errors import BrokerError, ContractError
 from ledger.events import (
-    DecisionRecorded,
     DeploymentChanged,
-    EmbeddingWritten,
-    EntityDeleted,
     ModelVersionRegistered,
     Topics,
     new_event_id,
@@ -117,13 +114,16 @@ class Producer:
 
     # -- registry -----------------------------------------------------------------
 
-    def _version(self, model: str, version: str, kind: str | None = None) -> ModelVersion:
+    def _known(self, model: str, version: str) -> Registry:
         check_id("model", model)
         check_id("version", version)
         if self._registry is None or (model, version) not in self._registry:
             # Another service may have registered it: the log is the registry.
             self._registry = load_registry(self.bootstrap, self.topics, store=self._store)
-        return self._registry.get(model, version, kind=kind)
+        return self._registry
+
+    def _version(self, model: str, version: str, kind: str | None = None) -> ModelVersion:
+        return self._known(model, version).get(model, version, kind=kind)
 
     # -- sending ------------------------------------------------------------------
 
@@ -170,30 +170,35 @@ class Producer:
         check_registration(kind=kind, dimension=dimension, metric=metric, labels=labels)
         sha = check_sha256("artifact_sha256", artifact_sha256 or content_hash(artifact_uri))
         wanted = ModelVersion(
-            model, version, kind,
+            model,
+            version,
+            kind,
             dimension if kind == "embedding" else None,
             metric if kind == "embedding" else None,
             tuple(labels) if kind == "classifier" else (),
         )
-        try:
-            existing: ModelVersion | None = self._version(model, version)
-        except UnknownModelVersion:
-            existing = None
+        registry = self._known(model, version)
+        existing = registry.find(model, version)
         if existing is not None and existing != wanted:
             raise ContractError(
                 f"{model} {version} is already registered with a different contract "
                 f"({existing.kind}, dimension={existing.dimension}); register a new version",
-                field="model_version", expected=str(existing), got=str(wanted),
+                field="model_version",
+                expected=str(existing),
+                got=str(wanted),
             )
         event = ModelVersionRegistered(
             **self._envelope(model, version),
-            kind=wanted.kind, dimension=wanted.dimension, metric=wanted.metric,
-            artifact_uri=artifact_uri, artifact_sha256=sha, labels=wanted.labels,
+            kind=wanted.kind,
+            dimension=wanted.dimension,
+            metric=wanted.metric,
+            artifact_uri=artifact_uri,
+            artifact_sha256=sha,
+            labels=wanted.labels,
         )
         self._send("ModelVersionRegistered", self.topics.models, model, event.to_record())
         self.flush()
-        assert self._registry is not None  # set by _version above
-        self._registry.add(wanted)
+        registry.add(wanted)
         return event
 
     def write_embedding(
@@ -203,7 +208,9 @@ class Producer:
 
         Returns the event id.
         """
-        return self.write_embeddings(model, version, [entity_id], vector, content_sha256s=[content_sha256])[0]
+        return self.write_embeddings(
+            model, version, [entity_id], vector, content_sha256s=[content_sha256]
+        )[0]
 
     def write_embeddings(
         self,
@@ -224,7 +231,9 @@ class Producer:
             raise ContractError(
                 f"{len(entity_ids)} ids, {len(content_sha256s)} hashes and {matrix.shape[0]} "
                 "vectors: give one of each per entity",
-                field="entity_ids", expected=str(matrix.shape[0]), got=str(len(entity_ids)),
+                field="entity_ids",
+                expected=str(matrix.shape[0]),
+                got=str(len(entity_ids)),
             )
         for entity_id, sha in zip(entity_ids, content_sha256s, strict=True):
             check_id("entity_id", entity_id)
@@ -289,7 +298,10 @@ class Producer:
         summary = {str(k): str(v) for k, v in (summary or {}).items()}
         event = DeploymentChanged(
             **self._envelope(model, to_version),
-            from_version=from_version, reason=reason, actor=actor, summary=summary,
+            from_version=from_version,
+            reason=reason,
+            actor=actor,
+            summary=summary,
         )
         self._send("DeploymentChanged", self.topics.models, model, event.to_record())
         self.flush()
@@ -320,6 +332,9 @@ class Producer:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()

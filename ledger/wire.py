@@ -59,11 +59,11 @@ def decode(store: SchemaStore, data: bytes) -> tuple[str, dict[str, Any]]:
     reader = store.current[writer.name]
     body = BytesIO(data[HEADER_SIZE:])
     try:
-        record = schemaless_reader(
-            body, writer.parsed, None if writer is reader else reader.parsed
-        )
+        record = schemaless_reader(body, writer.parsed, None if writer is reader else reader.parsed)
     except Exception as exc:  # fastavro raises EOFError, ValueError, UnicodeDecodeError, ...
-        raise CorruptMessage(f"{writer.name} body does not decode: {type(exc).__name__}: {exc}") from exc
+        raise CorruptMessage(
+            f"{writer.name} body does not decode: {type(exc).__name__}: {exc}"
+        ) from exc
     if body.tell() != len(data) - HEADER_SIZE:
         raise CorruptMessage(
             f"{writer.name} body has {len(data) - HEADER_SIZE - body.tell()} trailing bytes"
