@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,9 @@ import pytest
 from samples import SAMPLES
 
 from ledger.errors import CorruptMessage, UnknownSchema, WireError
+from ledger.events import new_event_id, new_event_ids
 from ledger.schemas import EVENT_TYPES, EventSchema, SchemaStore, default_store, schema_dir
-from ledger.wire import HEADER_SIZE, MARKER, decode, encode
+from ledger.wire import HEADER_SIZE, MARKER, decode, encode, encode_batch, row_template
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -142,3 +144,57 @@ def test_invalid_utf8_in_a_string_field_is_corrupt_not_a_crash() -> None:
     bad = good[:-1] + b"\xff"  # last byte is inside entity_id ("doc-1")
     with pytest.raises(CorruptMessage, match="EntityDeleted body does not decode"):
         decode(default_store(), bad)
+
+
+# -- the batch fast path --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", EVENT_TYPES)
+def test_encode_batch_gives_the_same_bytes_as_encode(name: str) -> None:
+    schema = default_store().current[name]
+    rows = [
+        dict(SAMPLES[name]),
+        {**SAMPLES[name], "event_id": "00000000-0000-4000-8000-0000000000ff", "event_time": -5},
+    ]
+    varying = ("event_id", "event_time")
+    constant = {k: v for k, v in SAMPLES[name].items() if k not in varying}
+    columns = {k: [r[k] for r in rows] for k in varying}
+    assert encode_batch(schema, constant, columns) == [encode(schema, r) for r in rows]
+    one = {k: [v] for k, v in SAMPLES[name].items() if k != "producer"}
+    assert encode_batch(schema, {"producer": "golden-test"}, one) == [
+        (GOLDEN / f"{name}.bin").read_bytes()
+    ]
+
+
+def test_row_template_encodes_unicode_big_numbers_and_long_strings_like_fastavro() -> None:
+    schema = default_store().current["EmbeddingWritten"]
+    template = row_template(schema, {"producer": "prodüction", "model": "m", "dimension": 1})
+    assert template is not None  # EmbeddingWritten is primitive-only: the fast path
+    values = {
+        "event_id": ["é" * 70, "x"],
+        "event_time": [2**62, -(2**62)],
+        "model_version": ["v" * 300, "ünïcode"],
+        "entity_id": ["a", "b" * 20_000],
+        "content_sha256": ["c" * 64, ""],
+        "vector": [b"\x00" * 4, b"\xff" * 200],
+    }
+    expected = [
+        encode(
+            schema,
+            {
+                "producer": "prodüction",
+                "model": "m",
+                "dimension": 1,
+                **{k: v[i] for k, v in values.items()},
+            },
+        )
+        for i in range(2)
+    ]
+    assert template.encode(values) == expected
+
+
+def test_batch_event_ids_are_distinct_uuid4_strings() -> None:
+    ids = [*new_event_ids(1000), new_event_id()]
+    assert len(set(ids)) == len(ids)
+    assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids)
+    assert all(uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
