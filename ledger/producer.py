@@ -99,7 +99,7 @@ class Producer:
         self._store = default_store()
         self._schemas = {n: self._store.current[n] for n in self._store.current}
         self._registry: Registry | None = None
-        self._templates: dict[tuple[str, str, int | None], RowTemplate | None] = {}
+        self._embedding_targets: dict[tuple[str, str], tuple[ModelVersion, RowTemplate | None]] = {}
         self._failures: list[BaseException] = []
         self._lock = threading.Lock()
         config: dict[str, Any] = {
@@ -213,7 +213,23 @@ class Producer:
 
         Returns the event id. For many vectors at once, :meth:`write_embeddings` is faster.
         """
-        mv = self._version(model, version, "embedding")
+        target = self._embedding_targets.get((model, version))
+        if target is None:
+            mv = self._version(model, version, "embedding")
+            # Versions never change their contract, so the lookup and template are kept.
+            target = self._embedding_targets[(model, version)] = (
+                mv,
+                row_template(
+                    self._schemas["EmbeddingWritten"],
+                    {
+                        "producer": self.name,
+                        "model": model,
+                        "model_version": version,
+                        "dimension": mv.dimension,
+                    },
+                ),
+            )
+        mv, template = target
         if not (
             isinstance(vector, np.ndarray)
             and vector.dtype == _F32
@@ -232,21 +248,8 @@ class Producer:
             "content_sha256": content_sha256,
             "vector": vector.tobytes(),
         }
-        # Cached per (model, version): only id, time, entity, hash and vector are encoded.
-        key = (model, version, mv.dimension)
-        if key not in self._templates:
-            self._templates[key] = row_template(
-                self._schemas["EmbeddingWritten"],
-                {
-                    "producer": self.name,
-                    "model": model,
-                    "model_version": version,
-                    "dimension": mv.dimension,
-                },
-            )
-        template = self._templates[key]
-        if template is not None:
-            (value,) = template.encode({k: [v] for k, v in row.items()})
+        if template is not None:  # only id, time, entity, hash and vector are encoded
+            value = template.encode_one(row)
         else:  # the schema gained a non-primitive field: the general encoder
             record = {**self._envelope(model, version), **row, "dimension": mv.dimension}
             value = encode(self._schemas["EmbeddingWritten"], record)

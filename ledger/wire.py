@@ -132,13 +132,13 @@ class RowTemplate:
     #: constant chunks (bytes) and (field, encoder) pairs for the varying fields, in order
     parts: tuple[bytes | tuple[str, Callable[[Any], bytes]], ...]
 
+    def encode_one(self, row: Mapping[str, Any]) -> bytes:
+        """Frame one record from the varying fields in ``row``."""
+        return b"".join([p if isinstance(p, bytes) else p[1](row[p[0]]) for p in self.parts])
+
     def encode(self, columns: Mapping[str, Sequence[Any]]) -> list[bytes]:
         """Frame one record per row of ``columns`` (each a sequence, one value per row)."""
         parts = self.parts
-        if len(next(iter(columns.values()))) == 1:
-            return [
-                b"".join([p if isinstance(p, bytes) else p[1](columns[p[0]][0]) for p in parts])
-            ]
         encoded: list[Any] = [
             p if isinstance(p, bytes) else [p[1](v) for v in columns[p[0]]] for p in parts
         ]

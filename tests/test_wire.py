@@ -191,6 +191,7 @@ def test_row_template_encodes_unicode_big_numbers_and_long_strings_like_fastavro
         for i in range(2)
     ]
     assert template.encode(values) == expected
+    assert [template.encode_one({k: v[i] for k, v in values.items()}) for i in range(2)] == expected
 
 
 def test_batch_event_ids_are_distinct_uuid4_strings() -> None:
