@@ -120,6 +120,26 @@ def check_sha256(field: str, value: Any) -> str:
     return value
 
 
+def check_ids(field: str, values: Sequence[Any]) -> None:
+    """Every value a non-empty string id (one pass; names the first bad one)."""
+    for value in values:
+        if type(value) is not str or not value.strip():
+            check_id(field, value)  # raises with the message and data
+
+
+_SHA256_RUN = re.compile(r"(?:[0-9a-f]{64})*")
+
+
+def check_sha256s(field: str, values: Sequence[Any]) -> None:
+    """Every value a lowercase hex sha256: one regex over the batch, then the first bad one."""
+    if all(type(v) is str and len(v) == 64 for v in values) and _SHA256_RUN.fullmatch(
+        "".join(values)
+    ):
+        return
+    for value in values:
+        check_sha256(field, value)
+
+
 def check_registration(
     *, kind: str, dimension: int | None, metric: str | None, labels: Sequence[str]
 ) -> None:

@@ -23,9 +23,11 @@ from ledger.contract import (
     ModelVersion,
     Registry,
     check_id,
+    check_ids,
     check_label,
     check_registration,
     check_sha256,
+    check_sha256s,
     check_vectors,
 )
 from ledger.errors import BrokerError, ContractError
@@ -281,9 +283,8 @@ class Producer:
                 expected=str(matrix.shape[0]),
                 got=str(len(entity_ids)),
             )
-        for entity_id, sha in zip(entity_ids, content_sha256s, strict=True):
-            check_id("entity_id", entity_id)
-            check_sha256("content_sha256", sha)
+        check_ids("entity_id", entity_ids)
+        check_sha256s("content_sha256", content_sha256s)
         # The hot path: the batch shares its envelope and time, so those fields are
         # encoded once (wire.encode_batch); rows add id, entity, hash and vector.
         n, dim = matrix.shape

@@ -208,6 +208,20 @@ BAD_CALLS: list[Any] = [
         id="bad-content-hash",
     ),
     pytest.param(
+        lambda p: p.write_embeddings(
+            "emb", "v1", ["a", "b"], _GOOD, content_sha256s=[SHA, SHA.upper()]
+        ),
+        ContractError,
+        "content_sha256",
+        id="uppercase-hash-in-batch",
+    ),
+    pytest.param(
+        lambda p: p.write_embeddings("emb", "v1", ["a", 7], _GOOD, content_sha256s=[SHA, SHA]),
+        ContractError,
+        "entity_id",
+        id="non-string-entity-id-in-batch",
+    ),
+    pytest.param(
         lambda p: p.write_embeddings("emb", "v1", ["a"], _GOOD, content_sha256s=[SHA]),
         ContractError,
         "entity_ids",
