@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaProducer
 from samples import SAMPLES
 
 from ledger.errors import CorruptMessage, UnknownSchema, WireError
-from ledger.events import new_event_id, new_event_ids
+from ledger.events import Topics, new_event_id, new_event_ids
+from ledger.log import read_to_end
 from ledger.schemas import EVENT_TYPES, EventSchema, SchemaStore, default_store, schema_dir
 from ledger.wire import HEADER_SIZE, MARKER, decode, encode, encode_batch, row_template
 
@@ -199,3 +201,27 @@ def test_batch_event_ids_are_distinct_uuid4_strings() -> None:
     assert len(set(ids)) == len(ids)
     assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids)
     assert all(uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
+
+
+@pytest.mark.kafka
+def test_old_schema_bytes_round_trip_through_the_broker_into_the_new_schema(
+    bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    store = SchemaStore.load(_evolved_schemas(tmp_path, keep_history=True))
+    new = store.current["EntityDeleted"]
+    old_record = SAMPLES["EntityDeleted"]
+    new_record = {**old_record, "event_id": "00000000-0000-4000-8000-0000000000aa", "cause": "x"}
+    kafka = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        kafka.send(topics.embeddings, key=b"doc-1", value=encode(_old_entity_deleted(), old_record))
+        kafka.send(topics.embeddings, key=b"doc-1", value=encode(new, new_record))
+        kafka.flush()
+    finally:
+        kafka.close()
+
+    got = [decode(store, m.value) for m in read_to_end(bootstrap, [topics.embeddings])]
+
+    assert got == [
+        ("EntityDeleted", {**old_record, "cause": "gdpr"}),
+        ("EntityDeleted", new_record),
+    ]
