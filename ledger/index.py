@@ -1,13 +1,8 @@
 """Immutable, deterministic Annoy index artifacts: build, open, verify, list, gc.
 
-An artifact is one folder per (model, version, log position)::
-
-    <root>/<model>/<version>/<position>/
-        manifest.json       what was built from which log offsets, sha256 of every file
-        ids.parquet         entity id -> (shard, item), sorted by entity id
-        shard-0000.ann ...  one Annoy file per shard
-
-``<position>`` is a hash of the log offsets the artifact covers (DESIGN decision 1).
+An artifact is one folder per (model, version, log position) holding ``manifest.json``,
+``ids.parquet`` (the entity-id map) and one Annoy file per shard; :mod:`ledger.manifest`
+describes the format.
 
 Determinism (DESIGN decision 6): items are added in entity-id order with a fixed seed and
 every shard is built with ``n_jobs=1``, because Annoy's multi-threaded build gives a
@@ -20,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import json
 import multiprocessing
 import os
 import secrets
@@ -28,13 +22,12 @@ import shutil
 import zlib
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from types import TracebackType
-from typing import Any
-from urllib.parse import quote
+from typing import Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -44,10 +37,20 @@ from annoy import AnnoyIndex
 
 from ledger.contract import METRICS
 from ledger.errors import ArtifactError, ChecksumMismatch, ContractError
+from ledger.manifest import (
+    ID_MAP,
+    MANIFEST,
+    Manifest,
+    fsync_path,
+    load_manifest,
+    overall_checksum,
+    path_part,
+    position_of,
+    sha256_file,
+    shard_file,
+    verify_artifact,
+)
 
-FORMAT = 1
-MANIFEST = "manifest.json"
-ID_MAP = "ids.parquet"
 DEFAULT_TREES = 50
 DEFAULT_SEED = 1
 # A constant, not the machine's core count: ``shards`` is part of what the files are, and
@@ -57,191 +60,7 @@ _STAGING = ".tmp-"
 _TRASH = ".trash-"
 
 Vectors = npt.NDArray[np.float32]
-
-
-@dataclass(frozen=True, slots=True)
-class Manifest:
-    """What an artifact holds and how it was built; ``manifest.json`` on disk.
-
-    ``files`` maps each file name (not the manifest itself) to its sha256; ``checksum`` is
-    the sha256 of those lines in ``sha256sum`` format, so one value pins the whole artifact.
-    ``input_sha256`` digests the sorted entity ids and their vectors.
-
-    Example:
-        >>> m = load_manifest("artifacts/embedder/v1/3f9c0a1b2c3d4e5f")  # doctest: +SKIP
-        >>> Manifest.from_json(m.to_json()) == m
-        True
-    """
-
-    model: str
-    version: str
-    position: str
-    log_offsets: Mapping[str, int]
-    dimension: int
-    metric: str
-    trees: int
-    seed: int
-    shards: int
-    items: int
-    shard_items: tuple[int, ...]
-    files: Mapping[str, str]
-    input_sha256: str
-    checksum: str
-    created_at: str
-    annoy_version: str
-    format: int = FORMAT
-
-    @property
-    def relative_path(self) -> PurePosixPath:
-        """``<model>/<version>/<position>``: where the artifact lives under the root."""
-        return PurePosixPath(path_part(self.model), path_part(self.version), self.position)
-
-    def to_json(self) -> str:
-        """Canonical JSON (sorted keys), as written to ``manifest.json``."""
-        data = asdict(self)
-        data["log_offsets"] = dict(self.log_offsets)
-        data["files"] = dict(self.files)
-        data["shard_items"] = list(self.shard_items)
-        return json.dumps(data, indent=2, sort_keys=True) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str) -> Manifest:
-        """Parse ``manifest.json``; :class:`ArtifactError` if it is not a manifest."""
-        try:
-            data = json.loads(text)
-            if data.get("format") != FORMAT:
-                raise ArtifactError(
-                    f"manifest format {data.get('format')!r} is not {FORMAT}; "
-                    "upgrade lineage-ledger or rebuild the artifact"
-                )
-            return cls(
-                model=str(data["model"]),
-                version=str(data["version"]),
-                position=str(data["position"]),
-                log_offsets={str(k): int(v) for k, v in data["log_offsets"].items()},
-                dimension=int(data["dimension"]),
-                metric=str(data["metric"]),
-                trees=int(data["trees"]),
-                seed=int(data["seed"]),
-                shards=int(data["shards"]),
-                items=int(data["items"]),
-                shard_items=tuple(int(x) for x in data["shard_items"]),
-                files={str(k): str(v) for k, v in data["files"].items()},
-                input_sha256=str(data["input_sha256"]),
-                checksum=str(data["checksum"]),
-                created_at=str(data["created_at"]),
-                annoy_version=str(data["annoy_version"]),
-                format=FORMAT,
-            )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ArtifactError(f"not a valid index manifest: {exc!r}") from exc
-
-    def same_build(self, other: Manifest) -> bool:
-        """True when both describe the same input built the same way (ignores created_at)."""
-        return _identity(self) == _identity(other)
-
-
-@dataclass(frozen=True, slots=True)
-class ArtifactEntry:
-    """An artifact found on disk by :func:`list_artifacts`."""
-
-    path: Path
-    manifest: Manifest
-
-
-def _identity(m: Manifest) -> tuple[Any, ...]:
-    return (
-        m.model, m.version, m.position, dict(m.log_offsets), m.dimension, m.metric, m.trees,
-        m.seed, m.shards, m.items, m.shard_items, dict(m.files), m.input_sha256, m.checksum,
-    )
-
-
-def path_part(name: str) -> str:
-    """``name`` as one safe path component (reversible; plain names stay as they are).
-
-    Example:
-        >>> path_part("text-embedder"), path_part("team/model"), path_part("..")
-        ('text-embedder', 'team%2Fmodel', '%2E.')
-    """
-    if not name:
-        raise ArtifactError("a model or version name must not be empty")
-    encoded = quote(name, safe="")
-    return "%2E" + encoded[1:] if encoded.startswith(".") else encoded
-
-
-def position_of(log_offsets: Mapping[str, int]) -> str:
-    """The artifact folder name for a log position: 16 hex of sha256 of its canonical JSON.
-
-    Example:
-        >>> position_of({"ledger.embeddings:0": 120, "ledger.embeddings:1": 98})
-        '...'  # doctest: +SKIP
-    """
-    canonical = json.dumps({str(k): int(v) for k, v in log_offsets.items()}, sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def artifact_path(root: Path | str, *, model: str, version: str,
-                  log_offsets: Mapping[str, int]) -> Path:
-    """Where :func:`build_index` puts the artifact of (model, version, log position)."""
-    return Path(root) / path_part(model) / path_part(version) / position_of(log_offsets)
-
-
-def load_manifest(path: Path | str) -> Manifest:
-    """Read the manifest of the artifact folder ``path`` (or of ``path/manifest.json``).
-
-    Example:
-        >>> load_manifest(".ledger/artifacts/embedder/v1/3f9c0a1b2c3d4e5f").items  # doctest: +SKIP
-        4000
-    """
-    p = Path(path)
-    file = p if p.name == MANIFEST else p / MANIFEST
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ArtifactError(f"cannot read the manifest {file}: {exc.strerror or exc}") from exc
-    return Manifest.from_json(text)
-
-
-def _sha256_file(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _overall_checksum(files: Mapping[str, str]) -> str:
-    lines = "".join(f"{files[name]}  {name}\n" for name in sorted(files))
-    return hashlib.sha256(lines.encode()).hexdigest()
-
-
-def _fsync_path(path: Path, *, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def verify_artifact(path: Path | str) -> list[str]:
-    """Names of the artifact's files whose sha256 is not the manifest's (missing files too).
-
-    Also lists ``manifest.json`` when its overall checksum does not match its file list.
-    An empty list means the artifact is intact.
-
-    Example:
-        >>> verify_artifact(".ledger/artifacts/embedder/v1/3f9c0a1b2c3d4e5f")  # doctest: +SKIP
-        []
-    """
-    p = Path(path)
-    manifest = load_manifest(p)
-    bad = [MANIFEST] if _overall_checksum(manifest.files) != manifest.checksum else []
-    for name in sorted(manifest.files):
-        file = p / name
-        try:
-            ok = _sha256_file(file) == manifest.files[name]
-        except OSError:
-            ok = False
-        if not ok:
-            bad.append(name)
-    return bad
+AnnoyMetric = Literal["angular", "euclidean", "dot"]
 
 
 # -- build ------------------------------------------------------------------------------------
@@ -262,7 +81,7 @@ class _ShardJob:
 def _build_shard_file(vectors: Vectors, *, output_path: str, dimension: int, metric: str,
                       trees: int, seed: int) -> str:
     """Build one shard with n_jobs=1, write it under a temporary name, fsync, rename; sha256."""
-    index = AnnoyIndex(dimension, metric)
+    index = AnnoyIndex(dimension, cast(AnnoyMetric, metric))
     index.set_seed(seed)
     # Rows as Python lists: Annoy reads a list ~10x faster than a numpy row.
     step = 4096
@@ -274,9 +93,9 @@ def _build_shard_file(vectors: Vectors, *, output_path: str, dimension: int, met
     tmp = out.with_name(out.name + ".tmp")
     index.save(str(tmp))
     index.unload()
-    _fsync_path(tmp)
+    fsync_path(tmp)
     os.replace(tmp, out)
-    return _sha256_file(out)
+    return sha256_file(out)
 
 
 def _build_shard_job(job: _ShardJob) -> str:
@@ -304,7 +123,7 @@ def shard_of(entity_ids: Sequence[str], shards: int) -> npt.NDArray[np.int64]:
 def _input_digest(sorted_ids: Sequence[str], sorted_vectors: Vectors) -> str:
     h = hashlib.sha256(f"{sorted_vectors.shape[0]}x{sorted_vectors.shape[1]}\n".encode())
     h.update(b"".join(len(b).to_bytes(4, "little") + b for b in (i.encode() for i in sorted_ids)))
-    h.update(memoryview(np.ascontiguousarray(sorted_vectors, dtype="<f4")).cast("B"))
+    h.update(np.ascontiguousarray(sorted_vectors, dtype="<f4").data)
     return h.hexdigest()
 
 
@@ -411,8 +230,8 @@ def build_index(
         files.update(_build_shards(staging, sorted_vectors, where, plan, jobs=jobs))
         manifest = _finish(plan, files)
         (staging / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
-        _fsync_path(staging / MANIFEST)
-        _fsync_path(staging, directory=True)
+        fsync_path(staging / MANIFEST)
+        fsync_path(staging, directory=True)
         try:
             staging.rename(final)
         except OSError:
@@ -421,7 +240,7 @@ def build_index(
             # Another builder published the same position first: theirs must equal ours.
             shutil.rmtree(staging, ignore_errors=True)
             return _existing(final, plan)
-        _fsync_path(final.parent, directory=True)
+        fsync_path(final.parent, directory=True)
         return manifest
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -430,7 +249,7 @@ def build_index(
 
 def _finish(plan: Manifest, files: Mapping[str, str]) -> Manifest:
     data = {name: getattr(plan, name) for name in Manifest.__dataclass_fields__}
-    data.update(files=dict(sorted(files.items())), checksum=_overall_checksum(files),
+    data.update(files=dict(sorted(files.items())), checksum=overall_checksum(files),
                 created_at=datetime.now(UTC).isoformat(timespec="microseconds"))
     return Manifest(**data)
 
@@ -471,13 +290,8 @@ def _write_id_map(staging: Path, sorted_ids: list[str], where: npt.NDArray[np.in
     })
     path = staging / ID_MAP
     pq.write_table(table, path, compression="zstd")
-    _fsync_path(path)
-    return _sha256_file(path)
-
-
-def shard_file(shard: int) -> str:
-    """File name of shard ``shard`` inside an artifact."""
-    return f"shard-{shard:04d}.ann"
+    fsync_path(path)
+    return sha256_file(path)
 
 
 def _build_shards(staging: Path, sorted_vectors: Vectors, where: npt.NDArray[np.int64],
@@ -518,7 +332,8 @@ class IndexReader:
     descending dot product for ``dot``), ties broken by entity id.
 
     Example:
-        >>> with open_artifact(".ledger/artifacts/embedder/v1/3f9c0a1b2c3d4e5f") as r:  # doctest: +SKIP
+        >>> path = ".ledger/artifacts/embedder/v1/3f9c0a1b2c3d4e5f"
+        >>> with open_artifact(path) as r:  # doctest: +SKIP
         ...     r.query(r.get_vector("doc-1"), 3)
         [('doc-1', 0.0), ('doc-7', 0.41), ('doc-3', 0.52)]
     """
@@ -633,7 +448,7 @@ def open_artifact(path: Path | str, *, verify: bool = False) -> IndexReader:
         raise ArtifactError(f"the id map of {p} does not match the manifest's shard sizes")
     shards: list[AnnoyIndex] = []
     for shard in range(manifest.shards):
-        index = AnnoyIndex(manifest.dimension, manifest.metric)
+        index = AnnoyIndex(manifest.dimension, cast(AnnoyMetric, manifest.metric))
         try:
             index.load(str(p / shard_file(shard)))
         except OSError as exc:
@@ -653,6 +468,15 @@ def open_artifact(path: Path | str, *, verify: bool = False) -> IndexReader:
 # -- list and gc ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class ArtifactEntry:
+    """An artifact found on disk by :func:`list_artifacts`."""
+
+    path: Path
+    manifest: Manifest
+
+
+
 def list_artifacts(root: Path | str, model: str | None = None) -> list[ArtifactEntry]:
     """Artifacts under ``root`` (of ``model`` only, if given), oldest first per version.
 
@@ -660,7 +484,8 @@ def list_artifacts(root: Path | str, model: str | None = None) -> list[ArtifactE
     skipped: they are not artifacts.
 
     Example:
-        >>> [e.manifest.version for e in list_artifacts(".ledger/artifacts", "embedder")]  # doctest: +SKIP
+        >>> entries = list_artifacts(".ledger/artifacts", "embedder")  # doctest: +SKIP
+        >>> [e.manifest.version for e in entries]  # doctest: +SKIP
         ['v1', 'v2']
     """
     base = Path(root)
