@@ -41,6 +41,7 @@ from ledger.manifest import (
     ID_MAP,
     MANIFEST,
     Manifest,
+    artifact_path,
     fsync_path,
     load_manifest,
     overall_checksum,
@@ -61,6 +62,25 @@ _TRASH = ".trash-"
 
 Vectors = npt.NDArray[np.float32]
 AnnoyMetric = Literal["angular", "euclidean", "dot"]
+
+__all__ = [
+    "DEFAULT_SEED",
+    "DEFAULT_SHARDS",
+    "DEFAULT_TREES",
+    "ArtifactEntry",
+    "GcResult",
+    "IndexReader",
+    "Manifest",
+    "artifact_path",
+    "build_index",
+    "gc",
+    "list_artifacts",
+    "load_manifest",
+    "open_artifact",
+    "position_of",
+    "shard_of",
+    "verify_artifact",
+]
 
 
 # -- build ------------------------------------------------------------------------------------
