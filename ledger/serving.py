@@ -174,6 +174,7 @@ def switch(home: Path | str, model: str, artifact: Path | str, *,
         checksum=manifest.checksum, switched_at=now, info=dict(info or {}),
     )
     target = _pointer_file(base, model)
+    target.parent.mkdir(parents=True, exist_ok=True)
     # Serialise switches of one model (a short, blocking lock, not the rollback lock).
     with _flock(base / LOCKS_DIR / f"{path_part(model)}.switch.lock", blocking=True):
         # 1. Append the pointer being replaced to the history first and fsync it: a crash
