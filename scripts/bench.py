@@ -30,15 +30,16 @@ def bench_index(args: argparse.Namespace) -> None:
     from ledger.index import build_index, open_artifact
 
     ids, vectors = _clustered(args.n, args.dim)
-    print(f"machine: {os.cpu_count()} cores; n={args.n} d={args.dim} trees={args.trees} "
-          f"shards={args.shards} jobs={args.jobs}")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"machine: {os.cpu_count()} cores, load average {load}; n={args.n} d={args.dim} "
+          f"trees={args.trees} shards={args.shards} jobs={args.jobs}")
     with tempfile.TemporaryDirectory() as tmp:
         # One unsharded Annoy build with n_jobs=1: the only deterministic single-file build.
         start = time.perf_counter()
         plain = AnnoyIndex(args.dim, "angular")
         plain.set_seed(1)
-        for start in range(0, args.n, 4096):  # lists of floats, a chunk at a time
-            for i, row in enumerate(vectors[start:start + 4096].tolist(), start):
+        for first in range(0, args.n, 4096):  # lists of floats, a chunk at a time
+            for i, row in enumerate(vectors[first:first + 4096].tolist(), first):
                 plain.add_item(i, row)
         plain.build(args.trees, n_jobs=1)
         plain.save(str(Path(tmp) / "plain.ann"))
