@@ -597,8 +597,11 @@ def gc(root: Path | str, *, keep: Collection[Path | str] = (), keep_last: int = 
     if not dry_run:
         for path in removed + leftovers:
             target = path
-            if not path.name.startswith(_TRASH):
-                target = path.with_name(f"{_TRASH}{path.name}-{secrets.token_hex(4)}")
-                path.rename(target)
-            shutil.rmtree(target)
+            try:
+                if not path.name.startswith(_TRASH):
+                    target = path.with_name(f"{_TRASH}{path.name}-{secrets.token_hex(4)}")
+                    path.rename(target)
+                shutil.rmtree(target)
+            except FileNotFoundError:
+                continue  # a concurrent gc removed it first: the outcome is the same
     return GcResult(tuple(removed), tuple(kept), tuple(leftovers))
