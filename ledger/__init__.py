@@ -3,11 +3,15 @@
 from ledger.broker import EmbeddedBroker
 from ledger.contract import ModelVersion, Registry
 from ledger.errors import (
+    ArtifactError,
     BrokerError,
+    ChecksumMismatch,
     ContractError,
     CorruptMessage,
     LedgerError,
     LogGapError,
+    RollbackInProgress,
+    ServingError,
     StoreError,
     UnknownModelVersion,
     UnknownSchema,
@@ -27,7 +31,9 @@ from ledger.producer import Producer, content_hash, load_registry
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArtifactError",
     "BrokerError",
+    "ChecksumMismatch",
     "ContractError",
     "CorruptMessage",
     "DecisionRecorded",
@@ -41,6 +47,8 @@ __all__ = [
     "ModelVersionRegistered",
     "Producer",
     "Registry",
+    "RollbackInProgress",
+    "ServingError",
     "StoreError",
     "Topics",
     "UnknownModelVersion",

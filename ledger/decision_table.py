@@ -47,7 +47,7 @@ def build_decision_table(
         >>> m = build_decision_table(".ledger/artifacts", model="spam-filter", version="v1",
         ...     table=pa.table({"subject_id": ["a"], "label": ["ham"]}),
         ...     log_offsets={"ledger.decisions:0": 1})  # doctest: +SKIP
-        >>> m.kind, m.items
+        >>> m.kind, m.items  # doctest: +SKIP
         ('decisions', 1)
     """
     plan = Manifest(

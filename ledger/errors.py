@@ -13,7 +13,11 @@ into one line and exit code 2; anything else is a bug and keeps its traceback.
     │   └── CorruptMessage        bad marker, short frame, or a body that does not decode
     ├── BrokerError          no Kafka-protocol broker could be reached or started
     ├── StoreError           DuckDB failed (``transient`` says whether a retry may help)
-    └── LogGapError          stored offsets point outside the log: events would be skipped
+    ├── LogGapError          stored offsets point outside the log: events would be skipped
+    ├── ArtifactError        an index artifact cannot be built, read or trusted
+    │   └── ChecksumMismatch      files differ from what the manifest recorded
+    └── ServingError         the serving pointer is missing or names an artifact it must refuse
+        └── RollbackInProgress    another process holds the model's rollback lock (``pid``)
 """
 
 from __future__ import annotations
@@ -110,3 +114,32 @@ class StoreError(LedgerError):
 
 class LogGapError(LedgerError):
     """The log no longer holds events the store has not materialised (or lost its log)."""
+
+
+class ArtifactError(LedgerError):
+    """An index artifact cannot be built, read or trusted (bad input, missing files, conflict)."""
+
+
+class ChecksumMismatch(ArtifactError):
+    """Files of an artifact differ from the sha256 its manifest recorded.
+
+    Example:
+        >>> ChecksumMismatch("artifact a/b is corrupt", files=("shard-0.ann",)).files
+        ('shard-0.ann',)
+    """
+
+    def __init__(self, message: str, *, files: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.files = files
+
+
+class ServingError(LedgerError):
+    """The serving pointer is missing, or names an artifact that must not be served."""
+
+
+class RollbackInProgress(ServingError):
+    """Another process holds the rollback lock of the model; ``pid`` names it (None if unknown)."""
+
+    def __init__(self, message: str, *, pid: int | None) -> None:
+        super().__init__(message)
+        self.pid = pid

@@ -292,7 +292,7 @@ def rollback(
     Example:
         >>> r = rollback(bs, Topics(), Path(".ledger"), ["text-embedder"], to="v1",
         ...              dry_run=False)  # doctest: +SKIP
-        >>> r.switched
+        >>> r.switched  # doctest: +SKIP
         True
     """
     home.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import ledger
 
 PUBLIC = {
+    "ArtifactError",
     "BrokerError",
+    "ChecksumMismatch",
     "ContractError",
     "CorruptMessage",
     "DecisionRecorded",
@@ -19,6 +21,8 @@ PUBLIC = {
     "ModelVersionRegistered",
     "Producer",
     "Registry",
+    "RollbackInProgress",
+    "ServingError",
     "StoreError",
     "Topics",
     "UnknownModelVersion",
@@ -42,12 +46,14 @@ def test_every_exported_member_exists_and_is_public() -> None:
         assert getattr(member, "__module__", "").startswith("ledger."), name
 
 
-def test_every_exception_is_a_ledger_error() -> None:
-    errors = [
-        getattr(ledger, n)
-        for n in ledger.__all__
-        if n.endswith("Error") or n.startswith("Unknown") or n == "CorruptMessage"
-    ]
-    errors = [e for e in errors if isinstance(e, type)]
-    assert all(issubclass(e, ledger.LedgerError) for e in errors)
-    assert len(errors) == 9
+def test_every_error_class_is_exported_and_is_a_ledger_error() -> None:
+    import inspect
+
+    import ledger.errors
+
+    classes = {
+        name for name, obj in inspect.getmembers(ledger.errors, inspect.isclass)
+        if issubclass(obj, Exception) and obj.__module__ == "ledger.errors"
+    }
+    assert classes <= set(ledger.__all__)
+    assert all(issubclass(getattr(ledger, n), ledger.LedgerError) for n in classes)
