@@ -69,7 +69,7 @@ def exact_topk(
     Example:
         >>> corpus = np.array([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1]])
         >>> idx, dist = exact_topk(corpus, corpus[:1], 2, "euclidean")
-        >>> idx.tolist(), [round(x, 3) for x in dist[0]]
+        >>> idx.tolist(), [round(float(x), 3) for x in dist[0]]
         ([[0, 2]], [0.0, 0.141])
     """
     if metric not in METRICS:
