@@ -4,7 +4,7 @@
   id and its cluster, so "correct neighbours" can be measured as the same-cluster rate.
 - :class:`TextEmbedder` hashes character 3-grams (``zlib.crc32``: stable across runs
   and machines, unlike ``hash()``) into 4096 buckets and maps the count vector through a
-  fixed random projection seeded by the version name, then L2-normalises. Within one
+  fixed random +-1 projection seeded by the version name, then L2-normalises. Within one
   version similar texts are neighbours; across versions the projections are unrelated,
   so a v1 vector searched among v2 vectors finds noise: the mixed-index incident.
 - :class:`ToyClassifier` labels texts ``ham`` / ``spam`` by topic; ``v2`` disagrees with
@@ -77,7 +77,8 @@ def synthetic_corpus(n: int, *, seed: int = 0, words: int = 8) -> Corpus:
     """``n`` short texts, ``words`` words each, in clusters by topic.
 
     Text ``i`` has id ``doc-{i:06d}`` and topic ``i % len(TOPICS)``; its words are drawn
-    (seeded) mostly from the topic's vocabulary, the rest from shared filler words.
+    (seeded) mostly from the topic's vocabulary, the rest from shared filler words. The
+    first ``m`` texts of a corpus of ``n > m`` are the corpus of ``m``.
 
     Example:
         >>> c = synthetic_corpus(3)
@@ -91,17 +92,22 @@ def synthetic_corpus(n: int, *, seed: int = 0, words: int = 8) -> Corpus:
     topics = tuple(TOPICS)
     vocab = np.array([w for t in topics for w in TOPICS[t]] + list(FILLER), dtype=object)
     per_topic = len(TOPICS[topics[0]])
-    rng = np.random.default_rng(seed)
     clusters = np.arange(n) % len(topics)
-    # Five words in eight from the topic: same-topic texts share about two topic words.
-    topical = rng.random((n, words)) < 0.625
-    topic_word = clusters[:, None] * per_topic + rng.integers(0, per_topic, (n, words))
-    filler_word = len(topics) * per_topic + rng.integers(0, len(FILLER), (n, words))
-    chosen = vocab[np.where(topical, topic_word, filler_word)]
-    texts = tuple(" ".join(row) for row in chosen.tolist())
+    texts: list[str] = []
+    # Drawn per chunk of rows from (seed, chunk): a longer corpus extends a shorter one.
+    for start in range(0, n, _CHUNK):
+        rows = min(_CHUNK, n - start)
+        rng = np.random.default_rng([seed, start // _CHUNK])
+        # Five words in eight from the topic: same-topic texts share about two topic words.
+        topical = rng.random((_CHUNK, words))[:rows] < 0.625
+        topic_word = rng.integers(0, per_topic, (_CHUNK, words))[:rows]
+        topic_word += clusters[start:start + rows, None] * per_topic
+        filler_word = len(topics) * per_topic + rng.integers(0, len(FILLER), (_CHUNK, words))
+        chosen = vocab[np.where(topical, topic_word, filler_word[:rows])]
+        texts.extend(" ".join(row) for row in chosen.tolist())
     return Corpus(
         ids=tuple(f"doc-{i:06d}" for i in range(n)),
-        texts=texts,
+        texts=tuple(texts),
         clusters=tuple(int(c) for c in clusters),
         topics=topics,
     )
@@ -125,10 +131,16 @@ class TextEmbedder:
         self.version = version
         self.dimension = dimension
         rng = np.random.default_rng(zlib.crc32(f"textembed/{version}".encode()))
-        self._projection = rng.standard_normal((BUCKETS, dimension)).astype(np.float32)
+        # Random signs, not Gaussians: counts times +-1 sum to integers, exact in float32
+        # in any order, so a text's vector is bit-identical whatever batch it comes in.
+        signs = rng.integers(0, 2, (BUCKETS, dimension), dtype=np.int8) * 2 - 1
+        self._projection = signs.astype(np.float32)
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """``(len(texts), dimension)`` float32, unit rows (a text with no 3-gram: zeros)."""
+        """``(len(texts), dimension)`` float32, unit rows (a text with no 3-gram: zeros).
+
+        A text's vector does not depend on the rest of the batch (bit for bit).
+        """
         docs, buckets = _ngram_buckets(texts)
         out = np.empty((len(texts), self.dimension), np.float32)
         bounds = np.searchsorted(docs, np.arange(0, len(texts) + _CHUNK, _CHUNK))
