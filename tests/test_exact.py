@@ -42,7 +42,7 @@ def corpus_with_ties(seed=0, n=2000, d=12):
 
 
 @pytest.mark.parametrize("metric", METRICS)
-@pytest.mark.parametrize("blocks", [(512, 16384), (37, 101)])
+@pytest.mark.parametrize("blocks", [(1024, 8192), (37, 101)])
 def test_exact_topk_equals_brute_force_with_ties_for_every_metric(metric, blocks):
     corpus = corpus_with_ties()
     queries = np.concatenate([corpus[:40], corpus[[7, 100, 500]],
