@@ -431,7 +431,8 @@ def _stderr(values: npt.NDArray[np.float64], population: int) -> float | None:
 
 def _ids(ids: IdsLike, name: str) -> pa.Array:
     arr = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
-    arr = arr if isinstance(arr, pa.Array) else pa.array(list(arr), pa.string())
+    if not isinstance(arr, pa.Array):
+        arr = pa.array(arr if isinstance(arr, np.ndarray) else list(arr), pa.string())
     arr = arr.cast(pa.string())
     if arr.null_count:
         raise ValueError(f"{name} has null ids")

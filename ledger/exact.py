@@ -195,6 +195,8 @@ def _coarse(
     nq, n = q32.shape[0], corpus.shape[0]
     best_score = np.full((nq, keep), np.inf, np.float32)
     best_row = np.full((nq, keep), -1, np.int64)
+    pending: list[tuple[IntArray, npt.NDArray[np.float32], IntArray]] = []
+    pending_size = 0
     masked = excl is not None or allowed is not None
     for cs in range(0, n, corpus_block):
         ce = min(n, cs + corpus_block)
@@ -225,13 +227,21 @@ def _coarse(
         if masked:
             finite = scores[r, c] < np.inf
             r, c = r[finite], c[finite]
-        # 3. Merge the block's candidates with the ones kept so far, ordered by (score,
-        #    row) so that ties keep the lower row, and cut each query back to keep.
-        old = best_row >= 0
-        rr = np.concatenate([np.nonzero(old)[0], r])
-        ss = np.concatenate([best_score[old], scores[r, c]])
-        ii = np.concatenate([best_row[old], c.astype(np.int64) + cs])
-        best_score, best_row = _top_per_row(rr, ss, ii, nq, keep)
+        pending.append((r, scores[r, c], c + cs))
+        pending_size += r.size
+        # 3. Merge the candidates with the ones kept so far, ordered by (score, row) so
+        #    that ties keep the lower row, and cut each query back to keep. Merging is a
+        #    sort, so it waits until the blocks brought about as many as are kept (a
+        #    stale bar only lets more candidates through; it never loses one).
+        if pending_size >= keep * nq or ce == n:
+            old = best_row >= 0
+            best_score, best_row = _top_per_row(
+                np.concatenate([np.nonzero(old)[0]] + [p[0] for p in pending]),
+                np.concatenate([best_score[old]] + [p[1] for p in pending]),
+                np.concatenate([best_row[old]] + [p[2] for p in pending]),
+                nq, keep,
+            )
+            pending, pending_size = [], 0
     return best_row
 
 
