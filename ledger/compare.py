@@ -263,6 +263,9 @@ def compare_embeddings(
         >>> r.overlap_mean, r.coverage.both
         (1.0, 4)
     """
+    if k < 1 or sample < 0:
+        raise ValueError(f"need k >= 1 and sample >= 0, got k={k}, sample={sample}")
+    metric_b = metric_b or metric
     ia, ib = _ids(ids_a, "ids_a"), _ids(ids_b, "ids_b")
     va, vb = _vectors(vectors_a, len(ia), "vectors_a"), _vectors(vectors_b, len(ib), "vectors_b")
     common = _sorted_common(ia, ib)
@@ -271,11 +274,11 @@ def compare_embeddings(
     size = min(sample, len(common))
     picked = np.sort(np.random.default_rng(seed).choice(len(common), size=size, replace=False))
     nb_a = _neighbours(va, pos_a, picked, k, metric)
-    nb_b = _neighbours(vb, pos_b, picked, k, metric_b or metric)
+    nb_b = _neighbours(vb, pos_b, picked, k, metric_b)
     width = nb_a.shape[1]
     if size == 0 or width == 0:
         return EmbeddingComparison(
-            version_a, version_b, metric, metric_b or metric, width, seed, size, coverage,
+            version_a, version_b, metric, metric_b, width, seed, size, coverage,
             None, None, (), (), (),
         )
     overlaps = overlap_per_query(nb_b, nb_a)
@@ -283,7 +286,7 @@ def compare_embeddings(
     worst = np.lexsort((picked, overlaps))[:10]
     return EmbeddingComparison(
         version_a=version_a, version_b=version_b,
-        metric_a=metric, metric_b=metric_b or metric,
+        metric_a=metric, metric_b=metric_b,
         k=width, seed=seed, sample_size=size, coverage=coverage,
         overlap_mean=float(overlaps.mean()),
         overlap_stderr=_stderr(overlaps, len(common)),

@@ -64,6 +64,23 @@ class Corpus:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def same_cluster_rate(self, queries: npt.ArrayLike, neighbours: npt.ArrayLike) -> float:
+        """Share of ``neighbours[i]`` (corpus rows) in the cluster of row ``queries[i]``.
+
+        The demo's measure of search quality: near 1 for a sound index of one version,
+        near ``1 / len(topics)`` when the vectors come from another version.
+
+        Example:
+            >>> synthetic_corpus(16).same_cluster_rate([0, 1], [[8, 0], [9, 2]])
+            0.75
+        """
+        cluster = np.asarray(self.clusters, np.int64)
+        rows = np.asarray(neighbours, np.int64)
+        query = np.asarray(queries, np.int64).reshape(-1, 1)
+        valid = rows >= 0
+        same = (cluster[np.where(valid, rows, 0)] == cluster[query]) & valid
+        return float(same.sum() / max(int(valid.sum()), 1))
+
     def to_table(self) -> pa.Table:
         """Columns ``entity_id``, ``text``, ``topic``."""
         return pa.table({
