@@ -217,3 +217,20 @@ def test_bad_gate_spec_says_what_a_valid_one_looks_like(spec):
     assert isinstance(info.value, LedgerError)
     assert "'agreement>=0.95,overlap>=0.6'" in str(info.value)
     assert info.value.spec == spec
+
+
+def test_decisions_accept_the_arrow_string_types_a_store_returns():
+    a = pa.table({"subject_id": pa.array(["s1", "s2"], pa.large_string()),
+                  "label": pa.array(["ham", "spam"]).dictionary_encode()})
+    b = pa.table({"subject_id": pa.chunked_array([["s2"], ["s1", "s3"]]),
+                  "label": pa.chunked_array([["ham"], ["ham", "spam"]])})
+    report = compare_decisions(a, b)
+    assert (report.agreed, report.coverage.only_b) == (1, 1)
+    assert report.flipped.to_pylist() == [
+        {"subject_id": "s2", "label_a": "spam", "label_b": "ham"}]
+
+
+def test_no_common_subjects_give_no_agreement_figure():
+    report = compare_decisions(pa.table({"subject_id": ["x"], "label": ["ham"]}),
+                               pa.table({"subject_id": ["y"], "label": ["ham"]}))
+    assert report.agreement is None and report.confusion == () and report.flipped.num_rows == 0
