@@ -116,6 +116,8 @@ class Materialiser:
         group: a consumer group to join (scale-out); ``None`` assigns every partition.
         max_batch: most messages per transaction.
         lock_timeout: seconds to wait for a reader holding the shard (``None``: forever).
+        hold: seconds the shard connection may stay open across transactions while there
+            is a backlog (it closes when idle); 0 closes it after every transaction.
 
     Example:
         >>> with Materialiser(bs, Topics(), Path(".ledger"), group="mat") as m:  # doctest: +SKIP
@@ -132,12 +134,13 @@ class Materialiser:
         group: str | None = None,
         max_batch: int = 5000,
         lock_timeout: float | None = 60.0,
+        hold: float = 1.0,
     ) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
         self.group = group
         self.max_batch = max_batch
-        self.shard = Shard(home, shard, lock_timeout=lock_timeout)
+        self.shard = Shard(home, shard, lock_timeout=lock_timeout, hold=hold)
         self.shard.claim()
         self._schemas = default_store()
         self._tail: _ModelsTail | None = None
@@ -229,11 +232,14 @@ class Materialiser:
             polled = self._poll(consumer)
             if polled:
                 self._write(consumer, polled)
+            else:
+                self.shard.idle()  # nothing to write: let readers have the file
             self._check_gaps(consumer)
             if progress is not None:
                 progress(self._messages, self._messages + self._known_lag(consumer))
             if until_caught_up and self._caught_up(consumer):
                 break
+        self.shard.idle()
         return self.stats(time.monotonic() - started)
 
     def _poll(self, consumer: KafkaConsumer) -> list[Any]:

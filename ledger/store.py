@@ -107,6 +107,10 @@ ARROW_SCHEMAS: dict[str, pa.Schema] = {
 
 Partition = tuple[str, int]
 
+#: After holding its connection for ``hold`` seconds a writer pauses this long before
+#: reconnecting, so a reader retrying every few milliseconds can take the file.
+YIELD_S = 0.05
+
 
 @dataclass(frozen=True, slots=True)
 class Batch:
@@ -146,7 +150,8 @@ def _run(
     con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None
 ) -> list[tuple[Any, ...]]:
     # Fetch every result: DuckDB refuses new work on a connection with a pending one.
-    return con.execute(sql, params).fetchall() if params is not None else con.execute(sql).fetchall()
+    result = con.execute(sql, params) if params is not None else con.execute(sql)
+    return result.fetchall()
 
 
 def _is_lock_error(exc: duckdb.Error) -> bool:
@@ -181,6 +186,10 @@ class Shard:
         name: the shard's name (file ``<home>/shards/<name>.duckdb``).
         lock_timeout: seconds to keep retrying while another process holds the file
             (a reader of the views); ``None`` waits as long as it takes.
+        hold: seconds the writer may keep its connection across transactions while it
+            has a backlog (0: connect and close for every transaction). After that it
+            closes and pauses ``YIELD_S`` so a waiting reader gets the file; it also
+            closes whenever it is idle (:meth:`idle`).
 
     Example:
         >>> shard = Shard(tmp_home, "main")  # doctest: +SKIP
@@ -189,7 +198,12 @@ class Shard:
     """
 
     def __init__(
-        self, home: Path, name: str = "main", *, lock_timeout: float | None = 60.0
+        self,
+        home: Path,
+        name: str = "main",
+        *,
+        lock_timeout: float | None = 60.0,
+        hold: float = 0.0,
     ) -> None:
         if not name or "/" in name or name.startswith("."):
             raise StoreError(f"bad shard name {name!r}: use letters, digits, '-' or '_'")
@@ -197,8 +211,12 @@ class Shard:
         self.name = name
         self.path = shard_dir(self.home) / f"{name}.duckdb"
         self.lock_timeout = lock_timeout
+        self.hold = hold
         self._owner: IO[bytes] | None = None
         self._ready = False
+        self._held: duckdb.DuckDBPyConnection | None = None
+        self._held_since = 0.0
+        self._resume_at = 0.0
 
     # -- ownership ----------------------------------------------------------------
 
@@ -221,19 +239,22 @@ class Shard:
         self._owner = handle
 
     def release(self) -> None:
-        """Give up the writer claim (the OS also drops it when the process dies)."""
+        """Close the connection and give up the writer claim (the OS drops it on exit too)."""
+        self.idle()
         if self._owner is not None:
             self._owner.close()
             self._owner = None
 
     # -- connections --------------------------------------------------------------
 
-    @contextmanager
-    def _connect(self, what: str) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-write connection for one unit of work; retried while the file is locked."""
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        """A read-write connection; retried while another process holds the file."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        pause = self._resume_at - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)  # the window a waiting reader needs after a long hold
         deadline = None if self.lock_timeout is None else time.monotonic() + self.lock_timeout
-        delay = 0.005
+        delay = 0.002
         while True:
             try:
                 con = duckdb.connect(str(self.path))
@@ -243,16 +264,44 @@ class Shard:
                 if not err.transient or (deadline is not None and time.monotonic() > deadline):
                     raise err from exc
                 time.sleep(delay)
-                delay = min(delay * 2, 0.2)
-        try:
-            if not self._ready:
+                delay = min(delay * 2, 0.05)
+        if not self._ready:
+            try:
                 _run(con, DDL)
-                self._ready = True
+            except duckdb.Error as exc:
+                con.close()
+                raise _store_error(exc, f"creating the tables of shard {self.name}") from exc
+            self._ready = True
+        return con
+
+    @contextmanager
+    def _connect(self, what: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The held connection, or one for this unit of work only."""
+        con = self._held if self._held is not None else self._open()
+        try:
             yield con
         except duckdb.Error as exc:
+            self.idle()
+            if con is not self._held:
+                con.close()
             raise _store_error(exc, f"{what} in shard {self.name}") from exc
-        finally:
-            con.close()
+        if con is not self._held:
+            if self.hold > 0:
+                self._held, self._held_since = con, time.monotonic()
+            else:
+                con.close()
+        elif time.monotonic() - self._held_since > self.hold:
+            self.idle()
+            self._resume_at = time.monotonic() + YIELD_S
+
+    def idle(self) -> None:
+        """Close a held connection, so readers can open the file."""
+        if self._held is not None:
+            held, self._held = self._held, None
+            try:
+                held.close()
+            except duckdb.Error:
+                pass  # closing after a failed transaction: the file state is what was committed
 
     # -- writing ------------------------------------------------------------------
 
@@ -396,7 +445,7 @@ def _attach_read_only(
             if not err.transient or time.monotonic() > deadline:
                 raise err from exc
             time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+            delay = min(delay * 2, 0.02)
 
 
 def _sql_str(text: str) -> str:

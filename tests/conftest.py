@@ -20,6 +20,8 @@ from ledger.log import init_topics
 
 
 def _docker_engine_available() -> bool:
+    if not os.environ.get("DOCKER_HOST") and not os.path.exists("/var/run/docker.sock"):
+        return False  # no engine; and docker-py leaks its socket when probing a missing one
     try:
         import docker
     except ImportError:

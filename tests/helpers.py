@@ -32,3 +32,32 @@ def produce_embeddings(
             ids += p.write_embeddings(model, version, ents, vectors,
                                       content_sha256s=[content_hash(e) for e in ents])
     return ids
+
+
+def envelope(model: str, version: str, **fields: object) -> dict[str, object]:
+    """A record dict with a fresh envelope plus ``fields``."""
+    from ledger.events import new_event_id, now_micros
+
+    return {"event_id": new_event_id(), "event_time": now_micros(), "producer": "raw",
+            "model": model, "model_version": version, **fields}
+
+
+def encoded(event_type: str, record: dict[str, object]) -> bytes:
+    """``record`` framed with the current schema of ``event_type``."""
+    from ledger.schemas import default_store
+    from ledger.wire import encode
+
+    return encode(default_store().current[event_type], record)
+
+
+def send_raw(bootstrap: str, messages: list[tuple[str, bytes, bytes]]) -> None:
+    """Send ``(topic, key, value)`` messages as they are, in order, and flush."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        for topic, key, value in messages:
+            producer.send(topic, key=key, value=value)
+        producer.flush()
+    finally:
+        producer.close()
