@@ -23,7 +23,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError, OffsetOutOfRangeError
+from kafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 from kafka.structs import OffsetAndMetadata
 
 from consumers.batch import BatchBuilder
@@ -181,18 +181,41 @@ class Materialiser:
             raise BrokerError(f"cannot consume from {self.bootstrap}: {exc}") from exc
         return consumer
 
+    def _seek_stored(self, consumer: KafkaConsumer, tps: Iterable[TopicPartition]) -> None:
+        """Seek to the offsets stored in the shard; others keep the group's committed offset.
+
+        Runs inside the rebalance callback, where kafka-python allows no blocking call:
+        a partition without a stored offset is positioned by the consumer itself from the
+        group's committed offset, or, with none, ends up in :meth:`_sync_positions`.
+        """
+        stored = self.shard.stored_offsets()
+        for tp in tps:
+            offset = stored.get(_key(tp))
+            if offset is not None:
+                consumer.seek(tp, offset)
+                self._next[_key(tp)] = offset
+
+    def _sync_positions(self, consumer: KafkaConsumer) -> None:
+        """Learn where newly assigned partitions read from; a partition nobody has read
+        starts at 0 (never at the log's current start: that would skip silently)."""
+        for tp in consumer.assignment():
+            if _key(tp) in self._next:
+                continue
+            try:
+                self._next[_key(tp)] = consumer.position(tp)
+            except NoOffsetForPartitionError:
+                consumer.seek(tp, 0)
+                self._next[_key(tp)] = 0
+
     def _seek(self, consumer: KafkaConsumer, tps: Iterable[TopicPartition]) -> None:
-        """Position each partition at its stored offset (see the module docstring)."""
+        """Position each partition at its stored offset, else 0; check the log still has it."""
         tps = list(tps)
         if not tps:
             return
         stored = self.shard.stored_offsets()
         starts = consumer.beginning_offsets(tps)
         for tp in tps:
-            offset = stored.get(_key(tp))
-            if offset is None and self.group is not None:
-                offset = consumer.committed(tp)
-            offset = offset or 0
+            offset = stored.get(_key(tp), 0)
             if starts.get(tp, 0) > offset:
                 raise LogGapError(
                     f"{tp.topic}[{tp.partition}]: the log starts at offset {starts[tp]} but "
@@ -255,6 +278,11 @@ class Materialiser:
                 batch = consumer.poll(timeout_ms=0, max_records=self.max_batch - len(out))
         except OffsetOutOfRangeError as exc:
             raise self._gap(consumer, exc) from exc
+        except NoOffsetForPartitionError as exc:
+            for tp in exc.args[0] if exc.args else ():
+                consumer.seek(tp, 0)  # never read by anyone in the group: the whole log
+                self._next[_key(tp)] = 0
+        self._sync_positions(consumer)
         return out
 
     def _write(self, consumer: KafkaConsumer, messages: list[Any]) -> None:
@@ -366,7 +394,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             self._owner._next.pop(_key(tp), None)  # noqa: SLF001 - the owner's own state
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        self._owner._seek(self._consumer, assigned)  # noqa: SLF001
+        self._owner._seek_stored(self._consumer, assigned)  # noqa: SLF001
         self._owner._joined = True  # noqa: SLF001
 
 
