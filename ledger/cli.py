@@ -301,6 +301,10 @@ def artifacts_gc_cmd(c: Context, keep_last: int, dry_run: bool, as_json: bool) -
 # --- end of index artifacts --------------------------------------------------------------------
 
 
+# Command modules register themselves on ``cli``; imported here so ``ledger`` sees them.
+from ledger import cli_materialiser, cli_rollback  # noqa: E402, F401
+
+
 def main() -> NoReturn:
     """Console-script entry point."""
     cli.main(prog_name="ledger", standalone_mode=True)

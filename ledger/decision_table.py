@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -51,10 +52,23 @@ def build_decision_table(
         ('decisions', 1)
     """
     plan = Manifest(
-        model=model, version=version, position=position_of(log_offsets),
-        log_offsets={str(k): int(v) for k, v in log_offsets.items()}, dimension=0, metric="",
-        trees=0, seed=0, shards=0, items=table.num_rows, shard_items=(), files={},
-        input_sha256="", checksum="", created_at="", annoy_version="", kind="decisions",
+        model=model,
+        version=version,
+        position=position_of(log_offsets),
+        log_offsets={str(k): int(v) for k, v in log_offsets.items()},
+        dimension=0,
+        metric="",
+        trees=0,
+        seed=0,
+        shards=0,
+        items=table.num_rows,
+        shard_items=(),
+        files={},
+        input_sha256="",
+        checksum="",
+        created_at="",
+        annoy_version="",
+        kind="decisions",
     )
     final = Path(out_dir) / plan.relative_path
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -67,10 +81,12 @@ def build_decision_table(
         fsync_path(staging / DECISIONS_FILE)
         sha = sha256_file(staging / DECISIONS_FILE)
         files = {DECISIONS_FILE: sha}
-        manifest = Manifest(
-            **{**_fields(plan), "files": files, "input_sha256": sha,
-               "checksum": overall_checksum(files),
-               "created_at": datetime.now(UTC).isoformat(timespec="seconds")},
+        manifest = replace(
+            plan,
+            files=files,
+            input_sha256=sha,
+            checksum=overall_checksum(files),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         if final.exists():
             existing = load_manifest(final)
@@ -88,10 +104,6 @@ def build_decision_table(
         return manifest
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _fields(m: Manifest) -> dict[str, object]:
-    return {name: getattr(m, name) for name in m.__dataclass_fields__}
 
 
 def read_decision_table(folder: Path | str) -> pa.Table:

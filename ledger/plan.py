@@ -27,57 +27,35 @@ import pyarrow as pa
 
 from ledger.errors import ContractError, UnknownModelVersion
 
-# The latest event of every entity of a model, across versions, writes and deletions.
-_LATEST_ENTITY_EVENT = """
-    SELECT entity_id, is_write FROM (
-        SELECT entity_id, TRUE AS is_write, "partition", "offset"
-        FROM embeddings WHERE model = $model
-        UNION ALL
-        SELECT entity_id, FALSE, "partition", "offset" FROM deletions WHERE model = $model
-    )
-    QUALIFY row_number() OVER (PARTITION BY entity_id ORDER BY "partition" DESC, "offset" DESC) = 1
-"""
+# The SQL below builds on the views and macros of ledger.views (documented in docs/sql.md):
+# live_entities, version_embeddings, version_decisions, serving_history.
 
-_LATEST_WRITE = """
-    SELECT entity_id, content_sha256, event_id FROM embeddings
-    WHERE model = $model {version_filter}
-    QUALIFY row_number() OVER (PARTITION BY entity_id ORDER BY "partition" DESC, "offset" DESC) = 1
-"""
-
-_EMBEDDING_SETS = f"""
-    WITH latest AS ({_LATEST_ENTITY_EVENT}),
-    live AS (SELECT entity_id FROM latest WHERE is_write),
-    any_w AS ({_LATEST_WRITE.format(version_filter="")}),
-    v_w AS ({_LATEST_WRITE.format(version_filter="AND model_version = $version")})
+_EMBEDDING_SETS = """
+    WITH any_w AS (
+        SELECT entity_id, content_sha256 FROM embeddings WHERE model = $model
+        QUALIFY row_number() OVER (
+            PARTITION BY entity_id ORDER BY "partition" DESC, "offset" DESC) = 1
+    ),
+    v_w AS (SELECT entity_id, content_sha256 FROM version_embeddings($model, $version))
     SELECT live.entity_id,
            v_w.entity_id IS NOT NULL AS has_version,
            v_w.entity_id IS NOT NULL AND any_w.content_sha256 <> v_w.content_sha256 AS is_stale
-    FROM live
+    FROM live_entities($model) live
     JOIN any_w USING (entity_id)
     LEFT JOIN v_w USING (entity_id)
     ORDER BY live.entity_id
 """
 
 #: The index items of (model, version): live entities' latest V vectors, in entity-id order.
-ITEMS_SQL = f"""
-    WITH latest AS ({_LATEST_ENTITY_EVENT}),
-    v_w AS ({_LATEST_WRITE.format(version_filter="AND model_version = $version")})
-    SELECT v_w.entity_id, v_w.event_id, v_w.content_sha256, e.vector
-    FROM v_w JOIN latest USING (entity_id) JOIN embeddings e ON e.event_id = v_w.event_id
-    WHERE latest.is_write
-    ORDER BY v_w.entity_id
-"""
-
-_LATEST_DECISION = """
-    SELECT subject_id, model_version, label, score, event_id, event_time, producer FROM decisions
-    WHERE model = $model {version_filter}
-    QUALIFY row_number() OVER (PARTITION BY subject_id ORDER BY "partition" DESC, "offset" DESC) = 1
+ITEMS_SQL = """
+    SELECT entity_id, event_id, content_sha256, vector FROM version_embeddings($model, $version)
+    ORDER BY entity_id
 """
 
 #: The decision table of (model, version): each subject's latest V decision, in subject order.
-DECISIONS_SQL = f"""
+DECISIONS_SQL = """
     SELECT subject_id, label, score, event_id, event_time, producer
-    FROM ({_LATEST_DECISION.format(version_filter="AND model_version = $version")})
+    FROM version_decisions($model, $version)
     ORDER BY subject_id
 """
 
@@ -87,23 +65,14 @@ _REDECIDE_SQL = """
     ORDER BY subject_id
 """
 
-# Serving windows of a model from its DeploymentChanged events (one models partition: offset order).
-SERVING_WINDOWS_SQL = """
-    SELECT model_version AS version, event_time AS served_from,
-           lead(event_time) OVER (ORDER BY "offset") AS served_until
-    FROM deployments WHERE model = $model
-    ORDER BY "offset"
-"""
-
-_BLAST_RADIUS_SQL = f"""
-    WITH windows AS ({SERVING_WINDOWS_SQL}),
-    target AS ({_LATEST_DECISION.format(version_filter="AND model_version = $version")})
+_BLAST_RADIUS_SQL = """
     SELECT d.subject_id, d.label AS outgoing_label, target.label AS target_label,
            d.score, d.event_time AS decided_at, d.producer AS decided_by, d.event_id
     FROM decisions d
-    JOIN windows w ON w.version = d.model_version AND d.event_time >= w.served_from
-                   AND (w.served_until IS NULL OR d.event_time < w.served_until)
-    JOIN target ON target.subject_id = d.subject_id
+    JOIN serving_history w
+      ON w.model = d.model AND w.model_version = d.model_version
+     AND d.event_time >= w.served_from AND (w.served_until IS NULL OR d.event_time < w.served_until)
+    JOIN version_decisions($model, $version) target ON target.subject_id = d.subject_id
     WHERE d.model = $model AND d.model_version = $outgoing AND d.label <> target.label
     ORDER BY d.subject_id, d.event_time
 """
@@ -125,10 +94,15 @@ class EmbeddingPlan:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "model": self.model, "kind": "embedding", "to_version": self.to_version,
-            "serving_version": self.serving_version, "live": self.live,
-            "with_version": self.items, "items_to_index": self.items,
-            "gap": len(self.gap), "stale": len(self.stale),
+            "model": self.model,
+            "kind": "embedding",
+            "to_version": self.to_version,
+            "serving_version": self.serving_version,
+            "live": self.live,
+            "with_version": self.items,
+            "items_to_index": self.items,
+            "gap": len(self.gap),
+            "stale": len(self.stale),
         }
 
 
@@ -147,36 +121,68 @@ class DecisionPlan:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "model": self.model, "kind": "classifier", "to_version": self.to_version,
-            "serving_version": self.serving_version, "outgoing_version": self.outgoing_version,
-            "subjects": self.subjects, "decisions_to_keep": self.keep,
-            "redecide": len(self.redecide), "blast_radius": self.blast_radius.num_rows,
+            "model": self.model,
+            "kind": "classifier",
+            "to_version": self.to_version,
+            "serving_version": self.serving_version,
+            "outgoing_version": self.outgoing_version,
+            "subjects": self.subjects,
+            "decisions_to_keep": self.keep,
+            "redecide": len(self.redecide),
+            "blast_radius": self.blast_radius.num_rows,
         }
 
 
 ModelPlan = EmbeddingPlan | DecisionPlan
 
 
+def arrow(con: duckdb.DuckDBPyConnection, sql: str, **params: Any) -> pa.Table:
+    """Run ``sql`` with named ``params``; the result as an Arrow table (no extra copy)."""
+    return con.sql(sql, params=params).to_arrow_table()
+
+
 def _params(con: duckdb.DuckDBPyConnection, sql: str, **params: Any) -> list[tuple[Any, ...]]:
     return con.execute(sql, params).fetchall()
 
 
-def registered_version(con: duckdb.DuckDBPyConnection, model: str, version: str) -> tuple[str, int | None, str | None]:
+def log_offsets(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """The log position the views cover: ``{"topic:partition": next offset}``."""
+    rows = con.execute(
+        'SELECT topic, "partition", next_offset FROM offsets ORDER BY ALL'
+    ).fetchall()
+    return {f"{topic}:{partition}": int(offset) for topic, partition, offset in rows}
+
+
+def registered_version(
+    con: duckdb.DuckDBPyConnection, model: str, version: str
+) -> tuple[str, int | None, str | None]:
     """``(kind, dimension, metric)`` of a registered version, or UnknownModelVersion."""
     rows = _params(
         con,
-        "SELECT kind, dimension, metric FROM model_versions WHERE model = $model AND model_version = $version",
-        model=model, version=version,
+        "SELECT kind, dimension, metric FROM model_versions "
+        "WHERE model = $model AND model_version = $version",
+        model=model,
+        version=version,
     )
     if not rows:
-        known = [r[0] for r in _params(
-            con, "SELECT DISTINCT model_version FROM model_versions WHERE model = $model ORDER BY 1",
-            model=model,
-        )]
-        hint = f"known versions: {', '.join(known)}" if known else f"model {model} has no registered versions"
+        known = [
+            r[0]
+            for r in _params(
+                con,
+                "SELECT DISTINCT model_version FROM model_versions WHERE model = $model ORDER BY 1",
+                model=model,
+            )
+        ]
+        hint = (
+            f"known versions: {', '.join(known)}"
+            if known
+            else f"model {model} has no registered versions"
+        )
         raise UnknownModelVersion(
             f"model {model} version {version} is not registered ({hint})",
-            field="model_version", expected="a registered version", got=f"{model}/{version}",
+            field="model_version",
+            expected="a registered version",
+            got=f"{model}/{version}",
         )
     kind, dimension, metric = rows[0]
     return str(kind), dimension, metric
@@ -185,7 +191,8 @@ def registered_version(con: duckdb.DuckDBPyConnection, model: str, version: str)
 def serving_version(con: duckdb.DuckDBPyConnection, model: str) -> str | None:
     """The version of ``model`` serving now according to the log's deployments."""
     rows = _params(
-        con, 'SELECT model_version FROM deployments WHERE model = $model ORDER BY "offset" DESC LIMIT 1',
+        con,
+        'SELECT model_version FROM deployments WHERE model = $model ORDER BY "offset" DESC LIMIT 1',
         model=model,
     )
     return str(rows[0][0]) if rows else None
@@ -195,9 +202,10 @@ def outgoing_version(con: duckdb.DuckDBPyConnection, model: str, target: str) ->
     """The latest version other than ``target`` that served ``model`` (None if none did)."""
     rows = _params(
         con,
-        'SELECT model_version FROM deployments WHERE model = $model AND model_version <> $version '
+        "SELECT model_version FROM deployments WHERE model = $model AND model_version <> $version "
         'ORDER BY "offset" DESC LIMIT 1',
-        model=model, version=target,
+        model=model,
+        version=target,
     )
     return str(rows[0][0]) if rows else None
 
@@ -211,23 +219,36 @@ def plan_model(con: duckdb.DuckDBPyConnection, model: str, version: str) -> Mode
         if dimension is None or metric is None:
             raise ContractError(f"{model} {version} is registered without dimension/metric")
         return EmbeddingPlan(
-            model=model, to_version=version, serving_version=serving,
-            dimension=int(dimension), metric=str(metric), live=len(rows),
+            model=model,
+            to_version=version,
+            serving_version=serving,
+            dimension=int(dimension),
+            metric=str(metric),
+            live=len(rows),
             items=sum(1 for _, has, _ in rows if has),
             gap=tuple(e for e, has, _ in rows if not has),
             stale=tuple(e for e, _, stale in rows if stale),
         )
     outgoing = outgoing_version(con, model, version)
-    subjects = _params(con, "SELECT count(DISTINCT subject_id) FROM decisions WHERE model = $model", model=model)
+    subjects = _params(
+        con, "SELECT count(DISTINCT subject_id) FROM decisions WHERE model = $model", model=model
+    )
     keep = _params(
-        con, "SELECT count(DISTINCT subject_id) FROM decisions WHERE model = $model AND model_version = $version",
-        model=model, version=version,
+        con,
+        "SELECT count(DISTINCT subject_id) FROM decisions "
+        "WHERE model = $model AND model_version = $version",
+        model=model,
+        version=version,
     )
     redecide = tuple(r[0] for r in _params(con, _REDECIDE_SQL, model=model, version=version))
-    blast = con.execute(
-        _BLAST_RADIUS_SQL, {"model": model, "version": version, "outgoing": outgoing or ""}
-    ).to_arrow_table()
+    blast = arrow(con, _BLAST_RADIUS_SQL, model=model, version=version, outgoing=outgoing or "")
     return DecisionPlan(
-        model=model, to_version=version, serving_version=serving, outgoing_version=outgoing,
-        subjects=int(subjects[0][0]), keep=int(keep[0][0]), redecide=redecide, blast_radius=blast,
+        model=model,
+        to_version=version,
+        serving_version=serving,
+        outgoing_version=outgoing,
+        subjects=int(subjects[0][0]),
+        keep=int(keep[0][0]),
+        redecide=redecide,
+        blast_radius=blast,
     )

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -43,10 +44,19 @@ from ledger.decision_table import build_decision_table
 from ledger.errors import ContractError, LedgerError
 from ledger.events import Topics
 from ledger.index import build_index
-from ledger.plan import DECISIONS_SQL, ITEMS_SQL, DecisionPlan, EmbeddingPlan, ModelPlan, plan_model
-from ledger.producer import Producer, content_hash
+from ledger.plan import (
+    DECISIONS_SQL,
+    ITEMS_SQL,
+    DecisionPlan,
+    EmbeddingPlan,
+    ModelPlan,
+    arrow,
+    log_offsets,
+    plan_model,
+)
+from ledger.producer import Producer
 from ledger.serving import rollback_lock, switch
-from ledger.store import log_offsets, open_views
+from ledger.store import open_views
 from ledger.verify import Check, verify_artifact_for
 
 #: ``progress(phase, done, total)``; phases: catch-up, plan, load, build, verify, switch.
@@ -138,6 +148,10 @@ def _noop(_phase: str, _done: int, _total: int) -> None:
     return None
 
 
+def _phase(progress: Progress, phase: str) -> Callable[[int, int], None]:
+    return lambda done, total: progress(phase, done, total)
+
+
 @contextlib.contextmanager
 def _locked(home: Path, models: Sequence[str]) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
@@ -150,7 +164,7 @@ def _locked(home: Path, models: Sequence[str]) -> Iterator[None]:
 def _replayed(bootstrap: str, topics: Topics, progress: Progress) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix="ledger-replay-"))
     try:
-        catch_up(bootstrap, topics, tmp, shard="replay", progress=progress)
+        catch_up(bootstrap, topics, tmp, shard="replay", progress=_phase(progress, "replay"))
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -190,24 +204,27 @@ def fill_gaps(
             for i in range(0, len(todo), batch):
                 ids = todo[i : i + batch]
                 vectors, hashes = embedder(ids)
-                producer.write_embeddings(mp.model, mp.to_version, ids, vectors, content_sha256s=hashes)
+                producer.write_embeddings(
+                    mp.model, mp.to_version, ids, vectors, content_sha256s=hashes
+                )
                 sent += len(ids)
         elif isinstance(mp, DecisionPlan) and classifier is not None:
             todo = list(mp.redecide)
             for i in range(0, len(todo), batch):
                 ids = todo[i : i + batch]
                 for subject, (label, score, sha) in zip(ids, classifier(ids), strict=True):
-                    producer.record_decision(mp.model, mp.to_version, subject, label,
-                                             score=score, input_sha256=sha)
+                    producer.record_decision(
+                        mp.model, mp.to_version, subject, label, score=score, input_sha256=sha
+                    )
                 sent += len(ids)
     producer.flush()
     return sent
 
 
-def _vectors(table: pa.Table, dimension: int) -> np.ndarray:
+def _vectors(table: pa.Table, dimension: int) -> npt.NDArray[np.float32]:
     column = table.column("vector").combine_chunks()
-    values = column.flatten().to_numpy(zero_copy_only=False).astype("<f4", copy=False)
-    return values.reshape(len(table), dimension)
+    values: npt.NDArray[np.float32] = column.flatten().to_numpy(zero_copy_only=False)
+    return values.astype("<f4", copy=False).reshape(len(table), dimension)
 
 
 def build_artifacts(
@@ -226,24 +243,31 @@ def build_artifacts(
         if isinstance(mp, EmbeddingPlan):
             started = time.perf_counter()
             progress("load", 0, mp.items)
-            table = con.execute(ITEMS_SQL, params).to_arrow_table()
+            table = arrow(con, ITEMS_SQL, **params)
             vectors = _vectors(table, mp.dimension)
             progress("load", mp.items, mp.items)
             _record_rate(home, "load", mp.items, time.perf_counter() - started)
             started = time.perf_counter()
             progress("build", 0, mp.items)
             manifest = build_index(
-                root, model=mp.model, version=mp.to_version,
-                entity_ids=table.column("entity_id").to_pylist(), vectors=vectors,
-                metric=mp.metric, log_offsets=plan.log_offsets,
+                root,
+                model=mp.model,
+                version=mp.to_version,
+                entity_ids=table.column("entity_id").to_pylist(),
+                vectors=vectors,
+                metric=mp.metric,
+                log_offsets=plan.log_offsets,
             )
             progress("build", mp.items, mp.items)
             _record_rate(home, "build", mp.items, time.perf_counter() - started)
             out[mp.model] = root / str(manifest.relative_path)
         else:
-            table = con.execute(DECISIONS_SQL, params).to_arrow_table()
+            table = arrow(con, DECISIONS_SQL, **params)
             manifest = build_decision_table(
-                root, model=mp.model, version=mp.to_version, table=table,
+                root,
+                model=mp.model,
+                version=mp.to_version,
+                table=table,
                 log_offsets=plan.log_offsets,
             )
             out[mp.model] = root / str(manifest.relative_path)
@@ -265,7 +289,9 @@ def write_reports(home: Path, plan: RollbackPlan) -> Path:
             write(f"{mp.model}.gap", pa.table({"entity_id": pa.array(mp.gap, pa.string())}))
             write(f"{mp.model}.stale", pa.table({"entity_id": pa.array(mp.stale, pa.string())}))
         else:
-            write(f"{mp.model}.redecide", pa.table({"subject_id": pa.array(mp.redecide, pa.string())}))
+            write(
+                f"{mp.model}.redecide", pa.table({"subject_id": pa.array(mp.redecide, pa.string())})
+            )
             write(f"{mp.model}.blast_radius", mp.blast_radius)
     (folder / "plan.json").write_text(json.dumps(plan.summary(), indent=2, default=str))
     return folder
@@ -297,9 +323,7 @@ def rollback(
     """
     home.mkdir(parents=True, exist_ok=True)
     with _locked(home, models):
-        progress("catch-up", 0, 1)
-        catch_up(bootstrap, topics, home, progress=progress)
-        progress("catch-up", 1, 1)
+        catch_up(bootstrap, topics, home, progress=_phase(progress, "catch-up"))
         with open_views(home) as con:
             plan = make_plan(home, con, models, to=to)
         if dry_run or (confirm is not None and not confirm(plan)):
@@ -307,7 +331,7 @@ def rollback(
         if embedder is not None or classifier is not None:
             with Producer(bootstrap=bootstrap, name=actor, topics=topics) as producer:
                 if fill_gaps(producer, plan, embedder=embedder, classifier=classifier):
-                    catch_up(bootstrap, topics, home, progress=progress)
+                    catch_up(bootstrap, topics, home, progress=_phase(progress, "catch-up"))
                     with open_views(home) as con:
                         plan = make_plan(home, con, models, to=to)
         with contextlib.ExitStack() as stack:
@@ -323,7 +347,7 @@ def rollback(
                 progress("verify", i, len(plan.models))
                 checks.extend(verify_artifact_for(con, mp, artifacts[mp.model]))
             progress("verify", len(plan.models), len(plan.models))
-        report = write_reports(home, plan)
+        report = write_reports(home, plan).relative_to(home).as_posix()
         relative = {m: p.relative_to(home).as_posix() for m, p in artifacts.items()}
         if not all(c.passed for c in checks):
             failed = [c for c in checks if not c.passed]
@@ -343,11 +367,12 @@ def rollback(
                 flat["artifact"] = relative[mp.model]
                 flat["log_offsets"] = json.dumps(summary["log_offsets"], sort_keys=True)
                 event = producer.record_deployment(
-                    mp.model, to_version=to, from_version=mp.serving_version, reason=reason,
-                    actor=actor, summary=flat,
+                    mp.model,
+                    to_version=to,
+                    from_version=mp.serving_version,
+                    reason=reason,
+                    actor=actor,
+                    summary=flat,
                 )
                 event_ids.append(event.event_id)
-        return RollbackResult(plan, relative, tuple(checks), True, str(report), tuple(event_ids))
-
-
-__all__ = ["RollbackFailed", "RollbackPlan", "RollbackResult", "content_hash", "load_function", "rollback"]
+        return RollbackResult(plan, relative, tuple(checks), True, report, tuple(event_ids))

@@ -38,7 +38,9 @@ def _broker(bootstrap: str | None) -> Iterator[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="name", required=True)
     modules = {}
     for info in sorted(pkgutil.iter_modules(benchmarks.__path__), key=lambda i: i.name):

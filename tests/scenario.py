@@ -49,7 +49,8 @@ class Expected:
 
     def stale(self, version: str) -> set[str]:
         return {
-            e for e in self.live()
+            e
+            for e in self.live()
             if (w := self.latest_write(e, version)) is not None and self.latest_write(e)[2] != w[2]
         }
 
@@ -67,7 +68,9 @@ class Expected:
     def blast_radius(self, version: str, outgoing: str) -> set[str]:
         table = self.decision_table(version)
         return {
-            s for s, ds in self.decisions.items() for v, label, serving in ds
+            s
+            for s, ds in self.decisions.items()
+            for v, label, serving in ds
             if v == outgoing and serving == outgoing and s in table and table[s] != label
         }
 
@@ -89,19 +92,23 @@ def play_incident(producer: Producer, *, n: int = 200, dim: int = 16, seed: int 
         exp.history[e].append(("delete", version))
 
     def decide(version: str, subject: str, label: str) -> None:
-        producer.record_decision(CLASSIFIER, version, subject, label, score=0.75,
-                                 input_sha256=content_hash(subject))
+        producer.record_decision(
+            CLASSIFIER, version, subject, label, score=0.75, input_sha256=content_hash(subject)
+        )
         exp.decisions.setdefault(subject, []).append((version, label, exp.serving))
 
     def deploy(version: str, previous: str | None, reason: str) -> None:
         producer.flush()  # decisions before the switch are decided under the old version
         for model in (EMBEDDER, CLASSIFIER):
-            producer.record_deployment(model, to_version=version, from_version=previous,
-                                       reason=reason, actor="oncall")
+            producer.record_deployment(
+                model, to_version=version, from_version=previous, reason=reason, actor="oncall"
+            )
         exp.serving = version
 
     for version in ("v1", "v2"):
-        producer.register_model_version(EMBEDDER, version, kind="embedding", dimension=dim, metric="angular")
+        producer.register_model_version(
+            EMBEDDER, version, kind="embedding", dimension=dim, metric="angular"
+        )
         producer.register_model_version(CLASSIFIER, version, kind="classifier", labels=list(LABELS))
     deploy("v1", None, "initial")
     ids = [f"doc-{i:05d}" for i in range(n)]
@@ -113,7 +120,7 @@ def play_incident(producer: Producer, *, n: int = 200, dim: int = 16, seed: int 
     deploy("v2", "v1", "new model")
     reembed = ids[: int(n * 0.6)]
     write("v2", reembed, texts)
-    changed = ids[int(n * 0.5): int(n * 0.7)]  # content edited while v2 served: v2 embeds it
+    changed = ids[int(n * 0.5) : int(n * 0.7)]  # content edited while v2 served: v2 embeds it
     texts.update({e: f"edited text of {e}" for e in changed})
     write("v2", changed, texts)
     new = [f"new-{i:04d}" for i in range(n // 10)]  # only v2 ever saw these: v1's gap

@@ -15,6 +15,7 @@ PUBLIC = {
     "EmbeddedBroker",
     "EmbeddingWritten",
     "EntityDeleted",
+    "GateSpecError",
     "LedgerError",
     "LogGapError",
     "ModelVersion",

@@ -21,12 +21,14 @@ def bench_exact(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(0)
     corpus = np.empty((args.rows, args.dim), np.float32)
     for start in range(0, args.rows, 65536):  # float32 all the way: no 3 GB float64 detour
-        rng.standard_normal(out=corpus[start:start + 65536], dtype=np.float32)
+        rng.standard_normal(out=corpus[start : start + 65536], dtype=np.float32)
     picked = np.sort(rng.choice(args.rows, size=args.queries, replace=False))
     queries = corpus[picked]
     print(f"machine: {_machine()}")
-    print(f"corpus: {args.rows} x {args.dim} float32 ({corpus.nbytes / 2**30:.2f} GiB), "
-          f"metric {args.metric}, k={args.k}")
+    print(
+        f"corpus: {args.rows} x {args.dim} float32 ({corpus.nbytes / 2**30:.2f} GiB), "
+        f"metric {args.metric}, k={args.k}"
+    )
 
     started = time.perf_counter()
     idx, _ = exact_topk(corpus, queries, args.k, args.metric, exclude=picked)
@@ -63,8 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--naive-queries", type=int, default=10,
-                       help="queries to time the naive baseline on (it is extrapolated)")
+    parser.add_argument(
+        "--naive-queries",
+        type=int,
+        default=10,
+        help="queries to time the naive baseline on (it is extrapolated)",
+    )
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--metric", default="angular", choices=("angular", "euclidean", "dot"))
 

@@ -27,34 +27,56 @@ def bench_index(args: argparse.Namespace) -> None:
 
     ids, vectors = _clustered(args.n, args.dim)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"machine: {os.cpu_count()} cores, load average {load}; n={args.n} d={args.dim} "
-          f"trees={args.trees} shards={args.shards} jobs={args.jobs}")
+    print(
+        f"machine: {os.cpu_count()} cores, load average {load}; n={args.n} d={args.dim} "
+        f"trees={args.trees} shards={args.shards} jobs={args.jobs}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         # One unsharded Annoy build with n_jobs=1: the only deterministic single-file build.
         start = time.perf_counter()
         plain = AnnoyIndex(args.dim, "angular")
         plain.set_seed(1)
         for first in range(0, args.n, 4096):  # lists of floats, a chunk at a time
-            for i, row in enumerate(vectors[first:first + 4096].tolist(), first):
+            for i, row in enumerate(vectors[first : first + 4096].tolist(), first):
                 plain.add_item(i, row)
         plain.build(args.trees, n_jobs=1)
         plain.save(str(Path(tmp) / "plain.ann"))
         unsharded = time.perf_counter() - start
 
         start = time.perf_counter()
-        m = build_index(Path(tmp) / "artifacts", model="bench", version="v1", entity_ids=ids,
-                        vectors=vectors, metric="angular", log_offsets={"bench:0": args.n},
-                        trees=args.trees, shards=args.shards, jobs=args.jobs)
+        m = build_index(
+            Path(tmp) / "artifacts",
+            model="bench",
+            version="v1",
+            entity_ids=ids,
+            vectors=vectors,
+            metric="angular",
+            log_offsets={"bench:0": args.n},
+            trees=args.trees,
+            shards=args.shards,
+            jobs=args.jobs,
+        )
         sharded = time.perf_counter() - start
         print(f"build unsharded n_jobs=1 (s): {unsharded:.1f}")
-        print(f"build artifact {args.shards} shards, {args.jobs} processes, incl. sort, "
-              f"id map, fsync, sha256 (s): {sharded:.1f}")
+        print(
+            f"build artifact {args.shards} shards, {args.jobs} processes, incl. sort, "
+            f"id map, fsync, sha256 (s): {sharded:.1f}"
+        )
         # The same input again, shards built one after the other in this process: shows
         # how much of the gain is sharding itself, and that the bytes do not change.
         start = time.perf_counter()
-        again = build_index(Path(tmp) / "again", model="bench", version="v1", entity_ids=ids,
-                            vectors=vectors, metric="angular", log_offsets={"bench:0": args.n},
-                            trees=args.trees, shards=args.shards, jobs=1)
+        again = build_index(
+            Path(tmp) / "again",
+            model="bench",
+            version="v1",
+            entity_ids=ids,
+            vectors=vectors,
+            metric="angular",
+            log_offsets={"bench:0": args.n},
+            trees=args.trees,
+            shards=args.shards,
+            jobs=1,
+        )
         sequential = time.perf_counter() - start
         print(f"build artifact {args.shards} shards, 1 process (s): {sequential:.1f}")
         same = again.files == m.files and again.checksum == m.checksum
@@ -75,8 +97,9 @@ def bench_index(args: argparse.Namespace) -> None:
         unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
         qn = queries / np.linalg.norm(queries, axis=1, keepdims=True)
         truth = np.argsort(-(qn @ unit.T), axis=1)[:, :10]
-        hits = sum(len({ids[j] for j in truth[r]} & {i for i, _ in found[r]})
-                   for r in range(args.queries))
+        hits = sum(
+            len({ids[j] for j in truth[r]} & {i for i, _ in found[r]}) for r in range(args.queries)
+        )
         print(f"query k=10 sharded artifact (queries/s): {qps:.0f}")
         print(f"query k=10 unsharded annoy (queries/s): {plain_qps:.0f}")
         print(f"recall@10 sharded vs exact numpy: {hits / (10 * args.queries):.3f} (goal >= 0.9)")

@@ -129,7 +129,6 @@ def bench_producer(bootstrap: str, *, events: int, rounds: int) -> None:
     _figure("producer_batch_ratio", f"{ratio(rates, 'batch'):.2f}", ">= 0.8")
 
 
-
 NEEDS_BROKER = True
 
 
