@@ -467,3 +467,96 @@ def ensure_home(home: Path) -> Path:
     folder = shard_dir(home)
     os.makedirs(folder, exist_ok=True)
     return folder
+
+
+# -- files of the user's own (the demo's record) and the read-only SQL of ``ledger sql`` ----
+
+#: Statement types ``ledger sql`` runs; anything else (INSERT, CREATE, COPY, ATTACH, SET,
+#: ...) is refused before it runs. The shards are attached read-only besides.
+READ_ONLY_STATEMENTS = frozenset({"SELECT", "EXPLAIN"})
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    """A fetched result: column names, DuckDB type names and rows."""
+
+    columns: tuple[str, ...]
+    types: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+
+def append_rows(path: Path, table_name: str, rows: pa.Table) -> None:
+    """Append ``rows`` to ``table_name`` in the DuckDB file ``path`` (created with the
+    table's columns on first use), in one transaction.
+
+    For small records of the tool's own (e.g. the demo's ``demo_runs``), never for shards.
+
+    Example:
+        >>> append_rows(Path(".ledger/demo.duckdb"), "demo_runs", rows)  # doctest: +SKIP
+    """
+    if not table_name.isidentifier():
+        raise StoreError(f"bad table name {table_name!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(path))
+    except duckdb.Error as exc:
+        raise _store_error(exc, f"opening {path.name}") from exc
+    try:
+        con.register("_rows", rows)
+        _run(con, "BEGIN TRANSACTION")
+        _run(con, f"CREATE TABLE IF NOT EXISTS {table_name} AS SELECT * FROM _rows LIMIT 0")
+        _run(con, f"INSERT INTO {table_name} BY NAME SELECT * FROM _rows")  # noqa: S608
+        _run(con, "COMMIT")
+    except duckdb.Error as exc:
+        raise _store_error(exc, f"writing {table_name} in {path.name}") from exc
+    finally:
+        con.close()
+
+
+def attach_read_only(con: duckdb.DuckDBPyConnection, path: Path, alias: str) -> None:
+    """Attach another DuckDB file to a views connection, read-only, as ``alias``.
+
+    Example:
+        >>> attach_read_only(con, home / "demo.duckdb", "demo")  # doctest: +SKIP
+    """
+    if not alias.isidentifier():
+        raise StoreError(f"bad alias {alias!r}")
+    _attach_read_only(con, path, alias, timeout=5.0)
+
+
+def read_only_query(con: duckdb.DuckDBPyConnection, sql: str) -> QueryResult:
+    """Run one read-only statement (``SELECT`` / ``EXPLAIN``) and fetch its result.
+
+    Anything else is refused with :class:`StoreError` before it runs, judged by DuckDB's
+    own parser (statement type), not by matching the text.
+
+    Example:
+        >>> con = duckdb.connect()
+        >>> read_only_query(con, "SELECT 42 AS answer").rows
+        [(42,)]
+        >>> read_only_query(con, "CREATE TABLE t (a INT)")
+        Traceback (most recent call last):
+        ...
+        ledger.errors.StoreError: read-only: CREATE statements are refused (only SELECT, EXPLAIN)
+    """
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise _store_error(exc, "parsing the query") from exc
+    if len(statements) != 1:
+        raise StoreError(f"give exactly one SQL statement (got {len(statements)})")
+    kind = statements[0].type.name
+    if kind not in READ_ONLY_STATEMENTS:
+        raise StoreError(
+            f"read-only: {kind} statements are refused (only "
+            f"{', '.join(sorted(READ_ONLY_STATEMENTS, reverse=True))})"
+        )
+    try:
+        result = con.sql(sql)
+        if result is None:
+            return QueryResult((), (), [])
+        return QueryResult(
+            tuple(result.columns), tuple(str(t) for t in result.types), result.fetchall()
+        )
+    except duckdb.Error as exc:
+        raise _store_error(exc, "query") from exc
