@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
 
 from consumers.lag import true_ends
@@ -262,9 +261,7 @@ class _Truth:
 
 def _example(index: IndexReader, texts: _Texts) -> list[Neighbour]:
     (vector,) = TextEmbedder("v1", dimension=DIMENSION).embed([EXAMPLE_QUERY])
-    return [
-        Neighbour(e, texts.topic(e), texts.current[e]) for e, _ in index.query(vector, K)
-    ]
+    return [Neighbour(e, texts.topic(e), texts.current[e]) for e, _ in index.query(vector, K)]
 
 
 def _right_example(texts: _Texts, live: Sequence[str]) -> set[str]:
@@ -335,9 +332,11 @@ def run_demo(
     try:
         with open_views(home) as con:
             mixed, mixed_before = _mixed_index(con, tmp, dict(log_offsets(con)))
-            live = arrow(
-                con, "SELECT entity_id FROM live_entities($m) ORDER BY entity_id", m=EMBEDDER
-            ).column("entity_id").to_pylist()
+            live = (
+                arrow(con, "SELECT entity_id FROM live_entities($m) ORDER BY entity_id", m=EMBEDDER)
+                .column("entity_id")
+                .to_pylist()
+            )
         truth = _Truth(state, live, live[:: max(1, len(live) // SAMPLE)])
         right = _right_example(state, live)
         with mixed:
@@ -369,10 +368,16 @@ def run_demo(
         "overturns."
     )
     result = rollback(
-        bootstrap, topics, home, models, to="v1", dry_run=False,
+        bootstrap,
+        topics,
+        home,
+        models,
+        to="v1",
+        dry_run=False,
         embedder=lambda ids: state.embed("v1", ids),
         classifier=lambda ids: state.classify("v1", ids),
-        actor="demo", reason="demo: roll back the mixed index",
+        actor="demo",
+        reason="demo: roll back the mixed index",
     )
     purity = next(c for c in result.checks if c.model == EMBEDDER and c.name == "purity")
     mixed_after = int(purity.figures["not_in_view"]) + int(purity.figures["vector_differs"])
@@ -427,10 +432,13 @@ def run_demo(
 def next_commands(home: Path) -> list[str]:
     """What to try after the demo (offline: the views need no broker)."""
     h = "" if home == Path(".ledger") else f"--home {home} "
+    sql = f"ledger {h}sql"
+    # Command lines for people to copy (S608: not SQL executed here).
     return [
-        f"ledger {h}sql \"SELECT * FROM version_counts\"",
-        f"ledger {h}sql \"SELECT * FROM serving_history\"",
+        sql + ' "SELECT * FROM version_counts"',  # noqa: S608
+        sql + ' "SELECT * FROM serving_history"',  # noqa: S608
         f"ledger {h}lineage doc-000001",
         f"ledger {h}versions --model {EMBEDDER}",
-        f"ledger {h}sql \"SELECT * FROM demo.{RUNS_TABLE}\"",
+        sql + f' "SELECT * FROM demo.{RUNS_TABLE}"',  # noqa: S608
+        f"ledger {h}export openlineage",
     ]
