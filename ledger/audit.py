@@ -138,7 +138,8 @@ def openlineage_events(
     event id, so exporting twice gives the same runs.
 
     Example:
-        >>> e = openlineage_events(con, topics=Topics(), kafka_namespace="kafka://k:9092")  # doctest: +SKIP
+        >>> ns = "kafka://kafka:9092"  # doctest: +SKIP
+        >>> e = openlineage_events(con, topics=Topics(), kafka_namespace=ns)  # doctest: +SKIP
         >>> e[0]["eventType"], e[0]["job"]["name"]  # doctest: +SKIP
         ('COMPLETE', 'text-embedder.deployment')
     """
