@@ -27,7 +27,13 @@ _CELL = 60  # widest cell in a table for people; --json / --csv give everything
 
 
 @contextlib.contextmanager
-def _views(home: Path) -> Iterator[Any]:
+def home_views(home: Path) -> Iterator[Any]:
+    """The views of ``home`` (read-only), with ``demo.duckdb`` attached as ``demo`` if present.
+
+    Example:
+        >>> with home_views(Path(".ledger")) as con:  # doctest: +SKIP
+        ...     read_only_query(con, "SELECT * FROM serving_now")
+    """
     from ledger.store import attach_read_only, open_views
 
     if not home.is_dir():
@@ -119,7 +125,7 @@ def sql_cmd(c: Context, query: str, as_json: bool, as_csv: bool) -> None:
 
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
-    with _views(c.home) as con:
+    with home_views(c.home) as con:
         try:
             result = read_only_query(con, query)
         except StoreError as exc:
@@ -152,7 +158,7 @@ def lineage_cmd(c: Context, entity_id: str, model: str | None, as_json: bool) ->
     """
     from ledger.audit import lineage
 
-    with _views(c.home) as con:
+    with home_views(c.home) as con:
         table = lineage(con, entity_id, model=model)
     if table.num_rows == 0:
         raise CouldNotRun(f"no events about {entity_id!r}" + (f" of {model}" if model else ""))
@@ -190,7 +196,7 @@ def versions_cmd(c: Context, model: str, version: str | None, as_json: bool) -> 
     """
     from ledger.audit import versions
 
-    with _views(c.home) as con:
+    with home_views(c.home) as con:
         rows = versions(con, model, version=version)
 
     def human(data: list[dict[str, Any]]) -> None:
@@ -251,7 +257,7 @@ def export_openlineage_cmd(c: Context, out: Any, namespace: str | None) -> None:
     from ledger.audit import openlineage_events
 
     kafka = namespace or f"kafka://{(c.bootstrap or 'localhost:9092').split(',')[0]}"
-    with _views(c.home) as con:
+    with home_views(c.home) as con:
         events = openlineage_events(
             con,
             topics=c.topics,

@@ -191,6 +191,17 @@ def _deploy(producer: Producer, to: str, previous: str | None, reason: str) -> N
     producer.flush()
 
 
+def play(bootstrap: str, topics: Topics, *, texts: int = 3000) -> int:
+    """Only the incident (steps 1-3, up to the naive redeploy of v1) on ``topics``; the
+    number of events. For trying ``ledger rollback --dry-run`` on the incident.
+
+    Example:
+        >>> play(bs, Topics("incident"))  # doctest: +SKIP
+        11470
+    """
+    return _play(bootstrap, topics, _Texts(synthetic_corpus(texts + texts // 20)), texts)
+
+
 def _play(bootstrap: str, topics: Topics, texts: _Texts, n: int) -> int:
     """Steps 1-3 of the module docstring, through the producer; the number of events."""
     ids = list(texts.corpus.ids[:n])
