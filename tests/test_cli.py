@@ -90,3 +90,13 @@ def test_every_command_that_reports_has_json() -> None:
         if isinstance(command, click.Group) or path in exempt:
             continue
         assert any(p.name == "as_json" for p in command.params), f"ledger {' '.join(path)}"
+
+
+def test_every_command_is_in_docs_cli_md() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    for path, command in _leaf_commands(cli):
+        if not isinstance(command, click.Group):
+            words = " ".join(path)
+            assert f"`ledger {words}" in doc or f"/ {path[-1]}" in doc, f"ledger {words}"
