@@ -8,7 +8,6 @@ one line on stderr; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import threading
