@@ -243,3 +243,17 @@ def test_embedder_hook_fills_the_gap_through_the_log(bootstrap, topics, tmp_path
     refreshed = {r["entity_id"] for r in v1_writes if r["model_version"] == "v1"
                  and r["producer"] == "ledger"}
     assert refreshed == todo  # the log stays the source of truth
+
+
+def test_cli_rollback_asks_first_and_a_no_changes_nothing(bootstrap, topics, tmp_path, incident):
+    result = CliRunner().invoke(
+        cli,
+        ["--bootstrap", bootstrap, "--home", str(tmp_path), "--topic-prefix", topics.prefix,
+         "rollback", "--model", EMBEDDER, "--to", "v1"],
+        input="n\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert "Rebuild, verify and switch?" in result.output
+    assert "Not confirmed: nothing was changed." in result.output
+    assert current(tmp_path, EMBEDDER) is None
+    assert not (tmp_path / "artifacts").exists()
