@@ -8,7 +8,6 @@ one line on stderr; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import threading
@@ -320,8 +319,3 @@ def main() -> NoReturn:
     """Console-script entry point."""
     cli.main(prog_name="ledger", standalone_mode=True)
     sys.exit(0)  # standalone_mode exits itself; this keeps the NoReturn promise
-
-
-if __name__ == "__main__":  # pragma: no cover
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    main()
