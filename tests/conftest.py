@@ -97,7 +97,7 @@ class DemoHome:
     def args(self, bootstrap: str | None = None) -> list[str]:
         """Global options pointing the CLI at this home (and a broker, if given)."""
         out = ["--home", str(self.home), "--topic-prefix", self.topics.prefix]
-        return ([*out, "--bootstrap", bootstrap] if bootstrap else out)
+        return [*out, "--bootstrap", bootstrap] if bootstrap else out
 
 
 @pytest.fixture(scope="session")
@@ -112,8 +112,17 @@ def demo_home(bootstrap: str, tmp_path_factory) -> DemoHome:
     home = tmp_path_factory.mktemp("demo") / ".ledger"
     topics = Topics(prefix=f"demo{uuid.uuid4().hex[:10]}")
     result = CliRunner().invoke(
-        cli, ["--bootstrap", bootstrap, "--home", str(home), "--topic-prefix", topics.prefix,
-              "demo", "--json"],
+        cli,
+        [
+            "--bootstrap",
+            bootstrap,
+            "--home",
+            str(home),
+            "--topic-prefix",
+            topics.prefix,
+            "demo",
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     return DemoHome(home, topics, json.loads(result.stdout))

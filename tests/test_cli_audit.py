@@ -58,8 +58,9 @@ def test_sql_table_json_and_csv_agree(demo_home):
 
 
 def test_sql_reads_the_demo_runs_offline(demo_home):
-    result = run(demo_home, "sql", "SELECT mixed_after, verify_passed FROM demo.demo_runs",
-                 "--json")
+    result = run(
+        demo_home, "sql", "SELECT mixed_after, verify_passed FROM demo.demo_runs", "--json"
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == [{"mixed_after": 0, "verify_passed": True}]
 
@@ -122,7 +123,10 @@ def test_lineage_shows_every_event_with_the_serving_version(demo_home):
     table = run(demo_home, "lineage", "doc-002201", "--model", CLASSIFIER)
     assert table.exit_code == 0
     assert table.stdout.splitlines()[0].split()[:4] == [
-        "event_time", "event", "model", "model_version"
+        "event_time",
+        "event",
+        "model",
+        "model_version",
     ]
     assert len(table.stdout.splitlines()) == 2 + 2
 
@@ -201,12 +205,14 @@ def test_export_openlineage_one_run_event_per_deployment(demo_home, tmp_path):
     assert {e["eventType"] for e in events} == {"COMPLETE"}
     rollbacks = [e for e in events if e["job"]["name"].endswith(".rollback")]
     assert sorted(e["job"]["name"] for e in rollbacks) == [
-        f"{CLASSIFIER}.rollback", f"{EMBEDDER}.rollback"
+        f"{CLASSIFIER}.rollback",
+        f"{EMBEDDER}.rollback",
     ]
     embed = next(e for e in rollbacks if e["job"]["name"] == f"{EMBEDDER}.rollback")
     assert embed["outputs"][0]["name"] == demo_home.run["artifact"]
     assert [i["name"] for i in embed["inputs"]] == [
-        demo_home.topics.models, demo_home.topics.embeddings
+        demo_home.topics.models,
+        demo_home.topics.embeddings,
     ]
     assert embed["run"]["facets"]["ledger_deployment"]["toVersion"] == "v1"
     # runIds are derived from the event ids: a second export gives the same runs.
@@ -250,8 +256,17 @@ def test_doctor_flags_a_corrupted_serving_artifact_and_missing_topics(
     victim = next(p for p in sorted(artifact.iterdir()) if p.name != "manifest.json")
     victim.write_bytes(victim.read_bytes()[:-1] + b"\x00")
     result = CliRunner().invoke(
-        cli, ["--bootstrap", bootstrap, "--home", str(home), "--topic-prefix",
-              f"none{uuid.uuid4().hex[:8]}", "doctor", "--json"],
+        cli,
+        [
+            "--bootstrap",
+            bootstrap,
+            "--home",
+            str(home),
+            "--topic-prefix",
+            f"none{uuid.uuid4().hex[:8]}",
+            "doctor",
+            "--json",
+        ],
     )
     assert result.exit_code == 1
     findings = {f["check"]: f for f in json.loads(result.stdout)}

@@ -58,8 +58,9 @@ def test_demo_claims_agree_with_the_views_and_the_serving_index(demo_home):
 
     # mixed_after == 0, independently: the serving index holds exactly the live entities'
     # latest v1 vectors.
-    want = dict(zip(v1.column("entity_id").to_pylist(), v1.column("vector").to_pylist(),
-                    strict=True))
+    want = dict(
+        zip(v1.column("entity_id").to_pylist(), v1.column("vector").to_pylist(), strict=True)
+    )
     assert set(want) == set(live.column("entity_id").to_pylist())  # the gap was filled
     with open_index(demo_home.home, EMBEDDER) as index:
         assert sorted(index.item_ids) == sorted(want)
@@ -91,8 +92,15 @@ def test_demo_refuses_a_home_that_is_not_a_demo_and_topics_with_events(
 
     result = CliRunner().invoke(
         cli,
-        ["--bootstrap", bootstrap, "--topic-prefix", demo_home.topics.prefix,
-         "--home", str(tmp_path / "new"), "demo"],
+        [
+            "--bootstrap",
+            bootstrap,
+            "--topic-prefix",
+            demo_home.topics.prefix,
+            "--home",
+            str(tmp_path / "new"),
+            "demo",
+        ],
     )
     assert result.exit_code == 2
     assert "already hold events; pass a fresh --topic-prefix" in result.stderr
