@@ -66,7 +66,7 @@ def render_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
     Example:
         >>> print(render_table(["model", "n"], [["embedder", 12], ["clf", 3]]))
-        model     n
+        model      n
         --------  --
         embedder  12
         clf        3

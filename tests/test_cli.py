@@ -100,3 +100,22 @@ def test_every_command_is_in_docs_cli_md() -> None:
         if not isinstance(command, click.Group):
             words = " ".join(path)
             assert f"`ledger {words}" in doc or f"/ {path[-1]}" in doc, f"ledger {words}"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status"],
+        ["consume", "--until-caught-up"],
+        ["rollback", "--model", "m", "--to", "v1", "--dry-run"],
+        ["demo"],
+    ],
+)
+def test_commands_needing_the_broker_fail_fast_with_one_line(tmp_path, command) -> None:
+    bootstrap = f"127.0.0.1:{free_port()}"  # nothing listens there
+    started = time.monotonic()
+    result = CliRunner().invoke(cli, ["--bootstrap", bootstrap, "--home", str(tmp_path), *command])
+    assert time.monotonic() - started < 5
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"Error: cannot reach a Kafka broker at {bootstrap}")
