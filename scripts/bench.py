@@ -11,6 +11,7 @@ import argparse
 import os
 import tempfile
 import time
+from array import array
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +39,8 @@ def bench_index(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         plain = AnnoyIndex(args.dim, "angular")
         plain.set_seed(1)
-        for first in range(0, args.n, 4096):  # lists of floats, a chunk at a time
-            for i, row in enumerate(vectors[first:first + 4096].tolist(), first):
-                plain.add_item(i, row)
+        for i, row in enumerate(vectors):  # the same fast path as build_index's workers
+            plain.add_item(i, array("f", row.tobytes()))
         plain.build(args.trees, n_jobs=1)
         plain.save(str(Path(tmp) / "plain.ann"))
         unsharded = time.perf_counter() - start
