@@ -330,16 +330,19 @@ def _build_shards(staging: Path, sorted_vectors: Vectors, where: npt.NDArray[np.
     else:
         # Each worker reads its shard from a .npy file (mmap) rather than from a pickle
         # through a pipe; 'spawn' starts clean interpreters (no forked locks or threads).
-        jobs_ = []
-        for s, name in enumerate(names):
-            input_path = staging / f"shard-{s:04d}.input.npy"
-            np.save(input_path, sorted_vectors[where == s])
-            jobs_.append(_ShardJob(str(input_path), str(staging / name), **params))  # type: ignore[arg-type]
+        # A shard is submitted as soon as its file is written, so workers start building
+        # while the next file is written.
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            digests = list(pool.map(_build_shard_job, jobs_))
-        for job in jobs_:
-            os.unlink(job.input_path)
+            futures = []
+            for s, name in enumerate(names):
+                input_path = staging / f"shard-{s:04d}.input.npy"
+                np.save(input_path, sorted_vectors[where == s])
+                job = _ShardJob(str(input_path), str(staging / name), **params)  # type: ignore[arg-type]
+                futures.append(pool.submit(_build_shard_job, job))
+            digests = [f.result() for f in futures]
+        for s in range(plan.shards):
+            os.unlink(staging / f"shard-{s:04d}.input.npy")
     return dict(zip(names, digests, strict=True))
 
 
