@@ -187,9 +187,9 @@ def test_killed_build_leaves_no_artifact_and_gc_removes_its_staging_folder(tmp_p
     script = textwrap.dedent(f"""
         import numpy as np
         from ledger.index import build_index
-        v = np.random.default_rng(0).standard_normal((40000, 32)).astype("float32")
+        v = np.random.default_rng(0).standard_normal((100000, 32)).astype("float32")
         build_index({str(tmp_path)!r}, model="m", version="v1", entity_ids=[str(i) for i in
-                    range(40000)], vectors=v, metric="angular", log_offsets={{}},
+                    range(100000)], vectors=v, metric="angular", log_offsets={{}},
                     trees=100, jobs=1)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script])
