@@ -8,7 +8,6 @@ one line on stderr; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import threading
@@ -64,7 +63,8 @@ class LedgerGroup(click.Group):
         try:
             return super().invoke(ctx)
         except LedgerError as exc:
-            if ctx.find_object(Context) is not None and ctx.find_object(Context).debug:  # type: ignore[union-attr]
+            obj = ctx.find_object(Context)
+            if obj is not None and obj.debug:
                 raise
             raise CouldNotRun(str(exc)) from exc
 
@@ -81,19 +81,30 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 
 
 @click.group(cls=LedgerGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--bootstrap", envvar="LEDGER_BOOTSTRAP", help="Kafka bootstrap servers (env LEDGER_BOOTSTRAP).")
 @click.option(
-    "--home", envvar=ENV_HOME, type=click.Path(file_okay=False, path_type=Path), default=Path(".ledger"),
-    show_default=True, help="State folder: DuckDB shards, artifacts, serving pointers (env LEDGER_HOME).",
+    "--bootstrap", envvar="LEDGER_BOOTSTRAP", help="Kafka bootstrap servers (env LEDGER_BOOTSTRAP)."
 )
 @click.option(
-    "--topic-prefix", envvar=ENV_TOPIC_PREFIX, default="ledger", show_default=True,
+    "--home",
+    envvar=ENV_HOME,
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".ledger"),
+    show_default=True,
+    help="State folder: DuckDB shards, artifacts, serving pointers (env LEDGER_HOME).",
+)
+@click.option(
+    "--topic-prefix",
+    envvar=ENV_TOPIC_PREFIX,
+    default="ledger",
+    show_default=True,
     help="Prefix of the ledger's topics (env LEDGER_TOPIC_PREFIX).",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(package_name="lineage-ledger")
 @click.pass_context
-def cli(ctx: click.Context, bootstrap: str | None, home: Path, topic_prefix: str, debug: bool) -> None:
+def cli(
+    ctx: click.Context, bootstrap: str | None, home: Path, topic_prefix: str, debug: bool
+) -> None:
     """lineage-ledger: safe, verified, one-command model rollbacks, rebuilt from the log.
 
     \b
@@ -142,8 +153,13 @@ def broker_cmd(c: Context, port: int | None) -> None:
 
 
 @cli.command("init")
-@click.option("--partitions", type=click.IntRange(1, 1024), default=4, show_default=True,
-              help="Partitions of the embeddings and decisions topics.")
+@click.option(
+    "--partitions",
+    type=click.IntRange(1, 1024),
+    default=4,
+    show_default=True,
+    help="Partitions of the embeddings and decisions topics.",
+)
 @json_option
 @pass_context
 def init_cmd(c: Context, partitions: int, as_json: bool) -> None:
@@ -164,8 +180,13 @@ def init_cmd(c: Context, partitions: int, as_json: bool) -> None:
 
 
 @cli.command("demo")
-@click.option("--events", type=click.IntRange(100, 10_000_000), default=4000, show_default=True,
-              help="How many embedding events to produce.")
+@click.option(
+    "--events",
+    type=click.IntRange(100, 10_000_000),
+    default=4000,
+    show_default=True,
+    help="How many embedding events to produce.",
+)
 @json_option
 @pass_context
 def demo_cmd(c: Context, events: int, as_json: bool) -> None:
@@ -279,11 +300,11 @@ def artifacts_gc_cmd(c: Context, keep_last: int, dry_run: bool, as_json: bool) -
 # --- end of index artifacts --------------------------------------------------------------------
 
 
+# Command modules register themselves on ``cli``; imported here so ``ledger`` sees them.
+from ledger import cli_materialiser, cli_rollback  # noqa: E402, F401
+
+
 def main() -> NoReturn:
     """Console-script entry point."""
-    sys.exit(cli.main(prog_name="ledger", standalone_mode=True))  # type: ignore[func-returns-value]
-
-
-if __name__ == "__main__":  # pragma: no cover
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    main()
+    cli.main(prog_name="ledger", standalone_mode=True)
+    sys.exit(0)  # standalone_mode exits itself; this keeps the NoReturn promise

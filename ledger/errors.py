@@ -16,8 +16,10 @@ into one line and exit code 2; anything else is a bug and keeps its traceback.
     ├── LogGapError          stored offsets point outside the log: events would be skipped
     ├── ArtifactError        an index artifact cannot be built, read or trusted
     │   └── ChecksumMismatch      files differ from what the manifest recorded
-    └── ServingError         the serving pointer is missing or names an artifact it must refuse
-        └── RollbackInProgress    another process holds the model's rollback lock (``pid``)
+    ├── ServingError         the serving pointer is missing or names an artifact it must refuse
+    │   └── RollbackInProgress    another process holds the model's rollback lock (``pid``)
+    └── GateSpecError        an operator's gate spec (``"agreement>=0.95,overlap>=0.6"``)
+                             does not parse; the message shows a valid one
 """
 
 from __future__ import annotations
@@ -143,3 +145,22 @@ class RollbackInProgress(ServingError):
     def __init__(self, message: str, *, pid: int | None) -> None:
         super().__init__(message)
         self.pid = pid
+
+
+class GateSpecError(LedgerError):
+    """A gate spec given by an operator does not parse.
+
+    Args:
+        message: what is wrong, and what a valid spec looks like.
+        spec: the whole spec as given.
+        item: the offending comma-separated part (``None`` when the spec is empty).
+
+    Example:
+        >>> GateSpecError("bad gate", spec="agreement=>1", item="agreement=>1").item
+        'agreement=>1'
+    """
+
+    def __init__(self, message: str, *, spec: str, item: str | None = None) -> None:
+        super().__init__(message)
+        self.spec = spec
+        self.item = item

@@ -34,6 +34,7 @@ def shard_file(shard: int) -> str:
     """File name of shard ``shard`` inside an artifact."""
     return f"shard-{shard:04d}.ann"
 
+
 @dataclass(frozen=True, slots=True)
 class Manifest:
     """What an artifact holds and how it was built; ``manifest.json`` on disk.
@@ -44,7 +45,7 @@ class Manifest:
 
     Example:
         >>> m = load_manifest("artifacts/embedder/v1/3f9c0a1b2c3d4e5f")  # doctest: +SKIP
-        >>> Manifest.from_json(m.to_json()) == m
+        >>> Manifest.from_json(m.to_json()) == m  # doctest: +SKIP
         True
     """
 
@@ -64,6 +65,9 @@ class Manifest:
     checksum: str
     created_at: str
     annoy_version: str
+    #: "index" (Annoy shards + id map) or "decisions" (a classifier's decision table,
+    #: see ledger.decision_table; its index-only fields are zero/empty)
+    kind: str = "index"
     format: int = FORMAT
 
     @property
@@ -106,6 +110,7 @@ class Manifest:
                 checksum=str(data["checksum"]),
                 created_at=str(data["created_at"]),
                 annoy_version=str(data["annoy_version"]),
+                kind=str(data.get("kind", "index")),
                 format=FORMAT,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -118,8 +123,21 @@ class Manifest:
 
 def _identity(m: Manifest) -> tuple[Any, ...]:
     return (
-        m.model, m.version, m.position, dict(m.log_offsets), m.dimension, m.metric, m.trees,
-        m.seed, m.shards, m.items, m.shard_items, dict(m.files), m.input_sha256, m.checksum,
+        m.model,
+        m.version,
+        m.position,
+        dict(m.log_offsets),
+        m.dimension,
+        m.metric,
+        m.trees,
+        m.seed,
+        m.shards,
+        m.items,
+        m.shard_items,
+        dict(m.files),
+        m.input_sha256,
+        m.checksum,
+        m.kind,
     )
 
 
@@ -140,15 +158,16 @@ def position_of(log_offsets: Mapping[str, int]) -> str:
     """The artifact folder name for a log position: 16 hex of sha256 of its canonical JSON.
 
     Example:
-        >>> position_of({"ledger.embeddings:0": 120, "ledger.embeddings:1": 98})
-        '...'  # doctest: +SKIP
+        >>> len(position_of({"ledger.embeddings:0": 120, "ledger.embeddings:1": 98}))
+        16
     """
     canonical = json.dumps({str(k): int(v) for k, v in log_offsets.items()}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def artifact_path(root: Path | str, *, model: str, version: str,
-                  log_offsets: Mapping[str, int]) -> Path:
+def artifact_path(
+    root: Path | str, *, model: str, version: str, log_offsets: Mapping[str, int]
+) -> Path:
     """Where :func:`build_index` puts the artifact of (model, version, log position)."""
     return Path(root) / path_part(model) / path_part(version) / position_of(log_offsets)
 

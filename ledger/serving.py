@@ -36,7 +36,7 @@ class ServingPointer:
 
     Example:
         >>> p = current(".ledger", "embedder")  # doctest: +SKIP
-        >>> p.version, p.artifact
+        >>> p.version, p.artifact  # doctest: +SKIP
         ('v1', 'artifacts/embedder/v1/3f9c0a1b2c3d4e5f')
     """
 
@@ -54,9 +54,16 @@ class ServingPointer:
     def to_json(self) -> str:
         """One line of canonical JSON."""
         return json.dumps(
-            {"model": self.model, "version": self.version, "artifact": self.artifact,
-             "checksum": self.checksum, "switched_at": self.switched_at, "info": dict(self.info)},
-            sort_keys=True, default=str,
+            {
+                "model": self.model,
+                "version": self.version,
+                "artifact": self.artifact,
+                "checksum": self.checksum,
+                "switched_at": self.switched_at,
+                "info": dict(self.info),
+            },
+            sort_keys=True,
+            default=str,
         )
 
     @classmethod
@@ -64,8 +71,14 @@ class ServingPointer:
         """Parse a pointer; :class:`ServingError` if it is not one."""
         try:
             d = json.loads(text)
-            return cls(str(d["model"]), str(d["version"]), str(d["artifact"]),
-                       str(d["checksum"]), str(d["switched_at"]), dict(d.get("info") or {}))
+            return cls(
+                str(d["model"]),
+                str(d["version"]),
+                str(d["artifact"]),
+                str(d["checksum"]),
+                str(d["switched_at"]),
+                dict(d.get("info") or {}),
+            )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ServingError(f"not a valid serving pointer: {exc!r}") from exc
 
@@ -141,8 +154,14 @@ def serving_artifacts(home: Path | str) -> set[Path]:
     }
 
 
-def switch(home: Path | str, model: str, artifact: Path | str, *,
-           info: Mapping[str, Any] | None = None, verify: bool = True) -> ServingPointer:
+def switch(
+    home: Path | str,
+    model: str,
+    artifact: Path | str,
+    *,
+    info: Mapping[str, Any] | None = None,
+    verify: bool = True,
+) -> ServingPointer:
     """Make ``artifact`` (a folder under ``home``) serve ``model``; the new pointer.
 
     The artifact's manifest must be of ``model``; with ``verify`` its files must match their
@@ -151,7 +170,7 @@ def switch(home: Path | str, model: str, artifact: Path | str, *,
 
     Example:
         >>> art = Path(".ledger/artifacts") / manifest.relative_path  # doctest: +SKIP
-        >>> switch(".ledger", "embedder", art, info={"reason": "rollback"}).version
+        >>> switch(".ledger", "embedder", art).version  # doctest: +SKIP
         'v1'
     """
     base = Path(home)
@@ -170,8 +189,12 @@ def switch(home: Path | str, model: str, artifact: Path | str, *,
         _refuse_corrupt(folder)
     now = datetime.now(UTC).isoformat(timespec="microseconds")
     pointer = ServingPointer(
-        model=model, version=manifest.version, artifact=relative.as_posix(),
-        checksum=manifest.checksum, switched_at=now, info=dict(info or {}),
+        model=model,
+        version=manifest.version,
+        artifact=relative.as_posix(),
+        checksum=manifest.checksum,
+        switched_at=now,
+        info=dict(info or {}),
     )
     target = _pointer_file(base, model)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -209,8 +232,9 @@ def previous(home: Path | str, model: str) -> ServingPointer | None:
     return None
 
 
-def switch_back(home: Path | str, model: str, *, info: Mapping[str, Any] | None = None,
-                verify: bool = True) -> ServingPointer:
+def switch_back(
+    home: Path | str, model: str, *, info: Mapping[str, Any] | None = None, verify: bool = True
+) -> ServingPointer:
     """Switch ``model`` back to its previous artifact (see :func:`previous`): instant, no build.
 
     Example:
@@ -220,8 +244,13 @@ def switch_back(home: Path | str, model: str, *, info: Mapping[str, Any] | None 
     back = previous(home, model)
     if back is None:
         raise ServingError(f"model {model!r} has no earlier serving artifact to switch back to")
-    return switch(home, model, back.artifact_path(home),
-                  info=dict(back.info) if info is None else info, verify=verify)
+    return switch(
+        home,
+        model,
+        back.artifact_path(home),
+        info=dict(back.info) if info is None else info,
+        verify=verify,
+    )
 
 
 def _refuse_corrupt(folder: Path) -> None:
@@ -301,7 +330,8 @@ def rollback_lock(home: Path | str, model: str) -> Iterator[Path]:
             who = f"pid {pid}, since {since}" if pid is not None else "pid unknown"
             raise RollbackInProgress(
                 f"a rollback of model {model!r} is already running ({who}); wait for it to "
-                f"finish (lock {path})", pid=pid,
+                f"finish (lock {path})",
+                pid=pid,
             ) from None
         try:
             os.ftruncate(fd, 0)

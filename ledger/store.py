@@ -1,0 +1,469 @@
+"""All DuckDB access: shard files (one writer process each) and the views that union them.
+
+A *shard* is ``<home>/shards/<name>.duckdb``, written by exactly one materialiser
+process. Rows and the offsets they came from are written in ONE transaction
+(DESIGN decision 3), so a crash at any point loses nothing and duplicates nothing.
+
+DuckDB lets one process open a file read-write, and then nobody else may open it,
+not even read-only. So a writer holds its connection only for one transaction
+(connect, write, commit, close: ~10 ms to connect plus a checkpoint on close,
+measured) and retries while a reader holds the file; readers
+(:func:`open_views`) attach the shards read-only and should close promptly.
+
+This module alone catches ``duckdb.Error``; it becomes :class:`StoreError`
+(``transient=True`` for a lock held by another process).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import duckdb
+import pyarrow as pa
+
+from ledger.contract import ModelVersion
+from ledger.errors import StoreError
+
+#: Event tables, in the order a batch writes them (registrations first).
+EVENT_TABLES = ("model_versions", "deployments", "embeddings", "deletions", "decisions")
+
+_ENVELOPE = """
+    event_id VARCHAR PRIMARY KEY,
+    event_time TIMESTAMPTZ,
+    producer VARCHAR,
+    model VARCHAR,
+    model_version VARCHAR,"""
+_SOURCE = """
+    topic VARCHAR,
+    "partition" INTEGER,
+    "offset" BIGINT"""
+
+DDL = f"""
+CREATE TABLE IF NOT EXISTS offsets (
+    topic VARCHAR, "partition" INTEGER, next_offset BIGINT, PRIMARY KEY (topic, "partition"));
+CREATE TABLE IF NOT EXISTS model_versions ({_ENVELOPE}
+    kind VARCHAR, dimension INTEGER, metric VARCHAR, artifact_uri VARCHAR,
+    artifact_sha256 VARCHAR, labels VARCHAR[],{_SOURCE});
+CREATE TABLE IF NOT EXISTS embeddings ({_ENVELOPE}
+    entity_id VARCHAR, content_sha256 VARCHAR, dimension INTEGER, vector FLOAT[],{_SOURCE});
+CREATE TABLE IF NOT EXISTS deletions ({_ENVELOPE}
+    entity_id VARCHAR,{_SOURCE});
+CREATE TABLE IF NOT EXISTS decisions ({_ENVELOPE}
+    subject_id VARCHAR, label VARCHAR, score DOUBLE, input_sha256 VARCHAR,{_SOURCE});
+CREATE TABLE IF NOT EXISTS deployments ({_ENVELOPE}
+    from_version VARCHAR, reason VARCHAR, actor VARCHAR, summary MAP(VARCHAR, VARCHAR),{_SOURCE});
+CREATE TABLE IF NOT EXISTS dead_letters (
+    topic VARCHAR, "partition" INTEGER, "offset" BIGINT, raw BLOB, reason VARCHAR,
+    error VARCHAR, received_at TIMESTAMPTZ, redriven_at TIMESTAMPTZ);
+"""
+
+#: Arrow types of the event tables' columns, in table order (a batch is built to match).
+_ENV_TYPES: list[tuple[str, pa.DataType]] = [
+    ("event_id", pa.string()),
+    ("event_time", pa.timestamp("us", tz="UTC")),
+    ("producer", pa.string()),
+    ("model", pa.string()),
+    ("model_version", pa.string()),
+]
+_SRC_TYPES: list[tuple[str, pa.DataType]] = [
+    ("topic", pa.string()),
+    ("partition", pa.int32()),
+    ("offset", pa.int64()),
+]
+ARROW_SCHEMAS: dict[str, pa.Schema] = {
+    "model_versions": pa.schema(_ENV_TYPES + [
+        ("kind", pa.string()), ("dimension", pa.int32()), ("metric", pa.string()),
+        ("artifact_uri", pa.string()), ("artifact_sha256", pa.string()),
+        ("labels", pa.list_(pa.string())),
+    ] + _SRC_TYPES),
+    "embeddings": pa.schema(_ENV_TYPES + [
+        ("entity_id", pa.string()), ("content_sha256", pa.string()), ("dimension", pa.int32()),
+        ("vector", pa.list_(pa.float32())),
+    ] + _SRC_TYPES),
+    "deletions": pa.schema(_ENV_TYPES + [("entity_id", pa.string())] + _SRC_TYPES),
+    "decisions": pa.schema(_ENV_TYPES + [
+        ("subject_id", pa.string()), ("label", pa.string()), ("score", pa.float64()),
+        ("input_sha256", pa.string()),
+    ] + _SRC_TYPES),
+    "deployments": pa.schema(_ENV_TYPES + [
+        ("from_version", pa.string()), ("reason", pa.string()), ("actor", pa.string()),
+        ("summary", pa.map_(pa.string(), pa.string())),
+    ] + _SRC_TYPES),
+    "dead_letters": pa.schema([
+        ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()),
+        ("raw", pa.binary()), ("reason", pa.string()), ("error", pa.string()),
+        ("received_at", pa.timestamp("us", tz="UTC")),
+        ("redriven_at", pa.timestamp("us", tz="UTC")),
+    ]),
+}
+
+Partition = tuple[str, int]
+
+#: After holding its connection for ``hold`` seconds a writer pauses this long before
+#: reconnecting, so a reader retrying every few milliseconds can take the file.
+YIELD_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What one transaction writes: rows per table and the next offset per partition.
+
+    ``tables`` maps a table name (``embeddings``, ``dead_letters``, ...) to an Arrow
+    table with that table's columns; ``offsets`` maps ``(topic, partition)`` to the next
+    offset to read. ``redriven`` names dead letters ``(topic, partition, offset)`` to
+    mark as re-driven in the same transaction.
+    """
+
+    tables: Mapping[str, pa.Table]
+    offsets: Mapping[Partition, int] = field(default_factory=dict)
+    redriven: Sequence[tuple[str, int, int]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One dead-lettered message; ``id`` is ``topic:partition:offset``."""
+
+    topic: str
+    partition: int
+    offset: int
+    raw: bytes
+    reason: str
+    error: str
+    received_at: datetime
+    redriven_at: datetime | None
+    shard: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+
+def _run(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None
+) -> list[tuple[Any, ...]]:
+    # Fetch every result: DuckDB refuses new work on a connection with a pending one.
+    result = con.execute(sql, params) if params is not None else con.execute(sql)
+    return result.fetchall()
+
+
+def _is_lock_error(exc: duckdb.Error) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, duckdb.IOException) and ("lock" in text or "conflicting" in text)
+
+
+def _store_error(exc: duckdb.Error, what: str) -> StoreError:
+    if _is_lock_error(exc):
+        return StoreError(f"{what}: the file is in use by another process ({exc})", transient=True)
+    if isinstance(exc, duckdb.TransactionException):
+        return StoreError(f"{what}: transaction conflict ({exc})", transient=True)
+    return StoreError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def shard_dir(home: Path) -> Path:
+    """Where the shard files of ``home`` live."""
+    return Path(home) / "shards"
+
+
+def shard_paths(home: Path) -> list[Path]:
+    """Every shard file under ``home``, sorted by name."""
+    folder = shard_dir(home)
+    return sorted(folder.glob("*.duckdb")) if folder.is_dir() else []
+
+
+class Shard:
+    """One shard file, written by one process, one short transaction at a time.
+
+    Args:
+        home: the state folder.
+        name: the shard's name (file ``<home>/shards/<name>.duckdb``).
+        lock_timeout: seconds to keep retrying while another process holds the file
+            (a reader of the views); ``None`` waits as long as it takes.
+        hold: seconds the writer may keep its connection across transactions while it
+            has a backlog (0: connect and close for every transaction). After that it
+            closes and pauses ``YIELD_S`` so a waiting reader gets the file; it also
+            closes whenever it is idle (:meth:`idle`).
+
+    Example:
+        >>> shard = Shard(tmp_home, "main")  # doctest: +SKIP
+        >>> shard.stored_offsets()           # doctest: +SKIP
+        {('ledger.models', 0): 12}
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        name: str = "main",
+        *,
+        lock_timeout: float | None = 60.0,
+        hold: float = 0.0,
+    ) -> None:
+        if not name or "/" in name or name.startswith("."):
+            raise StoreError(f"bad shard name {name!r}: use letters, digits, '-' or '_'")
+        self.home = Path(home)
+        self.name = name
+        self.path = shard_dir(self.home) / f"{name}.duckdb"
+        self.lock_timeout = lock_timeout
+        self.hold = hold
+        self._owner: IO[bytes] | None = None
+        self._ready = False
+        self._held: duckdb.DuckDBPyConnection | None = None
+        self._held_since = 0.0
+        self._resume_at = 0.0
+
+    # -- ownership ----------------------------------------------------------------
+
+    def claim(self) -> None:
+        """Become this shard's one writer process (an advisory lock held until :meth:`release`).
+
+        Raises StoreError when another live process writes this shard: give it another
+        ``--shard`` name.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path.with_suffix(".writer"), "ab")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StoreError(
+                f"shard {self.name} is being written by another materialiser process; "
+                "give this one its own --shard name"
+            ) from None
+        self._owner = handle
+
+    def release(self) -> None:
+        """Close the connection and give up the writer claim (the OS drops it on exit too)."""
+        self.idle()
+        if self._owner is not None:
+            self._owner.close()
+            self._owner = None
+
+    # -- connections --------------------------------------------------------------
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        """A read-write connection; retried while another process holds the file."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        pause = self._resume_at - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)  # the window a waiting reader needs after a long hold
+        deadline = None if self.lock_timeout is None else time.monotonic() + self.lock_timeout
+        delay = 0.002
+        while True:
+            try:
+                con = duckdb.connect(str(self.path))
+                break
+            except duckdb.Error as exc:
+                err = _store_error(exc, f"opening shard {self.name}")
+                if not err.transient or (deadline is not None and time.monotonic() > deadline):
+                    raise err from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+        if not self._ready:
+            try:
+                _run(con, DDL)
+            except duckdb.Error as exc:
+                con.close()
+                raise _store_error(exc, f"creating the tables of shard {self.name}") from exc
+            self._ready = True
+        return con
+
+    @contextmanager
+    def _connect(self, what: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The held connection, or one for this unit of work only."""
+        con = self._held if self._held is not None else self._open()
+        try:
+            yield con
+        except duckdb.Error as exc:
+            self.idle()
+            if con is not self._held:
+                con.close()
+            raise _store_error(exc, f"{what} in shard {self.name}") from exc
+        if con is not self._held:
+            if self.hold > 0:
+                self._held, self._held_since = con, time.monotonic()
+            else:
+                con.close()
+        elif time.monotonic() - self._held_since > self.hold:
+            self.idle()
+            self._resume_at = time.monotonic() + YIELD_S
+
+    def idle(self) -> None:
+        """Close a held connection, so readers can open the file."""
+        if self._held is not None:
+            held, self._held = self._held, None
+            try:
+                held.close()
+            except duckdb.Error:
+                pass  # closing after a failed transaction: the file state is what was committed
+
+    # -- writing ------------------------------------------------------------------
+
+    def write(self, batch: Batch) -> dict[str, int]:
+        """Write ``batch`` in one transaction; returns rows inserted per table.
+
+        Steps (each in the same transaction, so a crash leaves all or nothing):
+        1. insert each table's rows with one statement; ``INSERT OR IGNORE`` on the
+           event-id key skips events already stored (producer retries, replays);
+        2. mark the re-driven dead letters;
+        3. upsert the partitions' next offsets, so a restart resumes right after.
+
+        Example:
+            >>> shard.write(Batch({"deletions": rows}, {("t.embeddings", 0): 42}))  # doctest: +SKIP
+            {'deletions': 1}
+        """
+        inserted: dict[str, int] = {}
+        with self._connect("writing a batch") as con:
+            _run(con, "BEGIN TRANSACTION")
+            try:
+                for name, table in batch.tables.items():
+                    if table.num_rows == 0:
+                        continue
+                    con.register("_batch", table)
+                    verb = "INSERT INTO" if name == "dead_letters" else "INSERT OR IGNORE INTO"
+                    rows = _run(con, f"{verb} {name} SELECT * FROM _batch")  # noqa: S608 - fixed
+                    con.unregister("_batch")
+                    inserted[name] = int(rows[0][0]) if rows else 0
+                if batch.redriven:
+                    now = datetime.now(UTC)
+                    for t, p, o in batch.redriven:  # a handful of rows, off the hot path
+                        _run(con, "UPDATE dead_letters SET redriven_at = ? WHERE topic = ? "
+                             'AND "partition" = ? AND "offset" = ? AND redriven_at IS NULL',
+                             [now, t, p, o])
+                if batch.offsets:
+                    con.register("_offsets", pa.table({
+                        "topic": [t for t, _ in batch.offsets],
+                        "partition": pa.array([p for _, p in batch.offsets], pa.int32()),
+                        "next_offset": pa.array(list(batch.offsets.values()), pa.int64()),
+                    }))
+                    _run(con, "INSERT OR REPLACE INTO offsets SELECT * FROM _offsets")
+                    con.unregister("_offsets")
+                _run(con, "COMMIT")
+            except BaseException:
+                _run(con, "ROLLBACK")
+                raise
+        return inserted
+
+    # -- reading (the writer's own state) -------------------------------------------
+
+    def stored_offsets(self) -> dict[Partition, int]:
+        """The next offset to read of every partition this shard has ever held."""
+        with self._connect("reading offsets") as con:
+            rows = con.execute('SELECT topic, "partition", next_offset FROM offsets').fetchall()
+        return {(str(t), int(p)): int(o) for t, p, o in rows}
+
+    def model_versions(self) -> list[ModelVersion]:
+        """The registrations this shard holds (seeds the materialiser's registry)."""
+        with self._connect("reading model versions") as con:
+            rows = con.execute(
+                "SELECT model, model_version, kind, dimension, metric, labels FROM model_versions"
+            ).fetchall()
+        return [
+            ModelVersion(m, v, k, d, metric, tuple(labels or ()))
+            for m, v, k, d, metric, labels in rows
+        ]
+
+    def dead_letters(self, *, pending_only: bool = True) -> list[DeadLetter]:
+        """This shard's dead letters in log order (only those not yet re-driven by default)."""
+        with self._connect("reading dead letters") as con:
+            rows = con.execute(
+                'SELECT topic, "partition", "offset", raw, reason, error, received_at, redriven_at '
+                "FROM dead_letters WHERE redriven_at IS NULL OR NOT ? "
+                'ORDER BY topic, "partition", "offset", received_at', [pending_only]
+            ).fetchall()
+        return [
+            DeadLetter(str(t), int(p), int(o), bytes(raw), str(reason), str(error), received,
+                       redriven, self.name)
+            for t, p, o, raw, reason, error, received, redriven in rows
+        ]
+
+
+def empty_table(name: str) -> pa.Table:
+    """An empty Arrow table with the columns of table ``name``."""
+    return ARROW_SCHEMAS[name].empty_table()
+
+
+# -- the read side -------------------------------------------------------------------
+
+def open_views(home: Path, *, timeout: float = 30.0) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with every shard of ``home`` attached read-only.
+
+    The views carry the shard tables' names (``embeddings``, ``deletions``, ``decisions``,
+    ``deployments``, ``model_versions``, ``dead_letters``, ``offsets``) and show every
+    event once across shards (deduped by event id); the macros and views of
+    ``docs/sql.md`` come with them. While this connection is open the materialisers
+    cannot write these shards (they wait): close it when done.
+
+    Example:
+        >>> con = open_views(Path(".ledger"))                      # doctest: +SKIP
+        >>> con.sql("SELECT count(*) FROM embeddings").fetchone()  # doctest: +SKIP
+        (4000,)
+    """
+    from ledger.views import view_statements  # the SQL text lives in its own module
+
+    con = duckdb.connect(":memory:")
+    try:
+        sources: list[str] = []
+        for i, path in enumerate(shard_paths(home)):
+            _attach_read_only(con, path, f"shard_{i}", timeout=timeout)
+            sources.append(f"shard_{i}")
+        if not sources:
+            # No shard yet: the views still exist, over empty tables of the same shape.
+            _run(con, "CREATE SCHEMA empty; SET schema = 'empty'")
+            _run(con, DDL)
+            _run(con, "SET schema = 'main'")
+            sources.append("empty")
+        for statement in view_statements(sources):
+            _run(con, statement)
+    except duckdb.Error as exc:
+        con.close()
+        raise _store_error(exc, f"opening the views of {home}") from exc
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _attach_read_only(
+    con: duckdb.DuckDBPyConnection, path: Path, alias: str, *, timeout: float
+) -> None:
+    # A writer holds the file for one transaction at a time: retry until it lets go.
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            _run(con, f"ATTACH '{_sql_str(str(path))}' AS {alias} (READ_ONLY)")
+            return
+        except duckdb.Error as exc:
+            err = _store_error(exc, f"attaching shard {path.name}")
+            if not err.transient or time.monotonic() > deadline:
+                raise err from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+
+def _sql_str(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def query(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()
+) -> list[tuple[Any, ...]]:
+    """Run ``sql`` on a views connection; DuckDB errors become :class:`StoreError`."""
+    try:
+        return con.execute(sql, list(params)).fetchall()
+    except duckdb.Error as exc:
+        raise _store_error(exc, "query") from exc
+
+
+def ensure_home(home: Path) -> Path:
+    """Create ``home``'s shard folder; returns it."""
+    folder = shard_dir(home)
+    os.makedirs(folder, exist_ok=True)
+    return folder

@@ -1,0 +1,119 @@
+"""The materialiser against a real broker and real DuckDB shards: exactly once, in effect."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from consumers.lag import lag
+from consumers.materialiser import catch_up
+from ledger.errors import LogGapError, StoreError
+from ledger.producer import Producer, content_hash
+from ledger.store import Batch, Shard, open_views
+from tests.helpers import encoded, envelope, produce_embeddings, send_raw
+
+pytestmark = pytest.mark.kafka
+
+
+def test_catch_up_stores_every_event_once_with_its_content(bootstrap, topics, tmp_path):
+    rng = np.random.default_rng(1)
+    vectors = rng.random((300, 8), dtype=np.float32)
+    with Producer(bootstrap=bootstrap, name="svc", topics=topics) as p:
+        p.register_model_version("emb", "v1", kind="embedding", dimension=8, metric="angular")
+        p.register_model_version("clf", "c1", kind="classifier", labels=["spam", "ham"])
+        ids = p.write_embeddings("emb", "v1", [f"e{i}" for i in range(300)], vectors,
+                                 content_sha256s=[content_hash(str(i)) for i in range(300)])
+        deleted = p.delete_entity("emb", "v1", "e7")
+        decision = p.record_decision("clf", "c1", "s1", "spam", score=0.9,
+                                     input_sha256=content_hash("x"))
+        p.record_deployment("emb", to_version="v1", from_version=None, reason="launch",
+                            actor="ops", summary={"items": "300"})
+
+    stats = catch_up(bootstrap, topics, tmp_path)
+
+    assert (stats.events, stats.dead_letters, stats.duplicates) == (305, 0, 0)
+    con = open_views(tmp_path)
+    try:
+        rows = con.execute("SELECT event_id, entity_id, vector FROM embeddings").fetchall()
+        assert len(rows) == 300
+        by_id = {eid: (ent, vec) for eid, ent, vec in rows}
+        for i, eid in enumerate(ids):
+            ent, vec = by_id[eid]
+            assert ent == f"e{i}"
+            assert np.array_equal(np.asarray(vec, dtype=np.float32), vectors[i])
+        assert con.execute("SELECT event_id FROM deletions").fetchall() == [(deleted,)]
+        assert con.execute("SELECT event_id, label, score FROM decisions").fetchall() == [
+            (decision, "spam", 0.9)]
+        assert con.execute("SELECT model, model_version, summary FROM deployments").fetchall() == [
+            ("emb", "v1", {"items": "300"})]
+        assert con.execute("SELECT labels FROM model_versions WHERE model = 'clf'").fetchall() == [
+            (["spam", "ham"],)]
+    finally:
+        con.close()
+    assert all(p.lag == 0 for p in lag(bootstrap, topics, tmp_path))
+
+
+def test_second_catch_up_after_restart_adds_no_rows(bootstrap, topics, tmp_path):
+    produce_embeddings(bootstrap, topics, 500)
+    first = catch_up(bootstrap, topics, tmp_path)
+    again = catch_up(bootstrap, topics, tmp_path)
+    assert (first.events, again.messages, again.events) == (501, 0, 0)
+    produce_embeddings(bootstrap, topics, 100, start=500)
+    more = catch_up(bootstrap, topics, tmp_path)
+    assert more.events == 100 + 1  # the (idempotent) re-registration is an event too
+    con = open_views(tmp_path)
+    try:
+        assert con.execute("SELECT count(*), count(DISTINCT event_id) FROM embeddings").fetchone() == (
+            600, 600)
+    finally:
+        con.close()
+
+
+def test_a_resent_event_id_is_stored_once(bootstrap, topics, tmp_path):
+    produce_embeddings(bootstrap, topics, 1)
+    record = envelope("emb", "v1", entity_id="dup", content_sha256=content_hash("d"),
+                      dimension=8, vector=np.ones(8, "<f4").tobytes())
+    raw = encoded("EmbeddingWritten", record)
+    send_raw(bootstrap, [(topics.embeddings, b"dup", raw)] * 3)  # a producer retrying
+    stats = catch_up(bootstrap, topics, tmp_path)
+    send_raw(bootstrap, [(topics.embeddings, b"dup", raw)])  # and a late replay
+    later = catch_up(bootstrap, topics, tmp_path)
+    assert (stats.duplicates, later.duplicates, later.events) == (2, 1, 0)
+    con = open_views(tmp_path)
+    try:
+        assert con.execute("SELECT count(*) FROM embeddings WHERE entity_id = 'dup'").fetchone() == (1,)
+    finally:
+        con.close()
+
+
+def test_views_show_each_event_once_across_shards(bootstrap, topics, tmp_path):
+    produce_embeddings(bootstrap, topics, 400)
+    catch_up(bootstrap, topics, tmp_path, shard="a")
+    catch_up(bootstrap, topics, tmp_path, shard="b")  # the same events, as after a handover
+    con = open_views(tmp_path)
+    try:
+        assert con.execute("SELECT count(*), count(DISTINCT event_id) FROM embeddings").fetchone() == (
+            400, 400)
+        assert con.execute("SELECT count(*) FROM model_versions").fetchone() == (1,)
+        ends = dict(((t, p), o) for t, p, o in con.execute("SELECT * FROM offsets").fetchall())
+        assert sum(o for (t, _), o in ends.items() if t == topics.embeddings) == 400
+    finally:
+        con.close()
+
+
+def test_stored_offset_past_the_log_end_stops_with_a_log_gap(bootstrap, topics, tmp_path):
+    produce_embeddings(bootstrap, topics, 10)
+    shard = Shard(tmp_path, "main")
+    shard.write(Batch({}, {(topics.embeddings, 2): 5000}))  # as if the broker lost its log
+    with pytest.raises(LogGapError, match=rf"{topics.embeddings}\[2\].*5000"):
+        catch_up(bootstrap, topics, tmp_path)
+
+
+def test_one_writer_process_per_shard(tmp_path):
+    first = Shard(tmp_path, "main")
+    first.claim()
+    try:
+        with pytest.raises(StoreError, match="another materialiser"):
+            Shard(tmp_path, "main").claim()
+    finally:
+        first.release()

@@ -1,0 +1,147 @@
+"""Materialiser processes: crashes (SIGKILL) and a consumer group of two shards."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from consumers.lag import lag
+from consumers.materialiser import catch_up
+from ledger.events import Topics
+from ledger.producer import Producer, content_hash
+from ledger.store import Shard, open_views
+
+pytestmark = pytest.mark.kafka
+
+
+def _consume(bootstrap: str, topics: Topics, home: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ledger", "--bootstrap", bootstrap, "--home", str(home),
+         "--topic-prefix", topics.prefix, "consume", *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> tuple[int, str]:
+    """Signal ``proc``; its exit code and stderr."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    return proc.returncode, err.decode(errors="replace")
+
+
+def _wait_caught_up(bootstrap: str, topics: Topics, home: Path, expected: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        rows = lag(bootstrap, topics, home)
+        if all(r.lag == 0 for r in rows) and sum(r.end for r in rows) >= expected:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"not caught up: {lag(bootstrap, topics, home)}")
+
+
+def _produce(bootstrap, topics, start, n, *, chunk=2000, pause=0.0, out=None, dim=8):
+    rng = np.random.default_rng(start)
+    expected = {} if out is None else out
+    with Producer(bootstrap=bootstrap, name="load", topics=topics) as p:
+        p.register_model_version("emb", "v1", kind="embedding", dimension=dim, metric="angular")
+        for lo in range(start, start + n, chunk):
+            ents = [f"e{i}" for i in range(lo, min(lo + chunk, start + n))]
+            vecs = rng.random((len(ents), dim), dtype=np.float32)
+            ids = p.write_embeddings("emb", "v1", ents, vecs,
+                                     content_sha256s=[content_hash(e) for e in ents])
+            for eid, ent, vec in zip(ids, ents, vecs, strict=True):
+                expected[eid] = (ent, vec.tobytes())
+            p.flush()
+            time.sleep(pause)
+    return expected
+
+
+def test_sigkill_at_random_points_loses_and_duplicates_nothing(bootstrap, make_topics, tmp_path):
+    topics = make_topics(4)
+    expected: dict[str, tuple[str, bytes]] = {}
+    producer = threading.Thread(
+        target=_produce, args=(bootstrap, topics, 0, 100_000),
+        kwargs={"chunk": 2000, "pause": 0.25, "out": expected},
+    )
+    producer.start()
+    rnd = random.Random(7)
+    progressed, previous = 0, 0
+    try:
+        for _ in range(20):
+            proc = _consume(bootstrap, topics, tmp_path, "--no-group")
+            time.sleep(rnd.uniform(0.5, 1.4))
+            code, err = _stop(proc, signal.SIGKILL)
+            assert code == -signal.SIGKILL, err
+            stored = sum(Shard(tmp_path, "main").stored_offsets().values())
+            progressed += stored > previous
+            previous = stored
+    finally:
+        producer.join()
+    assert progressed >= 10  # the kills hit a materialiser that was writing
+
+    final = catch_up(bootstrap, topics, tmp_path)
+    assert final.dead_letters == 0
+    con = open_views(tmp_path)
+    try:
+        rows = con.execute("SELECT event_id, entity_id, vector FROM embeddings").fetchall()
+        offsets = con.execute(
+            'SELECT "partition", list("offset" ORDER BY "offset") FROM embeddings GROUP BY ALL'
+        ).fetchall()
+        stored = dict(((t, p), o) for t, p, o in con.execute("SELECT * FROM offsets").fetchall())
+    finally:
+        con.close()
+    assert len(expected) == 100_000
+    assert len(rows) == len(expected)  # no duplicates ...
+    for eid, ent, vec in rows:  # ... and every produced event, with its content
+        assert expected[eid] == (ent, np.asarray(vec, dtype="<f4").tobytes())
+    ends = {(t, p): r.end for r in lag(bootstrap, topics, tmp_path) for t, p in [(r.topic,
+                                                                                 r.partition)]}
+    for partition, offs in offsets:  # no gaps: every offset of the partition, once
+        assert offs == list(range(ends[(topics.embeddings, partition)]))
+    assert all(stored.get(k, 0) == end for k, end in ends.items())
+
+
+def test_two_processes_in_a_group_split_partitions_and_take_over(bootstrap, make_topics, tmp_path):
+    topics = make_topics(4)
+    first = _produce(bootstrap, topics, 0, 4000)
+    a = _consume(bootstrap, topics, tmp_path, "--group", f"{topics.prefix}.g", "--shard", "a")
+    b = _consume(bootstrap, topics, tmp_path, "--group", f"{topics.prefix}.g", "--shard", "b")
+    try:
+        _wait_caught_up(bootstrap, topics, tmp_path, 4001)
+        con = open_views(tmp_path)
+        try:
+            split = [con.execute(
+                f'SELECT count(DISTINCT "partition") FROM shard_{i}.embeddings'
+            ).fetchone()[0] for i in (0, 1)]
+        finally:
+            con.close()
+        assert sorted(split) == [2, 2]  # 4 embedding partitions, two each
+
+        code, err = _stop(b)
+        assert code == 0, err
+        second = _produce(bootstrap, topics, 4000, 4000)
+        _wait_caught_up(bootstrap, topics, tmp_path, 8002)
+    finally:
+        code, err = _stop(a)
+        _stop(b)
+    assert code == 0, err
+    con = open_views(tmp_path)
+    try:
+        ids = [r[0] for r in con.execute("SELECT event_id FROM embeddings").fetchall()]
+        taken_over = con.execute(
+            'SELECT count(DISTINCT "partition") FROM shard_0.embeddings WHERE entity_id IN '
+            f"(SELECT unnest({[f'e{i}' for i in range(4000, 8000)]}))"
+        ).fetchone()[0]
+    finally:
+        con.close()
+    assert sorted(ids) == sorted(first | second)  # every event exactly once over both shards
+    assert taken_over == 4  # after b left, a materialised all four partitions
