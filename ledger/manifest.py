@@ -27,6 +27,8 @@ from ledger.errors import ArtifactError
 
 FORMAT = 1
 MANIFEST = "manifest.json"
+#: Artifacts are built in a hidden folder with this prefix, then renamed into place.
+STAGING_PREFIX = ".tmp-"
 ID_MAP = "ids.parquet"
 
 

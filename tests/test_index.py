@@ -16,12 +16,11 @@ import pytest
 from annoy import AnnoyIndex
 
 import ledger.index
+from ledger.artifacts import gc, list_artifacts
 from ledger.errors import ArtifactError, ChecksumMismatch, ContractError
 from ledger.index import (
     artifact_path,
     build_index,
-    gc,
-    list_artifacts,
     load_manifest,
     open_artifact,
     shard_of,
