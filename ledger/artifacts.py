@@ -6,13 +6,13 @@ removes those that no pointer serves (keeping the newest ``keep_last`` per versi
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ledger.broker import pid_alive
 from ledger.errors import ArtifactError
 from ledger.manifest import STAGING_PREFIX, Manifest, load_manifest, path_part
 
@@ -62,16 +62,6 @@ def _subdirs(path: Path) -> list[Path]:
         return []
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _leftovers(root: Path) -> list[Path]:
     """Staging folders of builds whose process died, and folders gc failed to finish removing."""
     out = []
@@ -81,7 +71,7 @@ def _leftovers(root: Path) -> list[Path]:
                 out.append(p)
             elif p.name.startswith(STAGING_PREFIX):
                 pid = p.name.split("-")[-2]
-                if pid.isdigit() and not _pid_alive(int(pid)):
+                if pid.isdigit() and not pid_alive(int(pid)):
                     out.append(p)
     return sorted(out)
 
