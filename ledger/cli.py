@@ -244,7 +244,7 @@ def artifacts_list_cmd(c: Context, model: str | None, as_json: bool) -> None:
     Example:
         ledger --home .ledger artifacts list --model embedder --json
     """
-    from ledger.index import list_artifacts
+    from ledger.artifacts import list_artifacts
     from ledger.serving import serving_artifacts
 
     serving = {p.resolve() for p in serving_artifacts(c.home)}
@@ -286,7 +286,7 @@ def artifacts_gc_cmd(c: Context, keep_last: int, dry_run: bool, as_json: bool) -
     Example:
         ledger artifacts gc --keep-last 2 --dry-run
     """
-    from ledger.index import gc
+    from ledger.artifacts import gc
     from ledger.serving import serving_artifacts
 
     result = gc(_artifacts_root(c), keep=serving_artifacts(c.home), keep_last=keep_last,
