@@ -61,7 +61,9 @@ SAMPLE = 300
 #: The example query the narration follows through the incident.
 EXAMPLE_QUERY = "cheap flight to the island with a beach hotel"
 # What the demo owns in its home; a home holding anything else is not the demo's.
-_DEMO_STATE = ("shards", "artifacts", "serving", "reports", "locks", "rates.json", DEMO_DB)
+# The marker is written first, so a demo that crashed half-way is still known as one.
+_MARKER = ".demo"
+_DEMO_STATE = ("shards", "artifacts", "serving", "reports", "locks", "rates.json", DEMO_DB, _MARKER)
 
 # The "vector DB" before the rollback: every live entity's latest vector, of any version.
 _MIXED_SQL = """
@@ -126,9 +128,7 @@ RUN_COLUMNS = tuple(DemoRun.__slots__)
 
 def _ensure_demo_home(home: Path) -> None:
     """Clear a previous demo's state; refuse a home that holds anything else's."""
-    if not home.exists():
-        return
-    if (home / DEMO_DB).exists():
+    if home.exists() and ((home / DEMO_DB).exists() or (home / _MARKER).exists()):
         for name in _DEMO_STATE:
             path = home / name
             if path.is_dir():
@@ -140,6 +140,8 @@ def _ensure_demo_home(home: Path) -> None:
             f"{home} holds a ledger state that is not a demo's; pass another --home",
             field="home",
         )
+    home.mkdir(parents=True, exist_ok=True)
+    (home / _MARKER).write_text("a ledger demo's home: `ledger demo` replaces it\n")
 
 
 def _ensure_empty_topics(bootstrap: str, topics: Topics) -> None:
@@ -315,7 +317,7 @@ def run_demo(
         bootstrap: a reachable broker (the CLI starts a throwaway embedded one).
         topics: the demo's topics; they must hold no events yet.
         home: the state folder; a previous demo's state in it is replaced, any other
-            ledger state is refused.
+            ledger state is refused (checked before anything is changed).
         texts: corpus size (5% more texts appear only under v2).
         echo: where the narration goes (``None``: silent).
 
@@ -326,8 +328,8 @@ def run_demo(
     """
     say = echo or (lambda _line: None)
     started, clock = datetime.now(UTC), time.perf_counter()
-    _ensure_demo_home(home)
     _ensure_empty_topics(bootstrap, topics)
+    _ensure_demo_home(home)
     corpus = synthetic_corpus(texts + texts // 20)
     state = _Texts(corpus)
     models = [EMBEDDER, CLASSIFIER]

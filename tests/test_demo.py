@@ -85,7 +85,9 @@ def test_demo_refuses_a_home_that_is_not_a_demo_and_topics_with_events(
 ):
     (tmp_path / "shards").mkdir()
     (tmp_path / "shards" / "main.duckdb").write_bytes(b"")
-    result = CliRunner().invoke(cli, ["--bootstrap", bootstrap, "--home", str(tmp_path), "demo"])
+    prefix = f"d{uuid.uuid4().hex[:10]}"
+    args = ["--bootstrap", bootstrap, "--topic-prefix", prefix, "--home", str(tmp_path), "demo"]
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2
     assert "not a demo's; pass another --home" in result.stderr
     assert (tmp_path / "shards" / "main.duckdb").exists()
@@ -104,3 +106,27 @@ def test_demo_refuses_a_home_that_is_not_a_demo_and_topics_with_events(
     )
     assert result.exit_code == 2
     assert "already hold events; pass a fresh --topic-prefix" in result.stderr
+
+
+def test_demo_replaces_the_state_of_a_demo_that_crashed_half_way(bootstrap, tmp_path):
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "main.duckdb").write_bytes(b"not a database")
+    (tmp_path / ".demo").write_text("")
+    prefix = f"d{uuid.uuid4().hex[:10]}"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--bootstrap",
+            bootstrap,
+            "--topic-prefix",
+            prefix,
+            "--home",
+            str(tmp_path),
+            "demo",
+            "--texts",
+            "300",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    (run,) = _runs(tmp_path)
+    assert run["texts"] == 300 and run["verify_passed"]
