@@ -366,10 +366,10 @@ def run_demo(
     )
     say(
         f"   '{EXAMPLE_QUERY}' finds {len(right & {n.entity_id for n in before})} of its "
-        f"{K} right neighbours, e.g.:"
+        f"{K} right neighbours (the mixed index hides them), e.g.:"
     )
     for n in before[:3]:
-        say(f"     {'ok   ' if n.entity_id in right else 'wrong'} {n.topic:<8} {n.text}")
+        say(f"     {'right' if n.entity_id in right else 'other'} {n.topic:<8} {n.text}")
 
     plan = rollback(bootstrap, topics, home, models, to="v1").plan
     emb = next(m for m in plan.models if isinstance(m, EmbeddingPlan))
@@ -411,7 +411,7 @@ def run_demo(
         f"{len(right & {n.entity_id for n in fixed})} of {K}:"
     )
     for n in fixed[:3]:
-        say(f"     {'ok   ' if n.entity_id in right else 'wrong'} {n.topic:<8} {n.text}")
+        say(f"     {'right' if n.entity_id in right else 'other'} {n.topic:<8} {n.text}")
     run = DemoRun(
         run_id=str(uuid.uuid4()),
         started_at=started,
