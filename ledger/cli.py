@@ -215,20 +215,25 @@ def consume_cmd(
     bootstrap = c.require_bootstrap()
     group_id = None if no_group else (group or f"{c.topics.prefix}.materialiser")
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    with Materialiser(bootstrap, c.topics, c.home, shard=shard, group=group_id,
-                      lock_timeout=None) as mat:
-        if until_caught_up and sys.stdout.isatty() and not as_json:
-            with click.progressbar(length=1, label="materialising") as bar:
+    # Stop between transactions on Ctrl-C / SIGTERM (a kill is safe too, just less tidy).
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with Materialiser(bootstrap, c.topics, c.home, shard=shard, group=group_id,
+                          lock_timeout=None) as mat:
+            if until_caught_up and sys.stdout.isatty() and not as_json:
+                with click.progressbar(length=1, label="materialising") as bar:
 
-                def progress(done: int, total: int) -> None:
-                    bar.length = max(total, 1)
-                    bar.update(done - bar.pos)
+                    def progress(done: int, total: int) -> None:
+                        bar.length = max(total, 1)
+                        bar.update(done - bar.pos)
 
-                stats = mat.run(until_caught_up=True, stop=stop, progress=progress)
-        else:
-            stats = mat.run(until_caught_up=until_caught_up, stop=stop)
+                    stats = mat.run(until_caught_up=True, stop=stop, progress=progress)
+            else:
+                stats = mat.run(until_caught_up=until_caught_up, stop=stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     emit(
         {"messages": stats.messages, "events": stats.events, "duplicates": stats.duplicates,
          "dead_letters": stats.dead_letters, "transactions": stats.transactions,

@@ -155,8 +155,12 @@ def _run(
 
 
 def _is_lock_error(exc: duckdb.Error) -> bool:
+    # Another process holds the file (IOException "Could not set lock"), or this process
+    # has it attached elsewhere (ResourceInUseException "already attached"): both pass.
     text = str(exc).lower()
-    return isinstance(exc, duckdb.IOException) and ("lock" in text or "conflicting" in text)
+    if isinstance(exc, duckdb.IOException):
+        return "lock" in text or "conflicting" in text
+    return "already attached" in text or "file handle conflict" in text
 
 
 def _store_error(exc: duckdb.Error, what: str) -> StoreError:

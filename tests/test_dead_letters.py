@@ -61,8 +61,9 @@ def test_every_poison_kind_is_dead_lettered_and_the_good_events_are_stored(
     assert sorted(d.error for d in dead) == sorted(e for _, _, e in poison.values())
     assert {d.raw for d in dead} == {raw for _, raw, _ in poison.values()}
     reasons = " | ".join(d.reason for d in dead)
-    for words in ("not an Avro single-object frame", "does not decode", "unknown schema fingerprint",
-                  "field=dimension", "NaN", "version v9 is not registered", "field=label"):
+    for words in ("not an Avro single-object frame", "does not decode",
+                  "unknown schema fingerprint", "field=dimension", "NaN",
+                  "version v9 is not registered", "field=label"):
         assert words in reasons
     con = open_views(tmp_path)
     try:

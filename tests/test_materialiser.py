@@ -14,6 +14,8 @@ from tests.helpers import encoded, envelope, produce_embeddings, send_raw
 
 pytestmark = pytest.mark.kafka
 
+COUNT_IDS = "SELECT count(*), count(DISTINCT event_id) FROM embeddings"
+
 
 def test_catch_up_stores_every_event_once_with_its_content(bootstrap, topics, tmp_path):
     rng = np.random.default_rng(1)
@@ -63,8 +65,7 @@ def test_second_catch_up_after_restart_adds_no_rows(bootstrap, topics, tmp_path)
     assert more.events == 100 + 1  # the (idempotent) re-registration is an event too
     con = open_views(tmp_path)
     try:
-        assert con.execute("SELECT count(*), count(DISTINCT event_id) FROM embeddings").fetchone() == (
-            600, 600)
+        assert con.execute(COUNT_IDS).fetchone() == (600, 600)
     finally:
         con.close()
 
@@ -81,7 +82,8 @@ def test_a_resent_event_id_is_stored_once(bootstrap, topics, tmp_path):
     assert (stats.duplicates, later.duplicates, later.events) == (2, 1, 0)
     con = open_views(tmp_path)
     try:
-        assert con.execute("SELECT count(*) FROM embeddings WHERE entity_id = 'dup'").fetchone() == (1,)
+        sql = "SELECT count(*) FROM embeddings WHERE entity_id = 'dup'"
+        assert con.execute(sql).fetchone() == (1,)
     finally:
         con.close()
 
@@ -92,8 +94,7 @@ def test_views_show_each_event_once_across_shards(bootstrap, topics, tmp_path):
     catch_up(bootstrap, topics, tmp_path, shard="b")  # the same events, as after a handover
     con = open_views(tmp_path)
     try:
-        assert con.execute("SELECT count(*), count(DISTINCT event_id) FROM embeddings").fetchone() == (
-            400, 400)
+        assert con.execute(COUNT_IDS).fetchone() == (400, 400)
         assert con.execute("SELECT count(*) FROM model_versions").fetchone() == (1,)
         ends = dict(((t, p), o) for t, p, o in con.execute("SELECT * FROM offsets").fetchall())
         assert sum(o for (t, _), o in ends.items() if t == topics.embeddings) == 400
