@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,11 @@ class Materialiser:
         self._joined = False
         self._messages = self._events = self._duplicates = self._dead = self._txns = 0
         self._next: dict[tuple[str, int], int] = {}
+        # One writer thread: DuckDB writes batch N (releasing the GIL) while this thread
+        # polls and decodes batch N+1. At most one transaction is in flight.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
+        self._pending: tuple[Future[dict[str, int]], int, int, dict[tuple[str, int], int]] | None
+        self._pending = None
         try:
             self.registry = Registry(self.shard.model_versions())
             self._consumer = self._connect()
@@ -249,20 +255,24 @@ class Materialiser:
         consumer = self._consumer
         assert consumer is not None  # set in __init__  # noqa: S101
         started = time.monotonic()
-        while stop is None or not stop.is_set():
-            if timeout is not None and time.monotonic() - started > timeout:
-                raise BrokerError(f"not caught up after {timeout}s")
-            polled = self._poll(consumer)
-            if polled:
-                self._write(consumer, polled)
-            else:
-                self.shard.idle()  # nothing to write: let readers have the file
-            self._check_gaps(consumer)
-            if progress is not None:
-                progress(self._messages, self._messages + self._known_lag(consumer))
-            if until_caught_up and self._caught_up(consumer):
-                break
-        self.shard.idle()
+        try:
+            while stop is None or not stop.is_set():
+                if timeout is not None and time.monotonic() - started > timeout:
+                    raise BrokerError(f"not caught up after {timeout}s")
+                polled = self._poll(consumer)
+                if polled:
+                    self._write(consumer, polled)
+                else:
+                    self._drain(consumer)
+                    self.shard.idle()  # nothing to write: let readers have the file
+                self._check_gaps(consumer)
+                if progress is not None:
+                    progress(self._messages, self._messages + self._known_lag(consumer))
+                if until_caught_up and self._caught_up(consumer):
+                    break
+        finally:
+            self._drain(consumer)
+            self.shard.idle()
         return self.stats(time.monotonic() - started)
 
     def _poll(self, consumer: KafkaConsumer) -> list[Any]:
@@ -296,14 +306,27 @@ class Materialiser:
             builder.add(msg.topic, msg.partition, msg.offset, msg.value)
             key = (msg.topic, msg.partition)
             offsets[key] = max(offsets.get(key, 0), msg.offset + 1)
-        inserted = self.shard.write(builder.build(offsets))
+        batch = builder.build(offsets)
+        self._drain(consumer)
+        self._pending = (
+            self._writer.submit(self.shard.write, batch), builder.messages, len(builder.rejected),
+            offsets,
+        )
+        self._next.update(offsets)
+
+    def _drain(self, consumer: KafkaConsumer) -> None:
+        """Wait for the transaction in flight; then count it and commit its offsets."""
+        if self._pending is None:
+            return
+        future, messages, rejected, offsets = self._pending
+        self._pending = None
+        inserted = future.result()  # a StoreError of the writer thread surfaces here
         self._txns += 1
-        self._messages += builder.messages
-        self._dead += len(builder.rejected)
+        self._messages += messages
+        self._dead += rejected
         stored = sum(n for name, n in inserted.items() if name != "dead_letters")
         self._events += stored
-        self._duplicates += builder.messages - len(builder.rejected) - stored
-        self._next.update(offsets)
+        self._duplicates += messages - rejected - stored
         if self.group is not None:
             # Only after the DuckDB commit; it guides a shard that never held a partition.
             consumer.commit_async({
@@ -366,6 +389,7 @@ class Materialiser:
     def close(self) -> None:
         """Leave the group, close the connections and release the shard."""
         try:
+            self._writer.shutdown(wait=True)
             if self._consumer is not None:
                 self._consumer.close(autocommit=False)
             if self._tail is not None:

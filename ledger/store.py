@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -219,6 +220,8 @@ class Shard:
         self._owner: IO[bytes] | None = None
         self._ready = False
         self._held: duckdb.DuckDBPyConnection | None = None
+        # A writer thread and the consumer thread share the held connection, one at a time.
+        self._lock = threading.RLock()
         self._held_since = 0.0
         self._resume_at = 0.0
 
@@ -281,31 +284,33 @@ class Shard:
     @contextmanager
     def _connect(self, what: str) -> Iterator[duckdb.DuckDBPyConnection]:
         """The held connection, or one for this unit of work only."""
-        con = self._held if self._held is not None else self._open()
-        try:
-            yield con
-        except duckdb.Error as exc:
-            self.idle()
+        with self._lock:
+            con = self._held if self._held is not None else self._open()
+            try:
+                yield con
+            except duckdb.Error as exc:
+                self.idle()
+                if con is not self._held:
+                    con.close()
+                raise _store_error(exc, f"{what} in shard {self.name}") from exc
             if con is not self._held:
-                con.close()
-            raise _store_error(exc, f"{what} in shard {self.name}") from exc
-        if con is not self._held:
-            if self.hold > 0:
-                self._held, self._held_since = con, time.monotonic()
-            else:
-                con.close()
-        elif time.monotonic() - self._held_since > self.hold:
-            self.idle()
-            self._resume_at = time.monotonic() + YIELD_S
+                if self.hold > 0:
+                    self._held, self._held_since = con, time.monotonic()
+                else:
+                    con.close()
+            elif time.monotonic() - self._held_since > self.hold:
+                self.idle()
+                self._resume_at = time.monotonic() + YIELD_S
 
     def idle(self) -> None:
         """Close a held connection, so readers can open the file."""
-        if self._held is not None:
-            held, self._held = self._held, None
-            try:
-                held.close()
-            except duckdb.Error:
-                pass  # closing after a failed transaction: the file state is what was committed
+        with self._lock:
+            if self._held is not None:
+                held, self._held = self._held, None
+                try:
+                    held.close()
+                except duckdb.Error:
+                    pass  # closing after a failed transaction: the file holds what was committed
 
     # -- writing ------------------------------------------------------------------
 
