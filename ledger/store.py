@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -107,6 +108,8 @@ ARROW_SCHEMAS: dict[str, pa.Schema] = {
 }
 
 Partition = tuple[str, int]
+
+_SHARD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 
 #: After holding its connection for ``hold`` seconds a writer pauses this long before
 #: reconnecting, so a reader retrying every few milliseconds can take the file.
@@ -210,7 +213,7 @@ class Shard:
         lock_timeout: float | None = 60.0,
         hold: float = 0.0,
     ) -> None:
-        if not name or "/" in name or name.startswith("."):
+        if not _SHARD_NAME.fullmatch(name):
             raise StoreError(f"bad shard name {name!r}: use letters, digits, '-' or '_'")
         self.home = Path(home)
         self.name = name
