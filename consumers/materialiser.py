@@ -154,8 +154,12 @@ class Materialiser:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
         self._pending: tuple[Future[dict[str, int]], int, int, dict[tuple[str, int], int]] | None
         self._pending = None
+        self._stored: dict[tuple[str, int], int] = {}
         try:
             self.registry = Registry(self.shard.model_versions())
+            # This process is the shard's only writer (claim), so after this one read the
+            # stored offsets are known here; the rebalance callback must not block on I/O.
+            self._stored = self.shard.stored_offsets()
             self._consumer = self._connect()
         except BaseException:
             self.close()
@@ -194,9 +198,8 @@ class Materialiser:
         a partition without a stored offset is positioned by the consumer itself from the
         group's committed offset, or, with none, ends up in :meth:`_sync_positions`.
         """
-        stored = self.shard.stored_offsets()
         for tp in tps:
-            offset = stored.get(_key(tp))
+            offset = self._stored.get(_key(tp))
             if offset is not None:
                 consumer.seek(tp, offset)
                 self._next[_key(tp)] = offset
@@ -218,10 +221,9 @@ class Materialiser:
         tps = list(tps)
         if not tps:
             return
-        stored = self.shard.stored_offsets()
         starts = consumer.beginning_offsets(tps)
         for tp in tps:
-            offset = stored.get(_key(tp), 0)
+            offset = self._stored.get(_key(tp), 0)
             if starts.get(tp, 0) > offset:
                 raise LogGapError(
                     f"{tp.topic}[{tp.partition}]: the log starts at offset {starts[tp]} but "
@@ -321,6 +323,7 @@ class Materialiser:
         future, messages, rejected, offsets = self._pending
         self._pending = None
         inserted = future.result()  # a StoreError of the writer thread surfaces here
+        self._stored.update(offsets)
         self._txns += 1
         self._messages += messages
         self._dead += rejected
