@@ -36,6 +36,9 @@ def _poison(topics) -> dict[str, tuple[str, bytes, str]]:
         "unregistered": (topics.embeddings, _embedding("v9", "w", np.ones(8)),
                          "UnknownModelVersion"),
         "unknown label": (topics.decisions, decision, "ContractError"),
+        "wrong topic": (topics.embeddings, encoded("DecisionRecorded", envelope(
+            "clf", "c1", subject_id="s", label="yes", score=0.5, input_sha256=content_hash("s"),
+        )), "ContractError"),
     }
 
 
@@ -63,7 +66,7 @@ def test_every_poison_kind_is_dead_lettered_and_the_good_events_are_stored(
     reasons = " | ".join(d.reason for d in dead)
     for words in ("not an Avro single-object frame", "does not decode",
                   "unknown schema fingerprint", "field=dimension", "NaN",
-                  "version v9 is not registered", "field=label"):
+                  "version v9 is not registered", "field=label", "travels on the decisions topic"):
         assert words in reasons
     con = open_views(tmp_path)
     try:

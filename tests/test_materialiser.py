@@ -110,6 +110,32 @@ def test_stored_offset_past_the_log_end_stops_with_a_log_gap(bootstrap, topics, 
         catch_up(bootstrap, topics, tmp_path)
 
 
+class _LogStartsAt10:
+    """A consumer whose log start moved past the stored offset (retention deleted events)."""
+
+    def __init__(self) -> None:
+        self.seeks: list[tuple[object, int]] = []
+
+    def beginning_offsets(self, tps):
+        return {tp: 10 for tp in tps}
+
+    def seek(self, tp, offset):
+        self.seeks.append((tp, offset))
+
+
+def test_log_start_past_the_stored_offset_stops_with_a_log_gap(bootstrap, topics, tmp_path):
+    from kafka import TopicPartition
+
+    from consumers.materialiser import Materialiser
+
+    Shard(tmp_path, "main").write(Batch({}, {(topics.decisions, 1): 4}))
+    with Materialiser(bootstrap, topics, tmp_path) as mat:
+        fake = _LogStartsAt10()
+        with pytest.raises(LogGapError, match=rf"{topics.decisions}\[1\].*offsets 4\.\.9"):
+            mat._seek(fake, [TopicPartition(topics.decisions, 1)])
+        assert fake.seeks == []  # never positioned past the missing range
+
+
 def test_one_writer_process_per_shard(tmp_path):
     first = Shard(tmp_path, "main")
     first.claim()
