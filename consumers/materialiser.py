@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -35,6 +36,8 @@ from ledger.log import partitions_of
 from ledger.schemas import SchemaStore, default_store
 from ledger.store import Shard
 from ledger.wire import decode
+
+log = logging.getLogger(__name__)
 
 #: progress(done, total): messages materialised so far, and done + the lag still known.
 Progress = Callable[[int, int], None]
@@ -416,13 +419,16 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._consumer = consumer
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        # Nothing is pending: every poll is written (with its offsets) before the next one.
+        # A transaction in flight for these partitions may still commit: harmless, its
+        # rows carry event ids that the views dedupe, and its offsets are this shard's own.
         for tp in revoked:
             self._owner._next.pop(_key(tp), None)  # noqa: SLF001 - the owner's own state
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         self._owner._seek_stored(self._consumer, assigned)  # noqa: SLF001
         self._owner._joined = True  # noqa: SLF001
+        log.info("shard %s assigned %s", self._owner.shard.name,
+                 " ".join(sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)) or "nothing")
 
 
 def catch_up(

@@ -195,11 +195,12 @@ def demo_cmd(c: Context, events: int, as_json: bool) -> None:
               help="This process's DuckDB shard (one process per shard).")
 @click.option("--until-caught-up", is_flag=True,
               help="Stop once every assigned partition reached its true end.")
+@click.option("-v", "--verbose", is_flag=True, help="Log assignments to stderr.")
 @json_option
 @pass_context
 def consume_cmd(
     c: Context, group: str | None, no_group: bool, shard: str, until_caught_up: bool,
-    as_json: bool,
+    verbose: bool, as_json: bool,
 ) -> None:
     """Materialise the ledger topics into DuckDB; runs until stopped (Ctrl-C / SIGTERM).
 
@@ -212,6 +213,12 @@ def consume_cmd(
     """
     from consumers.materialiser import Materialiser
 
+    if verbose:
+        import logging
+
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                            format="%(asctime)s %(name)s %(message)s")
+        logging.getLogger("consumers").setLevel(logging.INFO)
     bootstrap = c.require_bootstrap()
     group_id = None if no_group else (group or f"{c.topics.prefix}.materialiser")
     stop = threading.Event()

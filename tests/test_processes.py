@@ -22,18 +22,28 @@ from ledger.store import Shard, open_views
 pytestmark = pytest.mark.kafka
 
 
-def _consume(bootstrap: str, topics: Topics, home: Path, *args: str) -> subprocess.Popen[bytes]:
+def _consume(
+    bootstrap: str, topics: Topics, home: Path, *args: str, stderr: int = subprocess.PIPE
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "ledger.cli", "--bootstrap", bootstrap, "--home", str(home),
          "--topic-prefix", topics.prefix, "consume", *args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, stderr=stderr,
     )
 
 
-def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> tuple[int, str]:
+def _stop(
+    proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, log: _Assignments | None = None
+) -> tuple[int, str]:
     """Signal ``proc``; its exit code and stderr."""
     if proc.poll() is None:
         proc.send_signal(sig)
+    if log is not None:  # its stderr is read by the log's thread
+        proc.wait(timeout=30)
+        text = log.join()
+        assert proc.stderr is not None
+        proc.stderr.close()
+        return proc.returncode, text
     _, err = proc.communicate(timeout=30)
     return proc.returncode, err.decode(errors="replace")
 
@@ -110,12 +120,49 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(bootstrap, make_t
     assert all(stored.get(k, 0) == end for k, end in ends.items())
 
 
+class _Assignments:
+    """Follows the latest assignment a ``consume -v`` process logs on stderr."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.latest: set[str] | None = None
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            line = raw.decode(errors="replace").strip()
+            self.lines.append(line)
+            if " assigned " in line:
+                parts = line.split(" assigned ", 1)[1]
+                self.latest = set() if parts == "nothing" else set(parts.split())
+
+    def join(self) -> str:
+        self._thread.join(timeout=30)
+        return "\n".join(self.lines)
+
+
+def _wait_split(topics: Topics, logs: list[_Assignments]) -> None:
+    # Both members hold half of the embeddings partitions each, nothing twice.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        held = [{p for p in (log.latest or ()) if p.startswith(topics.embeddings)} for log in logs]
+        if all(len(h) == 2 for h in held) and not held[0] & held[1]:
+            return
+        time.sleep(0.1)
+    raise AssertionError([log.latest for log in logs])
+
+
 def test_two_processes_in_a_group_split_partitions_and_take_over(bootstrap, make_topics, tmp_path):
     topics = make_topics(4)
-    first = _produce(bootstrap, topics, 0, 4000)
-    a = _consume(bootstrap, topics, tmp_path, "--group", f"{topics.prefix}.g", "--shard", "a")
-    b = _consume(bootstrap, topics, tmp_path, "--group", f"{topics.prefix}.g", "--shard", "b")
+    group = ("--group", f"{topics.prefix}.g", "-v")
+    a = _consume(bootstrap, topics, tmp_path, *group, "--shard", "a", stderr=subprocess.PIPE)
+    b = _consume(bootstrap, topics, tmp_path, *group, "--shard", "b", stderr=subprocess.PIPE)
+    logs = [_Assignments(a), _Assignments(b)]
     try:
+        _wait_split(topics, logs)
+        first = _produce(bootstrap, topics, 0, 4000)
         _wait_caught_up(bootstrap, topics, tmp_path, 4001)
         con = open_views(tmp_path)
         try:
@@ -126,13 +173,14 @@ def test_two_processes_in_a_group_split_partitions_and_take_over(bootstrap, make
             con.close()
         assert sorted(split) == [2, 2]  # 4 embedding partitions, two each
 
-        code, err = _stop(b)
+        code, err = _stop(b, log=logs[1])
         assert code == 0, err
         second = _produce(bootstrap, topics, 4000, 4000)
         _wait_caught_up(bootstrap, topics, tmp_path, 8002)
     finally:
-        code, err = _stop(a)
-        _stop(b)
+        code, err = _stop(a, log=logs[0])
+        if b.poll() is None:
+            _stop(b, log=logs[1])
     assert code == 0, err
     con = open_views(tmp_path)
     try:
