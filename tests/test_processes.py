@@ -75,20 +75,29 @@ def _produce(bootstrap, topics, start, n, *, chunk=2000, pause=0.0, out=None, di
     return expected
 
 
+def _shard_mtime(home: Path) -> float:
+    files = [home / "shards" / "main.duckdb", home / "shards" / "main.duckdb.wal"]
+    return max((f.stat().st_mtime for f in files if f.exists()), default=0.0)
+
+
 def test_sigkill_at_random_points_loses_and_duplicates_nothing(bootstrap, make_topics, tmp_path):
     topics = make_topics(4)
     expected: dict[str, tuple[str, bytes]] = {}
     producer = threading.Thread(
         target=_produce, args=(bootstrap, topics, 0, 100_000),
-        kwargs={"chunk": 2000, "pause": 0.25, "out": expected},
+        kwargs={"chunk": 2000, "pause": 0.4, "out": expected},
     )
     producer.start()
     rnd = random.Random(7)
     progressed, previous = 0, 0
     try:
         for _ in range(20):
+            before = _shard_mtime(tmp_path)
             proc = _consume(bootstrap, topics, tmp_path, "--no-group")
-            time.sleep(rnd.uniform(0.5, 1.4))
+            deadline = time.monotonic() + 5
+            while _shard_mtime(tmp_path) == before and time.monotonic() < deadline:
+                time.sleep(0.01)  # until it has written once: then kill it at a random point
+            time.sleep(rnd.uniform(0.0, 0.6))
             code, err = _stop(proc, signal.SIGKILL)
             assert code == -signal.SIGKILL, err
             stored = sum(Shard(tmp_path, "main").stored_offsets().values())
@@ -96,7 +105,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(bootstrap, make_t
             previous = stored
     finally:
         producer.join()
-    assert progressed >= 10  # the kills hit a materialiser that was writing
+    assert progressed >= 15  # the kills hit a materialiser that was writing
 
     final = catch_up(bootstrap, topics, tmp_path)
     assert final.dead_letters == 0
