@@ -110,6 +110,15 @@ ARROW_SCHEMAS: dict[str, pa.Schema] = {
 
 Partition = tuple[str, int]
 
+# Events are keyed by event id: a stored event is skipped (producer retries, replays).
+_INSERT_EVENTS = "INSERT OR IGNORE INTO {} SELECT * FROM _batch"
+# A dead letter is keyed by its place in the log: re-reading that offset adds nothing.
+_INSERT = {
+    "dead_letters": 'INSERT INTO dead_letters SELECT * FROM _batch b WHERE NOT EXISTS ('
+                    'SELECT 1 FROM dead_letters d WHERE d.topic = b.topic AND '
+                    'd."partition" = b."partition" AND d."offset" = b."offset")',
+}
+
 _SHARD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 
 #: After holding its connection for ``hold`` seconds a writer pauses this long before
@@ -339,8 +348,7 @@ class Shard:
                     if table.num_rows == 0:
                         continue
                     con.register("_batch", table)
-                    verb = "INSERT INTO" if name == "dead_letters" else "INSERT OR IGNORE INTO"
-                    rows = _run(con, f"{verb} {name} SELECT * FROM _batch")  # noqa: S608 - fixed
+                    rows = _run(con, _INSERT.get(name, _INSERT_EVENTS.format(name)))
                     con.unregister("_batch")
                     inserted[name] = int(rows[0][0]) if rows else 0
                 if batch.redriven:

@@ -144,3 +144,22 @@ def test_one_writer_process_per_shard(tmp_path):
             Shard(tmp_path, "main").claim()
     finally:
         first.release()
+
+
+def test_replaying_a_partition_from_zero_adds_no_rows_and_no_dead_letters(
+    bootstrap, make_topics, tmp_path
+):
+    topics = make_topics(1)
+    produce_embeddings(bootstrap, topics, 300)
+    send_raw(bootstrap, [(topics.embeddings, b"k", b"junk")])
+    first = catch_up(bootstrap, topics, tmp_path)
+    Shard(tmp_path, "main").write(Batch({}, {(topics.embeddings, 0): 0}))  # rewind
+    replay = catch_up(bootstrap, topics, tmp_path)
+    assert (first.events, first.dead_letters) == (301, 1)
+    assert (replay.messages, replay.events, replay.duplicates) == (301, 0, 300)
+    con = open_views(tmp_path)
+    try:
+        assert con.execute(COUNT_IDS).fetchone() == (300, 300)
+        assert con.execute("SELECT count(*) FROM shard_0.dead_letters").fetchone() == (1,)
+    finally:
+        con.close()
