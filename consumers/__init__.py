@@ -6,7 +6,7 @@ Example:
 """
 
 from consumers.deadletters import RedriveReport, list_dead_letters, redrive, show_dead_letter
-from consumers.lag import PartitionLag, lag, true_ends
+from consumers.lag import PartitionLag, lag, true_ends, wait_caught_up
 from consumers.materialiser import Materialiser, Stats, catch_up
 
 __all__ = [
@@ -20,4 +20,5 @@ __all__ = [
     "redrive",
     "show_dead_letter",
     "true_ends",
+    "wait_caught_up",
 ]

@@ -103,3 +103,31 @@ def lag(bootstrap: str, topics: Topics, home: Path) -> list[PartitionLag]:
     return out
 
 
+
+
+def wait_caught_up(
+    bootstrap: str, topics: Topics, home: Path, *, timeout: float = 60.0, interval: float = 0.3
+) -> list[PartitionLag]:
+    """Wait until running materialisers have stored every partition to its true end.
+
+    For when another process (``ledger consume``) writes the shards, so :func:`catch_up`
+    cannot claim them. Returns the final lag rows.
+
+    Raises:
+        BrokerError: still behind after ``timeout`` seconds (is a materialiser running?).
+
+    Example:
+        >>> wait_caught_up(bs, Topics(), Path(".ledger"), timeout=30)  # doctest: +SKIP
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = lag(bootstrap, topics, home)
+        if all(r.lag <= 0 for r in rows):
+            return rows
+        if time.monotonic() > deadline:
+            behind = sum(r.lag for r in rows if r.lag > 0)
+            raise BrokerError(
+                f"materialisers are still {behind} events behind after {timeout}s; "
+                "is `ledger consume` running for this home?"
+            )
+        time.sleep(interval)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from consumers.lag import lag
+from consumers.lag import lag, wait_caught_up
 from consumers.materialiser import catch_up
 from ledger.events import Topics
 from ledger.producer import Producer, content_hash
@@ -49,13 +49,8 @@ def _stop(
 
 
 def _wait_caught_up(bootstrap: str, topics: Topics, home: Path, expected: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        rows = lag(bootstrap, topics, home)
-        if all(r.lag == 0 for r in rows) and sum(r.end for r in rows) >= expected:
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"not caught up: {lag(bootstrap, topics, home)}")
+    rows = wait_caught_up(bootstrap, topics, home, timeout=60)
+    assert sum(r.end for r in rows) >= expected
 
 
 def _produce(bootstrap, topics, start, n, *, chunk=2000, pause=0.0, out=None, dim=8):
