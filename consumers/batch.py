@@ -80,8 +80,11 @@ class BatchBuilder:
     ) -> None:
         self._schemas = schemas
         self._registry = registry
-        self._roles = {topics.models: "models", topics.embeddings: "embeddings",
-                       topics.decisions: "decisions"}
+        self._roles = {
+            topics.models: "models",
+            topics.embeddings: "embeddings",
+            topics.decisions: "decisions",
+        }
         self._refresh = refresh
         self._refreshed = False
         # Per table: the accepted records and where each came from; columns are cut at build().
@@ -127,7 +130,10 @@ class BatchBuilder:
         if role is not None and role != expected:
             raise ContractError(
                 f"{name} travels on the {expected} topic, found on {topic}",
-                field="topic", expected=expected, got=topic, event_id=record["event_id"],
+                field="topic",
+                expected=expected,
+                got=topic,
+                event_id=record["event_id"],
             )
         try:
             self._validate(name, record)
@@ -146,8 +152,11 @@ class BatchBuilder:
         if name == "EmbeddingWritten":
             mv = reg.find(record["model"], record["model_version"])
             dim = record["dimension"]
-            if mv is None or mv.kind != "embedding" or dim != mv.dimension or (
-                len(record["vector"]) != 4 * dim
+            if (
+                mv is None
+                or mv.kind != "embedding"
+                or dim != mv.dimension
+                or (len(record["vector"]) != 4 * dim)
             ):
                 check_embedding_record(reg, record)  # raises the contract's own error
             # else: finite values are checked for the whole batch at once in build()
@@ -161,13 +170,21 @@ class BatchBuilder:
                 reg.get(record["model"], record["from_version"])
         elif name == "ModelVersionRegistered":
             check_registration(
-                kind=record["kind"], dimension=record["dimension"], metric=record["metric"],
+                kind=record["kind"],
+                dimension=record["dimension"],
+                metric=record["metric"],
                 labels=record["labels"],
             )
-            reg.add(ModelVersion(
-                record["model"], record["model_version"], record["kind"], record["dimension"],
-                record["metric"], tuple(record["labels"]),
-            ))
+            reg.add(
+                ModelVersion(
+                    record["model"],
+                    record["model_version"],
+                    record["kind"],
+                    record["dimension"],
+                    record["metric"],
+                    tuple(record["labels"]),
+                )
+            )
 
     def _check_vectors(self) -> None:
         """NaN/inf in any vector of the batch, with one numpy pass; the rows that fail are
@@ -214,16 +231,19 @@ class BatchBuilder:
         if dead_letters and self.rejected:
             now = datetime.now(UTC)
             rej = self.rejected
-            tables["dead_letters"] = pa.Table.from_arrays([
-                pa.array([r.topic for r in rej], pa.string()),
-                pa.array([r.partition for r in rej], pa.int32()),
-                pa.array([r.offset for r in rej], pa.int64()),
-                pa.array([r.raw for r in rej], pa.binary()),
-                pa.array([r.reason for r in rej], pa.string()),
-                pa.array([r.error for r in rej], pa.string()),
-                pa.array([now] * len(rej), pa.timestamp("us", tz="UTC")),
-                pa.nulls(len(rej), pa.timestamp("us", tz="UTC")),
-            ], schema=ARROW_SCHEMAS["dead_letters"])
+            tables["dead_letters"] = pa.Table.from_arrays(
+                [
+                    pa.array([r.topic for r in rej], pa.string()),
+                    pa.array([r.partition for r in rej], pa.int32()),
+                    pa.array([r.offset for r in rej], pa.int64()),
+                    pa.array([r.raw for r in rej], pa.binary()),
+                    pa.array([r.reason for r in rej], pa.string()),
+                    pa.array([r.error for r in rej], pa.string()),
+                    pa.array([now] * len(rej), pa.timestamp("us", tz="UTC")),
+                    pa.nulls(len(rej), pa.timestamp("us", tz="UTC")),
+                ],
+                schema=ARROW_SCHEMAS["dead_letters"],
+            )
         return Batch(tables, dict(offsets or {}), tuple(redriven or ()))
 
 
@@ -241,8 +261,9 @@ def _table(name: str, rows: list[tuple[dict[str, Any], str, int, int]]) -> pa.Ta
         elif key == "summary":
             values = [list(r[0]["summary"].items()) for r in rows]
         elif key == "vector":
-            arrays.append(_vector_column([r[0]["vector"] for r in rows],
-                                         [r[0]["dimension"] for r in rows]))
+            arrays.append(
+                _vector_column([r[0]["vector"] for r in rows], [r[0]["dimension"] for r in rows])
+            )
             continue
         else:
             values = [r[0][key] for r in rows]

@@ -80,7 +80,9 @@ class _ModelsTail:
 
     def __init__(self, bootstrap: str, topic: str, schemas: SchemaStore) -> None:
         self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
             fetch_max_wait_ms=50,
         )
         self._tp = TopicPartition(topic, 0)
@@ -98,7 +100,9 @@ class _ModelsTail:
                     except Exception:  # noqa: S112 - undecodable: the materialiser dead-letters it
                         continue
                     if name == "ModelVersionRegistered":
-                        registry.add(ModelVersion.from_event(ModelVersionRegistered.from_record(record)))
+                        registry.add(
+                            ModelVersion.from_event(ModelVersionRegistered.from_record(record))
+                        )
             hw = self._consumer.highwater(self._tp)
             if hw is not None and self._consumer.position(self._tp) >= hw:
                 return
@@ -314,7 +318,9 @@ class Materialiser:
         batch = builder.build(offsets)
         self._drain(consumer)
         self._pending = (
-            self._writer.submit(self.shard.write, batch), builder.messages, len(builder.rejected),
+            self._writer.submit(self.shard.write, batch),
+            builder.messages,
+            len(builder.rejected),
             offsets,
         )
         self._next.update(offsets)
@@ -335,9 +341,12 @@ class Materialiser:
         self._duplicates += messages - rejected - stored
         if self.group is not None:
             # Only after the DuckDB commit; it guides a shard that never held a partition.
-            consumer.commit_async({
-                TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()
-            })
+            consumer.commit_async(
+                {
+                    TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                    for (t, p), o in offsets.items()
+                }
+            )
 
     def _check_gaps(self, consumer: KafkaConsumer) -> None:
         # Tansu answers a fetch past the end with no records and no error: compare the
@@ -358,11 +367,15 @@ class Materialiser:
         for tp, offset in parts.items():
             start = consumer.beginning_offsets([tp]).get(tp, 0)
             if offset < start:
-                details.append(f"{tp.topic}[{tp.partition}] offsets {offset}..{start - 1} "
-                               "were deleted before being materialised")
+                details.append(
+                    f"{tp.topic}[{tp.partition}] offsets {offset}..{start - 1} "
+                    "were deleted before being materialised"
+                )
             else:
-                details.append(f"{tp.topic}[{tp.partition}] stored offset {offset} is past the "
-                               "log's end (the broker lost events)")
+                details.append(
+                    f"{tp.topic}[{tp.partition}] stored offset {offset} is past the "
+                    "log's end (the broker lost events)"
+                )
         return LogGapError("; ".join(details) or f"offset out of range: {exc}")
 
     def _known_lag(self, consumer: KafkaConsumer) -> int:
@@ -387,8 +400,12 @@ class Materialiser:
     def stats(self, seconds: float) -> Stats:
         """Counters of this materialiser so far."""
         return Stats(
-            messages=self._messages, events=self._events, duplicates=self._duplicates,
-            dead_letters=self._dead, transactions=self._txns, seconds=seconds,
+            messages=self._messages,
+            events=self._events,
+            duplicates=self._duplicates,
+            dead_letters=self._dead,
+            transactions=self._txns,
+            seconds=seconds,
             offsets={f"{t}:{p}": o for (t, p), o in sorted(self._next.items())},
         )
 
@@ -427,8 +444,11 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_assigned(self, assigned: Any) -> None:
         self._owner._seek_stored(self._consumer, assigned)  # noqa: SLF001
         self._owner._joined = True  # noqa: SLF001
-        log.info("shard %s assigned %s", self._owner.shard.name,
-                 " ".join(sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)) or "nothing")
+        log.info(
+            "shard %s assigned %s",
+            self._owner.shard.name,
+            " ".join(sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)) or "nothing",
+        )
 
 
 def catch_up(

@@ -3,11 +3,16 @@
 from ledger.broker import EmbeddedBroker
 from ledger.contract import ModelVersion, Registry
 from ledger.errors import (
+    ArtifactError,
     BrokerError,
+    ChecksumMismatch,
     ContractError,
     CorruptMessage,
+    GateSpecError,
     LedgerError,
     LogGapError,
+    RollbackInProgress,
+    ServingError,
     StoreError,
     UnknownModelVersion,
     UnknownSchema,
@@ -27,7 +32,9 @@ from ledger.producer import Producer, content_hash, load_registry
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArtifactError",
     "BrokerError",
+    "ChecksumMismatch",
     "ContractError",
     "CorruptMessage",
     "DecisionRecorded",
@@ -35,12 +42,15 @@ __all__ = [
     "EmbeddedBroker",
     "EmbeddingWritten",
     "EntityDeleted",
+    "GateSpecError",
     "LedgerError",
     "LogGapError",
     "ModelVersion",
     "ModelVersionRegistered",
     "Producer",
     "Registry",
+    "RollbackInProgress",
+    "ServingError",
     "StoreError",
     "Topics",
     "UnknownModelVersion",

@@ -76,8 +76,16 @@ class EmbeddedBroker:
         """Start the broker and wait until it accepts connections; returns the bootstrap."""
         url = f"tcp://{self.bootstrap}"
         self.process = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
-            [_tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+            [
+                _tansu_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,  # a Ctrl-C in the terminal reaches us, we stop it cleanly
@@ -85,11 +93,17 @@ class EmbeddedBroker:
         deadline = time.monotonic() + timeout
         while not _port_open(self.host, self.port):
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                err = (
+                    self.process.stderr.read().decode(errors="replace")
+                    if self.process.stderr
+                    else ""
+                )
                 raise BrokerError(f"embedded broker exited at start: {err.strip()[-300:]}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise BrokerError(f"embedded broker did not listen on {self.bootstrap} in {timeout}s")
+                raise BrokerError(
+                    f"embedded broker did not listen on {self.bootstrap} in {timeout}s"
+                )
             time.sleep(0.02)
         return self.bootstrap
 
@@ -111,7 +125,10 @@ class EmbeddedBroker:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 

@@ -8,7 +8,6 @@ one line on stderr; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import threading
@@ -64,7 +63,8 @@ class LedgerGroup(click.Group):
         try:
             return super().invoke(ctx)
         except LedgerError as exc:
-            if ctx.find_object(Context) is not None and ctx.find_object(Context).debug:  # type: ignore[union-attr]
+            obj = ctx.find_object(Context)
+            if obj is not None and obj.debug:
                 raise
             raise CouldNotRun(str(exc)) from exc
 
@@ -81,19 +81,30 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 
 
 @click.group(cls=LedgerGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--bootstrap", envvar="LEDGER_BOOTSTRAP", help="Kafka bootstrap servers (env LEDGER_BOOTSTRAP).")
 @click.option(
-    "--home", envvar=ENV_HOME, type=click.Path(file_okay=False, path_type=Path), default=Path(".ledger"),
-    show_default=True, help="State folder: DuckDB shards, artifacts, serving pointers (env LEDGER_HOME).",
+    "--bootstrap", envvar="LEDGER_BOOTSTRAP", help="Kafka bootstrap servers (env LEDGER_BOOTSTRAP)."
 )
 @click.option(
-    "--topic-prefix", envvar=ENV_TOPIC_PREFIX, default="ledger", show_default=True,
+    "--home",
+    envvar=ENV_HOME,
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".ledger"),
+    show_default=True,
+    help="State folder: DuckDB shards, artifacts, serving pointers (env LEDGER_HOME).",
+)
+@click.option(
+    "--topic-prefix",
+    envvar=ENV_TOPIC_PREFIX,
+    default="ledger",
+    show_default=True,
     help="Prefix of the ledger's topics (env LEDGER_TOPIC_PREFIX).",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(package_name="lineage-ledger")
 @click.pass_context
-def cli(ctx: click.Context, bootstrap: str | None, home: Path, topic_prefix: str, debug: bool) -> None:
+def cli(
+    ctx: click.Context, bootstrap: str | None, home: Path, topic_prefix: str, debug: bool
+) -> None:
     """lineage-ledger: safe, verified, one-command model rollbacks, rebuilt from the log.
 
     \b
@@ -142,8 +153,13 @@ def broker_cmd(c: Context, port: int | None) -> None:
 
 
 @cli.command("init")
-@click.option("--partitions", type=click.IntRange(1, 1024), default=4, show_default=True,
-              help="Partitions of the embeddings and decisions topics.")
+@click.option(
+    "--partitions",
+    type=click.IntRange(1, 1024),
+    default=4,
+    show_default=True,
+    help="Partitions of the embeddings and decisions topics.",
+)
 @json_option
 @pass_context
 def init_cmd(c: Context, partitions: int, as_json: bool) -> None:
@@ -164,8 +180,13 @@ def init_cmd(c: Context, partitions: int, as_json: bool) -> None:
 
 
 @cli.command("demo")
-@click.option("--events", type=click.IntRange(100, 10_000_000), default=4000, show_default=True,
-              help="How many embedding events to produce.")
+@click.option(
+    "--events",
+    type=click.IntRange(100, 10_000_000),
+    default=4000,
+    show_default=True,
+    help="How many embedding events to produce.",
+)
 @json_option
 @pass_context
 def demo_cmd(c: Context, events: int, as_json: bool) -> None:
@@ -183,208 +204,107 @@ def demo_cmd(c: Context, events: int, as_json: bool) -> None:
         emit(summary, as_json=True, human=click.echo)
 
 
-# -- materialiser: consume, status, dlq (owner: materialiser) --------------------------
+# --- index artifacts (area: index) -------------------------------------------------------------
 
 
-@cli.command("consume")
-@click.option("--group", default=None,
-              help="Consumer group to join (default: <topic-prefix>.materialiser).")
-@click.option("--no-group", is_flag=True,
-              help="Read every partition in this process without joining a group.")
-@click.option("--shard", default="main", show_default=True,
-              help="This process's DuckDB shard (one process per shard).")
-@click.option("--until-caught-up", is_flag=True,
-              help="Stop once every assigned partition reached its true end.")
-@click.option("-v", "--verbose", is_flag=True, help="Log assignments to stderr.")
-@json_option
-@pass_context
-def consume_cmd(
-    c: Context, group: str | None, no_group: bool, shard: str, until_caught_up: bool,
-    verbose: bool, as_json: bool,
-) -> None:
-    """Materialise the ledger topics into DuckDB; runs until stopped (Ctrl-C / SIGTERM).
+def _artifacts_root(c: Context) -> Path:
+    return c.home / "artifacts"
 
-    More processes with the same --group and their own --shard split the partitions.
+
+@cli.group("artifacts")
+def artifacts_cmd() -> None:
+    """Index artifacts under <home>/artifacts: list them, remove old ones.
 
     \b
     Example:
-        ledger consume --until-caught-up
-        ledger consume --shard b &      # a second process in the same group
+        ledger artifacts list --model embedder
+        ledger artifacts gc --keep-last 1 --dry-run
     """
-    from consumers.materialiser import Materialiser
-
-    if verbose:
-        import logging
-
-        logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                            format="%(asctime)s %(name)s %(message)s")
-        logging.getLogger("consumers").setLevel(logging.INFO)
-    bootstrap = c.require_bootstrap()
-    group_id = None if no_group else (group or f"{c.topics.prefix}.materialiser")
-    stop = threading.Event()
-    # Stop between transactions on Ctrl-C / SIGTERM (a kill is safe too, just less tidy).
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with Materialiser(bootstrap, c.topics, c.home, shard=shard, group=group_id,
-                          lock_timeout=None) as mat:
-            if until_caught_up and sys.stdout.isatty() and not as_json:
-                with click.progressbar(length=1, label="materialising") as bar:
-
-                    def progress(done: int, total: int) -> None:
-                        bar.length = max(total, 1)
-                        bar.update(done - bar.pos)
-
-                    stats = mat.run(until_caught_up=True, stop=stop, progress=progress)
-            else:
-                stats = mat.run(until_caught_up=until_caught_up, stop=stop)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    emit(
-        {"messages": stats.messages, "events": stats.events, "duplicates": stats.duplicates,
-         "dead_letters": stats.dead_letters, "transactions": stats.transactions,
-         "seconds": round(stats.seconds, 3), "offsets": stats.offsets, "shard": shard},
-        as_json=as_json,
-        human=lambda d: click.echo(
-            f"materialised {d['events']} events into shard {d['shard']} "
-            f"({d['dead_letters']} dead letters, {d['duplicates']} duplicates skipped) "
-            f"in {d['seconds']:.1f}s"
-        ),
-    )
 
 
-@cli.command("status")
+@artifacts_cmd.command("list")
+@click.option("--model", default=None, help="Only this model's artifacts.")
 @json_option
 @pass_context
-def status_cmd(c: Context, as_json: bool) -> None:
-    """Per topic-partition: stored offset, true end, lag, dead letters, last event time.
+def artifacts_list_cmd(c: Context, model: str | None, as_json: bool) -> None:
+    """List artifacts, oldest first per model version; * marks the serving ones.
 
     \b
     Example:
-        ledger status --json
+        ledger --home .ledger artifacts list --model embedder --json
     """
-    from consumers.lag import lag
+    from ledger.index import list_artifacts
+    from ledger.serving import serving_artifacts
 
+    serving = {p.resolve() for p in serving_artifacts(c.home)}
     rows = [
-        {"topic": p.topic, "partition": p.partition, "stored": p.stored, "end": p.end,
-         "lag": p.lag, "dead_letters": p.dead_letters,
-         "last_event_time": p.last_event_time.isoformat() if p.last_event_time else None}
-        for p in lag(c.require_bootstrap(), c.topics, c.home)
+        {
+            "model": e.manifest.model, "version": e.manifest.version,
+            "path": e.path.relative_to(c.home).as_posix(), "items": e.manifest.items,
+            "dimension": e.manifest.dimension, "metric": e.manifest.metric,
+            "shards": e.manifest.shards, "trees": e.manifest.trees,
+            "log_offsets": dict(e.manifest.log_offsets), "checksum": e.manifest.checksum,
+            "created_at": e.manifest.created_at, "serving": e.path.resolve() in serving,
+        }
+        for e in list_artifacts(_artifacts_root(c), model)
     ]
 
     def table(data: list[dict[str, Any]]) -> None:
-        click.echo(f"{'topic':<32} {'part':>4} {'stored':>10} {'end':>10} {'lag':>8} "
-                   f"{'dlq':>5}  last event")
+        if not data:
+            click.echo("no artifacts")
         for r in data:
-            click.echo(f"{r['topic']:<32} {r['partition']:>4} {r['stored']:>10} {r['end']:>10} "
-                       f"{r['lag']:>8} {r['dead_letters']:>5}  {r['last_event_time'] or '-'}")
+            mark = "*" if r["serving"] else " "
+            click.echo(f"{mark} {r['model']} {r['version']} items={r['items']} "
+                       f"shards={r['shards']} {r['created_at']} {r['path']}")
 
     emit(rows, as_json=as_json, human=table)
 
 
-@cli.group("dlq")
-def dlq_group() -> None:
-    """Inspect and re-drive dead letters (messages that failed to decode or validate).
-
-    \b
-    Example:
-        ledger dlq list
-        ledger dlq redrive
-    """
-
-
-def _dead_letter_dict(d: Any) -> dict[str, Any]:
-    return {"id": d.id, "topic": d.topic, "partition": d.partition, "offset": d.offset,
-            "reason": d.reason, "error": d.error, "bytes": len(d.raw), "shard": d.shard,
-            "received_at": d.received_at.isoformat(),
-            "redriven_at": d.redriven_at.isoformat() if d.redriven_at else None}
-
-
-@dlq_group.command("list")
-@click.option("--all", "show_all", is_flag=True, help="Include dead letters already re-driven.")
+@artifacts_cmd.command("gc")
+@click.option("--keep-last", type=click.IntRange(0), default=1, show_default=True,
+              help="Per model version, keep this many of the newest artifacts.")
+@click.option("--dry-run", is_flag=True, help="Only show what would be removed.")
 @json_option
 @pass_context
-def dlq_list_cmd(c: Context, show_all: bool, as_json: bool) -> None:
-    """List dead letters (pending ones unless --all).
+def artifacts_gc_cmd(c: Context, keep_last: int, dry_run: bool, as_json: bool) -> None:
+    """Remove old artifacts; serving artifacts are never removed.
+
+    Also removes staging folders left by builds that crashed.
 
     \b
     Example:
-        ledger dlq list --json
+        ledger artifacts gc --keep-last 2 --dry-run
     """
-    from consumers.deadletters import list_dead_letters
+    from ledger.index import gc
+    from ledger.serving import serving_artifacts
 
-    rows = [_dead_letter_dict(d) for d in list_dead_letters(c.home, pending_only=not show_all)]
+    result = gc(_artifacts_root(c), keep=serving_artifacts(c.home), keep_last=keep_last,
+                dry_run=dry_run)
 
-    def table(data: list[dict[str, Any]]) -> None:
-        for r in data:
-            state = "redriven" if r["redriven_at"] else "pending"
-            click.echo(f"{r['id']}  {state:<8} {r['error']}: {r['reason']}")
-        click.echo(f"{len(data)} dead letters")
+    def rel(paths: tuple[Path, ...]) -> list[str]:
+        return [p.relative_to(c.home).as_posix() for p in paths]
 
-    emit(rows, as_json=as_json, human=table)
-
-
-@dlq_group.command("show")
-@click.argument("dead_letter_id")
-@json_option
-@pass_context
-def dlq_show_cmd(c: Context, dead_letter_id: str, as_json: bool) -> None:
-    """Show one dead letter (id = topic:partition:offset) with its raw bytes and record.
-
-    \b
-    Example:
-        ledger dlq show ledger.embeddings:2:1017
-    """
-    from consumers.deadletters import show_dead_letter
-
-    dl, record = show_dead_letter(c.home, dead_letter_id)
-    data = {**_dead_letter_dict(dl), "raw_hex": dl.raw[:256].hex(), "record": record}
+    data = {"removed": rel(result.removed), "kept": rel(result.kept),
+            "leftovers": rel(result.leftovers), "dry_run": dry_run}
 
     def human(d: dict[str, Any]) -> None:
-        for key in ("id", "error", "reason", "shard", "received_at", "redriven_at", "bytes"):
-            click.echo(f"{key:<12} {d[key]}")
-        click.echo(f"{'raw':<12} {d['raw_hex']}{'...' if d['bytes'] > 256 else ''}")
-        click.echo(f"{'record':<12} {json.dumps(d['record'], default=str)}")
+        verb = "would remove" if dry_run else "removed"
+        for path in d["removed"] + d["leftovers"]:
+            click.echo(f"{verb} {path}")
+        click.echo(f"{verb} {len(d['removed'])} artifacts, {len(d['leftovers'])} leftovers; "
+                   f"kept {len(d['kept'])}")
 
     emit(data, as_json=as_json, human=human)
 
 
-@dlq_group.command("redrive")
-@click.argument("ids", nargs=-1)
-@json_option
-@pass_context
-def dlq_redrive_cmd(c: Context, ids: tuple[str, ...], as_json: bool) -> None:
-    """Materialise the dead letters that now pass (all pending, or IDS), exactly once.
-
-    Registrations come from the shards and, when a broker is reachable, the log.
-
-    \b
-    Example:
-        ledger dlq redrive
-    """
-    from consumers.deadletters import redrive
-
-    bootstrap = resolve_bootstrap(c.bootstrap, home=c.home)
-    report = redrive(c.home, topics=c.topics, bootstrap=bootstrap or None, ids=ids)
-    emit(
-        {"redriven": list(report.redriven),
-         "failing": [{"id": i, "reason": r} for i, r in report.failing]},
-        as_json=as_json,
-        human=lambda d: click.echo(
-            f"re-drove {len(d['redriven'])} dead letters; {len(d['failing'])} still fail"
-        ),
-    )
+# --- end of index artifacts --------------------------------------------------------------------
 
 
-# -- end of materialiser block -----------------------------------------------------------
+# Command modules register themselves on ``cli``; imported here so ``ledger`` sees them.
+from ledger import cli_materialiser, cli_rollback  # noqa: E402, F401
 
 
 def main() -> NoReturn:
     """Console-script entry point."""
-    sys.exit(cli.main(prog_name="ledger", standalone_mode=True))  # type: ignore[func-returns-value]
-
-
-if __name__ == "__main__":  # pragma: no cover
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    main()
+    cli.main(prog_name="ledger", standalone_mode=True)
+    sys.exit(0)  # standalone_mode exits itself; this keeps the NoReturn promise

@@ -37,7 +37,12 @@ class ModelVersion:
     @classmethod
     def from_event(cls, event: ModelVersionRegistered) -> ModelVersion:
         return cls(
-            event.model, event.model_version, event.kind, event.dimension, event.metric, event.labels
+            event.model,
+            event.model_version,
+            event.kind,
+            event.dimension,
+            event.metric,
+            event.labels,
         )
 
 
@@ -94,7 +99,9 @@ def check_id(field: str, value: Any) -> str:
     """A non-empty string id."""
     if not isinstance(value, str) or not value.strip():
         raise ContractError(
-            f"{field} must be a non-empty string", field=field, expected="non-empty str",
+            f"{field} must be a non-empty string",
+            field=field,
+            expected="non-empty str",
             got=repr(value)[:40],
         )
     return value
@@ -106,9 +113,31 @@ def check_sha256(field: str, value: Any) -> str:
         raise ContractError(
             f"{field} must be 64 lowercase hex characters (hashlib.sha256(...).hexdigest(), "
             "or ledger.content_hash(content))",
-            field=field, expected="sha256 hex", got=repr(value)[:40],
+            field=field,
+            expected="sha256 hex",
+            got=repr(value)[:40],
         )
     return value
+
+
+def check_ids(field: str, values: Sequence[Any]) -> None:
+    """Every value a non-empty string id (one pass; names the first bad one)."""
+    for value in values:
+        if type(value) is not str or not value.strip():
+            check_id(field, value)  # raises with the message and data
+
+
+_SHA256_RUN = re.compile(r"(?:[0-9a-f]{64})*")
+
+
+def check_sha256s(field: str, values: Sequence[Any]) -> None:
+    """Every value a lowercase hex sha256: one regex over the batch, then the first bad one."""
+    if all(type(v) is str and len(v) == 64 for v in values) and _SHA256_RUN.fullmatch(
+        "".join(values)
+    ):
+        return
+    for value in values:
+        check_sha256(field, value)
 
 
 def check_registration(
@@ -116,23 +145,31 @@ def check_registration(
 ) -> None:
     """A registration must be complete for its kind."""
     if kind not in KINDS:
-        raise ContractError(f"kind must be one of {KINDS}", field="kind", expected="|".join(KINDS), got=repr(kind))
+        raise ContractError(
+            f"kind must be one of {KINDS}", field="kind", expected="|".join(KINDS), got=repr(kind)
+        )
     if kind == "embedding":
         if not isinstance(dimension, int) or isinstance(dimension, bool) or dimension <= 0:
             raise ContractError(
                 "an embedding model needs dimension=<positive int>",
-                field="dimension", expected="positive int", got=repr(dimension),
+                field="dimension",
+                expected="positive int",
+                got=repr(dimension),
             )
         if metric not in METRICS:
             raise ContractError(
                 f"an embedding model needs metric= one of {METRICS}",
-                field="metric", expected="|".join(METRICS), got=repr(metric),
+                field="metric",
+                expected="|".join(METRICS),
+                got=repr(metric),
             )
     else:
         if not labels or any(not isinstance(x, str) or not x for x in labels):
             raise ContractError(
                 "a classifier needs labels=[...] (the non-empty labels it may emit)",
-                field="labels", expected="non-empty list of str", got=repr(labels)[:40],
+                field="labels",
+                expected="non-empty list of str",
+                got=repr(labels)[:40],
             )
         if len(set(labels)) != len(labels):
             raise ContractError("labels must be distinct", field="labels", got=repr(labels)[:40])
@@ -148,12 +185,16 @@ def check_vectors(mv: ModelVersion, vectors: Any) -> npt.NDArray[np.float32]:
     except (ValueError, TypeError) as exc:  # ragged lists and the like
         raise ContractError(
             f"vectors must be numeric arrays of dimension {mv.dimension}: {exc}",
-            field="vector", expected=f"float[{mv.dimension}]", got="ragged or non-array",
+            field="vector",
+            expected=f"float[{mv.dimension}]",
+            got="ragged or non-array",
         ) from exc
     if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
         raise ContractError(
             f"vectors must be numeric (float32/float64), got dtype {arr.dtype}",
-            field="vector", expected="float", got=str(arr.dtype),
+            field="vector",
+            expected="float",
+            got=str(arr.dtype),
         )
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)
@@ -161,7 +202,9 @@ def check_vectors(mv: ModelVersion, vectors: Any) -> npt.NDArray[np.float32]:
         raise ContractError(
             f"{mv.model} {mv.version} takes {mv.dimension}-d vectors, got shape "
             f"{tuple(arr.shape)}; embed with the model version you name",
-            field="dimension", expected=str(mv.dimension), got=str(arr.shape[-1] if arr.ndim else 0),
+            field="dimension",
+            expected=str(mv.dimension),
+            got=str(arr.shape[-1] if arr.ndim else 0),
         )
     out = np.ascontiguousarray(arr, dtype="<f4")
     finite = np.isfinite(out).all(axis=1)
@@ -169,7 +212,9 @@ def check_vectors(mv: ModelVersion, vectors: Any) -> npt.NDArray[np.float32]:
         row = int(np.argmin(finite))
         raise ContractError(
             f"vector {row} has NaN or inf values; fix the embedding before writing it",
-            field="vector", expected="finite floats", got="nan/inf",
+            field="vector",
+            expected="finite floats",
+            got="nan/inf",
         )
     return out
 
@@ -180,11 +225,15 @@ def check_label(mv: ModelVersion, label: Any, score: Any) -> tuple[str, float]:
         raise ContractError(
             f"label {label!r} is not a label of {mv.model} {mv.version} (labels: "
             f"{', '.join(mv.labels)})",
-            field="label", expected="|".join(mv.labels), got=repr(label)[:40],
+            field="label",
+            expected="|".join(mv.labels),
+            got=repr(label)[:40],
         )
     if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
         raise ContractError(
-            "score must be a finite number", field="score", expected="finite float",
+            "score must be a finite number",
+            field="score",
+            expected="finite float",
             got=repr(score)[:40],
         )
     return label, float(score)
@@ -198,13 +247,18 @@ def check_embedding_record(registry: Registry, record: dict[str, Any]) -> None:
         raise ContractError(
             f"vector has {len(vec) // 4} values (dimension field {dim}), "
             f"{mv.model} {mv.version} takes {mv.dimension}",
-            field="dimension", expected=str(mv.dimension), got=str(len(vec) // 4),
+            field="dimension",
+            expected=str(mv.dimension),
+            got=str(len(vec) // 4),
             event_id=record["event_id"],
         )
     if not np.isfinite(np.frombuffer(vec, dtype="<f4")).all():
         raise ContractError(
-            "vector has NaN or inf values", field="vector", expected="finite floats",
-            got="nan/inf", event_id=record["event_id"],
+            "vector has NaN or inf values",
+            field="vector",
+            expected="finite floats",
+            got="nan/inf",
+            event_id=record["event_id"],
         )
 
 

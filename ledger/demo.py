@@ -45,8 +45,9 @@ def run_demo(
             producer.register_model_version(
                 CLASSIFIER, version, kind="classifier", labels=["ham", "spam"]
             )
-        producer.record_deployment(EMBEDDER, to_version="v1", from_version=None,
-                                   reason="initial deployment", actor="demo")
+        producer.record_deployment(
+            EMBEDDER, to_version="v1", from_version=None, reason="initial deployment", actor="demo"
+        )
         ids = [f"doc-{i:06d}" for i in range(events)]
         hashes = [content_hash(i) for i in ids]
         producer.write_embeddings(
@@ -54,12 +55,21 @@ def run_demo(
         )
         third = events // 3
         producer.write_embeddings(
-            EMBEDDER, "v2", ids[:third], rng.standard_normal((third, DIMENSION)),
+            EMBEDDER,
+            "v2",
+            ids[:third],
+            rng.standard_normal((third, DIMENSION)),
             content_sha256s=hashes[:third],
         )
         for i, subject in enumerate(ids[:third]):
-            producer.record_decision(CLASSIFIER, "v2", subject, "spam" if i % 7 == 0 else "ham",
-                                     score=0.9, input_sha256=hashes[i])
+            producer.record_decision(
+                CLASSIFIER,
+                "v2",
+                subject,
+                "spam" if i % 7 == 0 else "ham",
+                score=0.9,
+                input_sha256=hashes[i],
+            )
     produced = time.perf_counter() - started
     say(f"produced {events + third * 2 + 5} events in {produced:.2f}s")
 

@@ -13,7 +13,13 @@ into one line and exit code 2; anything else is a bug and keeps its traceback.
     │   └── CorruptMessage        bad marker, short frame, or a body that does not decode
     ├── BrokerError          no Kafka-protocol broker could be reached or started
     ├── StoreError           DuckDB failed (``transient`` says whether a retry may help)
-    └── LogGapError          stored offsets point outside the log: events would be skipped
+    ├── LogGapError          stored offsets point outside the log: events would be skipped
+    ├── ArtifactError        an index artifact cannot be built, read or trusted
+    │   └── ChecksumMismatch      files differ from what the manifest recorded
+    ├── ServingError         the serving pointer is missing or names an artifact it must refuse
+    │   └── RollbackInProgress    another process holds the model's rollback lock (``pid``)
+    └── GateSpecError        an operator's gate spec (``"agreement>=0.95,overlap>=0.6"``)
+                             does not parse; the message shows a valid one
 """
 
 from __future__ import annotations
@@ -110,3 +116,51 @@ class StoreError(LedgerError):
 
 class LogGapError(LedgerError):
     """The log no longer holds events the store has not materialised (or lost its log)."""
+
+
+class ArtifactError(LedgerError):
+    """An index artifact cannot be built, read or trusted (bad input, missing files, conflict)."""
+
+
+class ChecksumMismatch(ArtifactError):
+    """Files of an artifact differ from the sha256 its manifest recorded.
+
+    Example:
+        >>> ChecksumMismatch("artifact a/b is corrupt", files=("shard-0.ann",)).files
+        ('shard-0.ann',)
+    """
+
+    def __init__(self, message: str, *, files: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.files = files
+
+
+class ServingError(LedgerError):
+    """The serving pointer is missing, or names an artifact that must not be served."""
+
+
+class RollbackInProgress(ServingError):
+    """Another process holds the rollback lock of the model; ``pid`` names it (None if unknown)."""
+
+    def __init__(self, message: str, *, pid: int | None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+class GateSpecError(LedgerError):
+    """A gate spec given by an operator does not parse.
+
+    Args:
+        message: what is wrong, and what a valid spec looks like.
+        spec: the whole spec as given.
+        item: the offending comma-separated part (``None`` when the spec is empty).
+
+    Example:
+        >>> GateSpecError("bad gate", spec="agreement=>1", item="agreement=>1").item
+        'agreement=>1'
+    """
+
+    def __init__(self, message: str, *, spec: str, item: str | None = None) -> None:
+        super().__init__(message)
+        self.spec = spec
+        self.item = item

@@ -79,11 +79,11 @@ def partitions_of(consumer: KafkaConsumer, topics: Iterable[str]) -> list[TopicP
     return out
 
 
-def read_to_end(
-    bootstrap: str, topics: Sequence[str], *, timeout: float = 60.0
-) -> Iterator[Any]:
+def read_to_end(bootstrap: str, topics: Sequence[str], *, timeout: float = 60.0) -> Iterator[Any]:
     """Yield every record of ``topics`` from offset 0 to the true end at the time of reading."""
-    consumer = reader(bootstrap)
+    # The broker would hold an empty fetch for fetch_max_wait_ms (default 500 ms) waiting
+    # for new data; here we only want the high watermark, so answer at once.
+    consumer = reader(bootstrap, fetch_max_wait_ms=20)
     try:
         tps = partitions_of(consumer, topics)
         consumer.assign(tps)
@@ -92,8 +92,10 @@ def read_to_end(
         deadline = time.monotonic() + timeout
         while pending:
             if time.monotonic() > deadline:
-                raise BrokerError(f"reading {', '.join(topics)} to the end timed out after {timeout}s")
-            batch = consumer.poll(timeout_ms=200)
+                raise BrokerError(
+                    f"reading {', '.join(topics)} to the end timed out after {timeout}s"
+                )
+            batch = consumer.poll(timeout_ms=50)
             for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
                 yield from batch[tp]
             for tp in list(pending):

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+import numpy as np
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
@@ -22,25 +23,27 @@ from ledger.contract import (
     ModelVersion,
     Registry,
     check_id,
+    check_ids,
     check_label,
     check_registration,
     check_sha256,
+    check_sha256s,
     check_vectors,
 )
-from ledger.errors import BrokerError, ContractError, UnknownModelVersion
+from ledger.errors import BrokerError, ContractError
 from ledger.events import (
-    DecisionRecorded,
     DeploymentChanged,
-    EmbeddingWritten,
-    EntityDeleted,
     ModelVersionRegistered,
     Topics,
     new_event_id,
+    new_event_ids,
     now_micros,
 )
 from ledger.log import read_to_end
 from ledger.schemas import SchemaStore, default_store
-from ledger.wire import encode
+from ledger.wire import RowTemplate, encode, encode_batch, row_template
+
+_F32 = np.dtype("<f4")
 
 
 def content_hash(content: str | bytes) -> str:
@@ -98,6 +101,7 @@ class Producer:
         self._store = default_store()
         self._schemas = {n: self._store.current[n] for n in self._store.current}
         self._registry: Registry | None = None
+        self._embedding_targets: dict[tuple[str, str], tuple[ModelVersion, RowTemplate | None]] = {}
         self._failures: list[BaseException] = []
         self._lock = threading.Lock()
         config: dict[str, Any] = {
@@ -117,13 +121,16 @@ class Producer:
 
     # -- registry -----------------------------------------------------------------
 
-    def _version(self, model: str, version: str, kind: str | None = None) -> ModelVersion:
+    def _known(self, model: str, version: str) -> Registry:
         check_id("model", model)
         check_id("version", version)
         if self._registry is None or (model, version) not in self._registry:
             # Another service may have registered it: the log is the registry.
             self._registry = load_registry(self.bootstrap, self.topics, store=self._store)
-        return self._registry.get(model, version, kind=kind)
+        return self._registry
+
+    def _version(self, model: str, version: str, kind: str | None = None) -> ModelVersion:
+        return self._known(model, version).get(model, version, kind=kind)
 
     # -- sending ------------------------------------------------------------------
 
@@ -170,30 +177,35 @@ class Producer:
         check_registration(kind=kind, dimension=dimension, metric=metric, labels=labels)
         sha = check_sha256("artifact_sha256", artifact_sha256 or content_hash(artifact_uri))
         wanted = ModelVersion(
-            model, version, kind,
+            model,
+            version,
+            kind,
             dimension if kind == "embedding" else None,
             metric if kind == "embedding" else None,
             tuple(labels) if kind == "classifier" else (),
         )
-        try:
-            existing: ModelVersion | None = self._version(model, version)
-        except UnknownModelVersion:
-            existing = None
+        registry = self._known(model, version)
+        existing = registry.find(model, version)
         if existing is not None and existing != wanted:
             raise ContractError(
                 f"{model} {version} is already registered with a different contract "
                 f"({existing.kind}, dimension={existing.dimension}); register a new version",
-                field="model_version", expected=str(existing), got=str(wanted),
+                field="model_version",
+                expected=str(existing),
+                got=str(wanted),
             )
         event = ModelVersionRegistered(
             **self._envelope(model, version),
-            kind=wanted.kind, dimension=wanted.dimension, metric=wanted.metric,
-            artifact_uri=artifact_uri, artifact_sha256=sha, labels=wanted.labels,
+            kind=wanted.kind,
+            dimension=wanted.dimension,
+            metric=wanted.metric,
+            artifact_uri=artifact_uri,
+            artifact_sha256=sha,
+            labels=wanted.labels,
         )
         self._send("ModelVersionRegistered", self.topics.models, model, event.to_record())
         self.flush()
-        assert self._registry is not None  # set by _version above
-        self._registry.add(wanted)
+        registry.add(wanted)
         return event
 
     def write_embedding(
@@ -201,9 +213,52 @@ class Producer:
     ) -> str:
         """Record that ``entity_id``'s content was embedded by ``model`` ``version``.
 
-        Returns the event id.
+        Returns the event id. For many vectors at once, :meth:`write_embeddings` is faster.
         """
-        return self.write_embeddings(model, version, [entity_id], vector, content_sha256s=[content_sha256])[0]
+        target = self._embedding_targets.get((model, version))
+        if target is None:
+            mv = self._version(model, version, "embedding")
+            # Versions never change their contract, so the lookup and template are kept.
+            target = self._embedding_targets[(model, version)] = (
+                mv,
+                row_template(
+                    self._schemas["EmbeddingWritten"],
+                    {
+                        "producer": self.name,
+                        "model": model,
+                        "model_version": version,
+                        "dimension": mv.dimension,
+                    },
+                ),
+            )
+        mv, template = target
+        if not (
+            isinstance(vector, np.ndarray)
+            and vector.dtype == _F32
+            and vector.shape == (mv.dimension,)
+            and vector.flags.c_contiguous
+            and np.isfinite(vector).all()
+        ):
+            vector = check_vectors(mv, vector)  # the general path: converts or says what's wrong
+        check_id("entity_id", entity_id)
+        check_sha256("content_sha256", content_sha256)
+        event_id = new_event_id()
+        row = {
+            "event_id": event_id,
+            "event_time": now_micros(),
+            "entity_id": entity_id,
+            "content_sha256": content_sha256,
+            "vector": vector.tobytes(),
+        }
+        if template is not None:  # only id, time, entity, hash and vector are encoded
+            value = template.encode_one(row)
+        else:  # the schema gained a non-primitive field: the general encoder
+            record = {**self._envelope(model, version), **row, "dimension": mv.dimension}
+            value = encode(self._schemas["EmbeddingWritten"], record)
+        self._kafka.send(
+            self.topics.embeddings, key=entity_id.encode("utf-8"), value=value
+        ).add_errback(self._on_error)
+        return event_id
 
     def write_embeddings(
         self,
@@ -224,22 +279,38 @@ class Producer:
             raise ContractError(
                 f"{len(entity_ids)} ids, {len(content_sha256s)} hashes and {matrix.shape[0]} "
                 "vectors: give one of each per entity",
-                field="entity_ids", expected=str(matrix.shape[0]), got=str(len(entity_ids)),
+                field="entity_ids",
+                expected=str(matrix.shape[0]),
+                got=str(len(entity_ids)),
             )
-        for entity_id, sha in zip(entity_ids, content_sha256s, strict=True):
-            check_id("entity_id", entity_id)
-            check_sha256("content_sha256", sha)
-        dim = int(matrix.shape[1])
-        topic, ids = self.topics.embeddings, []
-        for row, (entity_id, sha) in enumerate(zip(entity_ids, content_sha256s, strict=True)):
-            record = self._envelope(model, version)
-            record["entity_id"] = entity_id
-            record["content_sha256"] = sha
-            record["dimension"] = dim
-            record["vector"] = matrix[row].tobytes()
-            self._send("EmbeddingWritten", topic, entity_id, record)
-            ids.append(record["event_id"])
-        return ids
+        check_ids("entity_id", entity_ids)
+        check_sha256s("content_sha256", content_sha256s)
+        # The hot path: the batch shares its envelope and time, so those fields are
+        # encoded once (wire.encode_batch); rows add id, entity, hash and vector.
+        n, dim = matrix.shape
+        width = 4 * dim
+        flat = matrix.tobytes()
+        event_ids = new_event_ids(n)
+        values = encode_batch(
+            self._schemas["EmbeddingWritten"],
+            {
+                "event_time": now_micros(),
+                "producer": self.name,
+                "model": model,
+                "model_version": version,
+                "dimension": dim,
+            },
+            {
+                "event_id": event_ids,
+                "entity_id": entity_ids,
+                "content_sha256": content_sha256s,
+                "vector": [flat[i : i + width] for i in range(0, n * width, width)],
+            },
+        )
+        send, topic, on_error = self._kafka.send, self.topics.embeddings, self._on_error
+        for entity_id, value in zip(entity_ids, values, strict=True):
+            send(topic, key=entity_id.encode("utf-8"), value=value).add_errback(on_error)
+        return event_ids
 
     def delete_entity(self, model: str, version: str, entity_id: str) -> str:
         """Record that ``entity_id`` was deleted (it leaves every version's index)."""
@@ -289,7 +360,10 @@ class Producer:
         summary = {str(k): str(v) for k, v in (summary or {}).items()}
         event = DeploymentChanged(
             **self._envelope(model, to_version),
-            from_version=from_version, reason=reason, actor=actor, summary=summary,
+            from_version=from_version,
+            reason=reason,
+            actor=actor,
+            summary=summary,
         )
         self._send("DeploymentChanged", self.topics.models, model, event.to_record())
         self.flush()
@@ -320,6 +394,9 @@ class Producer:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()

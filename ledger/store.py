@@ -82,30 +82,61 @@ _SRC_TYPES: list[tuple[str, pa.DataType]] = [
     ("offset", pa.int64()),
 ]
 ARROW_SCHEMAS: dict[str, pa.Schema] = {
-    "model_versions": pa.schema(_ENV_TYPES + [
-        ("kind", pa.string()), ("dimension", pa.int32()), ("metric", pa.string()),
-        ("artifact_uri", pa.string()), ("artifact_sha256", pa.string()),
-        ("labels", pa.list_(pa.string())),
-    ] + _SRC_TYPES),
-    "embeddings": pa.schema(_ENV_TYPES + [
-        ("entity_id", pa.string()), ("content_sha256", pa.string()), ("dimension", pa.int32()),
-        ("vector", pa.list_(pa.float32())),
-    ] + _SRC_TYPES),
+    "model_versions": pa.schema(
+        _ENV_TYPES
+        + [
+            ("kind", pa.string()),
+            ("dimension", pa.int32()),
+            ("metric", pa.string()),
+            ("artifact_uri", pa.string()),
+            ("artifact_sha256", pa.string()),
+            ("labels", pa.list_(pa.string())),
+        ]
+        + _SRC_TYPES
+    ),
+    "embeddings": pa.schema(
+        _ENV_TYPES
+        + [
+            ("entity_id", pa.string()),
+            ("content_sha256", pa.string()),
+            ("dimension", pa.int32()),
+            ("vector", pa.list_(pa.float32())),
+        ]
+        + _SRC_TYPES
+    ),
     "deletions": pa.schema(_ENV_TYPES + [("entity_id", pa.string())] + _SRC_TYPES),
-    "decisions": pa.schema(_ENV_TYPES + [
-        ("subject_id", pa.string()), ("label", pa.string()), ("score", pa.float64()),
-        ("input_sha256", pa.string()),
-    ] + _SRC_TYPES),
-    "deployments": pa.schema(_ENV_TYPES + [
-        ("from_version", pa.string()), ("reason", pa.string()), ("actor", pa.string()),
-        ("summary", pa.map_(pa.string(), pa.string())),
-    ] + _SRC_TYPES),
-    "dead_letters": pa.schema([
-        ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()),
-        ("raw", pa.binary()), ("reason", pa.string()), ("error", pa.string()),
-        ("received_at", pa.timestamp("us", tz="UTC")),
-        ("redriven_at", pa.timestamp("us", tz="UTC")),
-    ]),
+    "decisions": pa.schema(
+        _ENV_TYPES
+        + [
+            ("subject_id", pa.string()),
+            ("label", pa.string()),
+            ("score", pa.float64()),
+            ("input_sha256", pa.string()),
+        ]
+        + _SRC_TYPES
+    ),
+    "deployments": pa.schema(
+        _ENV_TYPES
+        + [
+            ("from_version", pa.string()),
+            ("reason", pa.string()),
+            ("actor", pa.string()),
+            ("summary", pa.map_(pa.string(), pa.string())),
+        ]
+        + _SRC_TYPES
+    ),
+    "dead_letters": pa.schema(
+        [
+            ("topic", pa.string()),
+            ("partition", pa.int32()),
+            ("offset", pa.int64()),
+            ("raw", pa.binary()),
+            ("reason", pa.string()),
+            ("error", pa.string()),
+            ("received_at", pa.timestamp("us", tz="UTC")),
+            ("redriven_at", pa.timestamp("us", tz="UTC")),
+        ]
+    ),
 }
 
 Partition = tuple[str, int]
@@ -114,9 +145,9 @@ Partition = tuple[str, int]
 _INSERT_EVENTS = "INSERT OR IGNORE INTO {} SELECT * FROM _batch"
 # A dead letter is keyed by its place in the log: re-reading that offset adds nothing.
 _INSERT = {
-    "dead_letters": 'INSERT INTO dead_letters SELECT * FROM _batch b WHERE NOT EXISTS ('
-                    'SELECT 1 FROM dead_letters d WHERE d.topic = b.topic AND '
-                    'd."partition" = b."partition" AND d."offset" = b."offset")',
+    "dead_letters": "INSERT INTO dead_letters SELECT * FROM _batch b WHERE NOT EXISTS ("
+    "SELECT 1 FROM dead_letters d WHERE d.topic = b.topic AND "
+    'd."partition" = b."partition" AND d."offset" = b."offset")',
 }
 
 _SHARD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
@@ -354,15 +385,23 @@ class Shard:
                 if batch.redriven:
                     now = datetime.now(UTC)
                     for t, p, o in batch.redriven:  # a handful of rows, off the hot path
-                        _run(con, "UPDATE dead_letters SET redriven_at = ? WHERE topic = ? "
-                             'AND "partition" = ? AND "offset" = ? AND redriven_at IS NULL',
-                             [now, t, p, o])
+                        _run(
+                            con,
+                            "UPDATE dead_letters SET redriven_at = ? WHERE topic = ? "
+                            'AND "partition" = ? AND "offset" = ? AND redriven_at IS NULL',
+                            [now, t, p, o],
+                        )
                 if batch.offsets:
-                    con.register("_offsets", pa.table({
-                        "topic": [t for t, _ in batch.offsets],
-                        "partition": pa.array([p for _, p in batch.offsets], pa.int32()),
-                        "next_offset": pa.array(list(batch.offsets.values()), pa.int64()),
-                    }))
+                    con.register(
+                        "_offsets",
+                        pa.table(
+                            {
+                                "topic": [t for t, _ in batch.offsets],
+                                "partition": pa.array([p for _, p in batch.offsets], pa.int32()),
+                                "next_offset": pa.array(list(batch.offsets.values()), pa.int64()),
+                            }
+                        ),
+                    )
                     _run(con, "INSERT OR REPLACE INTO offsets SELECT * FROM _offsets")
                     con.unregister("_offsets")
                 _run(con, "COMMIT")
@@ -396,11 +435,21 @@ class Shard:
             rows = con.execute(
                 'SELECT topic, "partition", "offset", raw, reason, error, received_at, redriven_at '
                 "FROM dead_letters WHERE redriven_at IS NULL OR NOT ? "
-                'ORDER BY topic, "partition", "offset", received_at', [pending_only]
+                'ORDER BY topic, "partition", "offset", received_at',
+                [pending_only],
             ).fetchall()
         return [
-            DeadLetter(str(t), int(p), int(o), bytes(raw), str(reason), str(error), received,
-                       redriven, self.name)
+            DeadLetter(
+                str(t),
+                int(p),
+                int(o),
+                bytes(raw),
+                str(reason),
+                str(error),
+                received,
+                redriven,
+                self.name,
+            )
             for t, p, o, raw, reason, error, received, redriven in rows
         ]
 
@@ -411,6 +460,7 @@ def empty_table(name: str) -> pa.Table:
 
 
 # -- the read side -------------------------------------------------------------------
+
 
 def open_views(home: Path, *, timeout: float = 30.0) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with every shard of ``home`` attached read-only.
@@ -481,4 +531,3 @@ def query(
         return con.execute(sql, list(params)).fetchall()
     except duckdb.Error as exc:
         raise _store_error(exc, "query") from exc
-

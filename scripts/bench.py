@@ -1,91 +1,68 @@
-"""Benchmarks that print one figure per line: ``figure: value (goal ...)``, headline last.
+#!/usr/bin/env python3
+"""The project's one benchmark entry point: ``scripts/bench.py NAME [options]``.
 
-Usage:
-    python scripts/bench.py materialise --events 100000 --dimension 384
+Each benchmark prints its figures one per line as ``figure: value (goal ...)``, the
+headline ratio last, and exits non-zero only when it could not run (a missed goal is a
+figure, not a failure). Benchmarks that need a broker use the embedded one unless
+``--bootstrap`` is given. Each lives in ``scripts/benchmarks/<name>.py`` with
+``add_arguments(parser)``, ``run(args)`` and ``NEEDS_BROKER``.
+
+    scripts/bench.py producer
+    scripts/bench.py index --n 50000
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
+import pkgutil
 import sys
-import tempfile
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-from kafka import KafkaConsumer
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from consumers.materialiser import catch_up
-from ledger.broker import EmbeddedBroker
-from ledger.events import Topics
-from ledger.log import init_topics, partitions_of
-from ledger.producer import Producer, content_hash
+import benchmarks  # noqa: E402  (the folder next to this script)
+
+from ledger import EmbeddedBroker, LedgerError  # noqa: E402
 
 
-def _produce(bootstrap: str, topics: Topics, events: int, dimension: int) -> float:
-    rng = np.random.default_rng(0)
-    started = time.perf_counter()
-    with Producer(bootstrap=bootstrap, name="bench", topics=topics) as p:
-        p.register_model_version("bench", "v1", kind="embedding", dimension=dimension,
-                                 metric="angular")
-        for lo in range(0, events, 5000):
-            ids = [f"e{i}" for i in range(lo, min(lo + 5000, events))]
-            p.write_embeddings("bench", "v1", ids, rng.random((len(ids), dimension), np.float32),
-                               content_sha256s=[content_hash(i) for i in ids])
-    return time.perf_counter() - started
-
-
-def _raw_read(bootstrap: str, topics: Topics, total: int) -> float:
-    # The same fetch settings as the materialiser: the ratio isolates our own work.
-    from consumers.materialiser import FETCH_CONFIG
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             auto_offset_reset="earliest", max_poll_records=5000, **FETCH_CONFIG)
-    try:
-        consumer.assign(partitions_of(consumer, topics.all))
-        seen, started = 0, time.perf_counter()
-        while seen < total:
-            for records in consumer.poll(timeout_ms=200).values():
-                seen += len(records)
-        return time.perf_counter() - started
-    finally:
-        consumer.close()
-
-
-def materialise(args: argparse.Namespace) -> None:
-    """Materialiser events/s into a fresh shard vs a raw KafkaConsumer reading the same log."""
-    with EmbeddedBroker() as bootstrap:
-        topics = Topics("bench")
-        init_topics(bootstrap, topics, partitions=args.partitions)
-        produced = _produce(bootstrap, topics, args.events, args.dimension)
-        total = args.events + 1
-        raw = _raw_read(bootstrap, topics, total)
-        with tempfile.TemporaryDirectory() as home:
-            stats = catch_up(bootstrap, topics, Path(home))
-            size = sum(f.stat().st_size for f in (Path(home) / "shards").glob("*.duckdb"))
-        assert stats.events == total, stats
-        rate = total / stats.seconds
-        print(f"produce events/s ({args.dimension}-d): {args.events / produced:,.0f}")
-        print(f"raw KafkaConsumer read events/s: {total / raw:,.0f}")
-        print(f"shard size MB: {size / 1e6:,.1f}")
-        print(f"transactions: {stats.transactions}")
-        print(f"materialise events/s ({args.dimension}-d): {rate:,.0f} (goal >= 20,000)")
-        ratio = rate / (total / raw)
-        print(f"materialise / raw read: {ratio:.2f} (1.0 = as fast as reading the log)")
+@contextlib.contextmanager
+def _broker(bootstrap: str | None) -> Iterator[str]:
+    if bootstrap:
+        yield bootstrap
+    else:
+        with EmbeddedBroker() as embedded:
+            yield embedded
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    m = sub.add_parser("materialise", help=materialise.__doc__)
-    m.add_argument("--events", type=int, default=100_000)
-    m.add_argument("--dimension", type=int, default=384)
-    m.add_argument("--partitions", type=int, default=4)
-    m.set_defaults(run=materialise)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="name", required=True)
+    modules = {}
+    for info in sorted(pkgutil.iter_modules(benchmarks.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"benchmarks.{info.name}")
+        modules[info.name] = module
+        p = sub.add_parser(info.name, help=(module.__doc__ or "").split("\n")[0])
+        p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: embedded broker)")
+        module.add_arguments(p)
     args = parser.parse_args(argv)
-    args.run(args)
+    module = modules[args.name]
+    try:
+        if module.NEEDS_BROKER:
+            with _broker(args.bootstrap) as bootstrap:
+                args.bootstrap = bootstrap
+                module.run(args)
+        else:
+            module.run(args)
+    except LedgerError as exc:
+        print(f"bench {args.name} could not run: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # spawned build workers import this module: keep the guard
     sys.exit(main())

@@ -24,11 +24,14 @@ def test_consume_status_and_dlq_round_trip(bootstrap, topics, tmp_path):
     produce_embeddings(bootstrap, topics, 50)
     send_raw(bootstrap, [(topics.embeddings, b"k", b"\x00garbage")])
 
-    consumed = _run(bootstrap, topics, tmp_path, "consume", "--no-group", "--until-caught-up",
-                    "--json")
+    consumed = _run(
+        bootstrap, topics, tmp_path, "consume", "--no-group", "--until-caught-up", "--json"
+    )
     assert consumed.exit_code == 0, consumed.output
     assert (json.loads(consumed.output)["events"], json.loads(consumed.output)["dead_letters"]) == (
-        51, 1)
+        51,
+        1,
+    )
 
     status = _run(bootstrap, topics, tmp_path, "status", "--json")
     assert status.exit_code == 0, status.output
@@ -56,7 +59,13 @@ def test_a_log_gap_is_one_line_and_exit_code_2(bootstrap, topics, tmp_path):
 
 
 def test_every_materialiser_command_has_help_with_an_example():
-    for args in (["consume"], ["status"], ["dlq"], ["dlq", "list"], ["dlq", "show"],
-                 ["dlq", "redrive"]):
+    for args in (
+        ["consume"],
+        ["status"],
+        ["dlq"],
+        ["dlq", "list"],
+        ["dlq", "show"],
+        ["dlq", "redrive"],
+    ):
         result = CliRunner().invoke(cli, [*args, "--help"])
         assert result.exit_code == 0 and "Example:" in result.output, args

@@ -23,13 +23,25 @@ def test_catch_up_stores_every_event_once_with_its_content(bootstrap, topics, tm
     with Producer(bootstrap=bootstrap, name="svc", topics=topics) as p:
         p.register_model_version("emb", "v1", kind="embedding", dimension=8, metric="angular")
         p.register_model_version("clf", "c1", kind="classifier", labels=["spam", "ham"])
-        ids = p.write_embeddings("emb", "v1", [f"e{i}" for i in range(300)], vectors,
-                                 content_sha256s=[content_hash(str(i)) for i in range(300)])
+        ids = p.write_embeddings(
+            "emb",
+            "v1",
+            [f"e{i}" for i in range(300)],
+            vectors,
+            content_sha256s=[content_hash(str(i)) for i in range(300)],
+        )
         deleted = p.delete_entity("emb", "v1", "e7")
-        decision = p.record_decision("clf", "c1", "s1", "spam", score=0.9,
-                                     input_sha256=content_hash("x"))
-        p.record_deployment("emb", to_version="v1", from_version=None, reason="launch",
-                            actor="ops", summary={"items": "300"})
+        decision = p.record_decision(
+            "clf", "c1", "s1", "spam", score=0.9, input_sha256=content_hash("x")
+        )
+        p.record_deployment(
+            "emb",
+            to_version="v1",
+            from_version=None,
+            reason="launch",
+            actor="ops",
+            summary={"items": "300"},
+        )
 
     stats = catch_up(bootstrap, topics, tmp_path)
 
@@ -45,11 +57,14 @@ def test_catch_up_stores_every_event_once_with_its_content(bootstrap, topics, tm
             assert np.array_equal(np.asarray(vec, dtype=np.float32), vectors[i])
         assert con.execute("SELECT event_id FROM deletions").fetchall() == [(deleted,)]
         assert con.execute("SELECT event_id, label, score FROM decisions").fetchall() == [
-            (decision, "spam", 0.9)]
+            (decision, "spam", 0.9)
+        ]
         assert con.execute("SELECT model, model_version, summary FROM deployments").fetchall() == [
-            ("emb", "v1", {"items": "300"})]
+            ("emb", "v1", {"items": "300"})
+        ]
         assert con.execute("SELECT labels FROM model_versions WHERE model = 'clf'").fetchall() == [
-            (["spam", "ham"],)]
+            (["spam", "ham"],)
+        ]
     finally:
         con.close()
     assert all(p.lag == 0 for p in lag(bootstrap, topics, tmp_path))
@@ -72,8 +87,14 @@ def test_second_catch_up_after_restart_adds_no_rows(bootstrap, topics, tmp_path)
 
 def test_a_resent_event_id_is_stored_once(bootstrap, topics, tmp_path):
     produce_embeddings(bootstrap, topics, 1)
-    record = envelope("emb", "v1", entity_id="dup", content_sha256=content_hash("d"),
-                      dimension=8, vector=np.ones(8, "<f4").tobytes())
+    record = envelope(
+        "emb",
+        "v1",
+        entity_id="dup",
+        content_sha256=content_hash("d"),
+        dimension=8,
+        vector=np.ones(8, "<f4").tobytes(),
+    )
     raw = encoded("EmbeddingWritten", record)
     send_raw(bootstrap, [(topics.embeddings, b"dup", raw)] * 3)  # a producer retrying
     stats = catch_up(bootstrap, topics, tmp_path)

@@ -26,9 +26,21 @@ def _consume(
     bootstrap: str, topics: Topics, home: Path, *args: str, stderr: int = subprocess.PIPE
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "ledger.cli", "--bootstrap", bootstrap, "--home", str(home),
-         "--topic-prefix", topics.prefix, "consume", *args],
-        stdout=subprocess.DEVNULL, stderr=stderr,
+        [
+            sys.executable,
+            "-m",
+            "ledger",
+            "--bootstrap",
+            bootstrap,
+            "--home",
+            str(home),
+            "--topic-prefix",
+            topics.prefix,
+            "consume",
+            *args,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
     )
 
 
@@ -61,8 +73,9 @@ def _produce(bootstrap, topics, start, n, *, chunk=2000, pause=0.0, out=None, di
         for lo in range(start, start + n, chunk):
             ents = [f"e{i}" for i in range(lo, min(lo + chunk, start + n))]
             vecs = rng.random((len(ents), dim), dtype=np.float32)
-            ids = p.write_embeddings("emb", "v1", ents, vecs,
-                                     content_sha256s=[content_hash(e) for e in ents])
+            ids = p.write_embeddings(
+                "emb", "v1", ents, vecs, content_sha256s=[content_hash(e) for e in ents]
+            )
             for eid, ent, vec in zip(ids, ents, vecs, strict=True):
                 expected[eid] = (ent, vec.tobytes())
             p.flush()
@@ -79,7 +92,8 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(bootstrap, make_t
     topics = make_topics(4)
     expected: dict[str, tuple[str, bytes]] = {}
     producer = threading.Thread(
-        target=_produce, args=(bootstrap, topics, 0, 100_000),
+        target=_produce,
+        args=(bootstrap, topics, 0, 100_000),
         kwargs={"chunk": 2000, "pause": 0.4, "out": expected},
     )
     producer.start()
@@ -117,8 +131,9 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(bootstrap, make_t
     assert len(rows) == len(expected)  # no duplicates ...
     for eid, ent, vec in rows:  # ... and every produced event, with its content
         assert expected[eid] == (ent, np.asarray(vec, dtype="<f4").tobytes())
-    ends = {(t, p): r.end for r in lag(bootstrap, topics, tmp_path) for t, p in [(r.topic,
-                                                                                 r.partition)]}
+    ends = {
+        (t, p): r.end for r in lag(bootstrap, topics, tmp_path) for t, p in [(r.topic, r.partition)]
+    }
     for partition, offs in offsets:  # no gaps: every offset of the partition, once
         assert offs == list(range(ends[(topics.embeddings, partition)]))
     assert all(stored.get(k, 0) == end for k, end in ends.items())
@@ -170,9 +185,12 @@ def test_two_processes_in_a_group_split_partitions_and_take_over(bootstrap, make
         _wait_caught_up(bootstrap, topics, tmp_path, 4001)
         con = open_views(tmp_path)
         try:
-            split = [con.execute(
-                f'SELECT count(DISTINCT "partition") FROM shard_{i}.embeddings'
-            ).fetchone()[0] for i in (0, 1)]
+            split = [
+                con.execute(
+                    f'SELECT count(DISTINCT "partition") FROM shard_{i}.embeddings'
+                ).fetchone()[0]
+                for i in (0, 1)
+            ]
         finally:
             con.close()
         assert sorted(split) == [2, 2]  # 4 embedding partitions, two each

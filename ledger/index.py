@@ -1,0 +1,609 @@
+"""Immutable, deterministic Annoy index artifacts: build, open, verify, list, gc.
+
+An artifact is one folder per (model, version, log position) holding ``manifest.json``,
+``ids.parquet`` (the entity-id map) and one Annoy file per shard; :mod:`ledger.manifest`
+describes the format.
+
+Determinism (DESIGN decision 6): items are added in entity-id order with a fixed seed and
+every shard is built with ``n_jobs=1``, because Annoy's multi-threaded build gives a
+different file on every run. Parallelism comes from shards instead: an entity's shard is a
+stable hash (crc32) of its id, and each shard is built in its own process. The files depend
+on the input and on ``shards``, never on how many worker processes built them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import multiprocessing
+import os
+import secrets
+import shutil
+import zlib
+from collections.abc import Collection, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import version as package_version
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, cast
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.parquet as pq
+from annoy import AnnoyIndex
+
+from ledger.contract import METRICS
+from ledger.errors import ArtifactError, ChecksumMismatch, ContractError
+from ledger.manifest import (
+    ID_MAP,
+    MANIFEST,
+    Manifest,
+    artifact_path,
+    fsync_path,
+    load_manifest,
+    overall_checksum,
+    path_part,
+    position_of,
+    sha256_file,
+    shard_file,
+    verify_artifact,
+)
+
+DEFAULT_TREES = 50
+DEFAULT_SEED = 1
+# A constant, not the machine's core count: ``shards`` is part of what the files are, and
+# the same log must give the same artifact on any machine. Two suits a 2-core box.
+DEFAULT_SHARDS = 2
+_STAGING = ".tmp-"
+_TRASH = ".trash-"
+
+Vectors = npt.NDArray[np.float32]
+AnnoyMetric = Literal["angular", "euclidean", "dot"]
+
+__all__ = [
+    "DEFAULT_SEED",
+    "DEFAULT_SHARDS",
+    "DEFAULT_TREES",
+    "ArtifactEntry",
+    "GcResult",
+    "IndexReader",
+    "Manifest",
+    "artifact_path",
+    "build_index",
+    "gc",
+    "list_artifacts",
+    "load_manifest",
+    "open_artifact",
+    "position_of",
+    "shard_of",
+    "verify_artifact",
+]
+
+
+# -- build ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _ShardJob:
+    """One shard for a worker process: its vectors in item order, where to write the index."""
+
+    input_path: str
+    output_path: str
+    dimension: int
+    metric: str
+    trees: int
+    seed: int
+
+
+def _build_shard_file(vectors: Vectors, *, output_path: str, dimension: int, metric: str,
+                      trees: int, seed: int) -> str:
+    """Build one shard with n_jobs=1, write it under a temporary name, fsync, rename; sha256."""
+    index = AnnoyIndex(dimension, cast(AnnoyMetric, metric))
+    index.set_seed(seed)
+    # Rows as Python lists: Annoy reads a list ~10x faster than a numpy row.
+    step = 4096
+    for start in range(0, len(vectors), step):
+        for offset, row in enumerate(np.asarray(vectors[start:start + step]).tolist()):
+            index.add_item(start + offset, row)
+    index.build(trees, n_jobs=1)
+    out = Path(output_path)
+    tmp = out.with_name(out.name + ".tmp")
+    index.save(str(tmp))
+    index.unload()
+    fsync_path(tmp)
+    os.replace(tmp, out)
+    return sha256_file(out)
+
+
+def _build_shard_job(job: _ShardJob) -> str:
+    """Worker-process entry point (must be importable: spawned processes import it)."""
+    vectors: Vectors = np.load(job.input_path, mmap_mode="r")
+    return _build_shard_file(
+        vectors, output_path=job.output_path, dimension=job.dimension, metric=job.metric,
+        trees=job.trees, seed=job.seed,
+    )
+
+
+def shard_of(entity_ids: Sequence[str], shards: int) -> npt.NDArray[np.int64]:
+    """The shard of each entity: crc32 of its UTF-8 id modulo ``shards`` (stable everywhere).
+
+    Example:
+        >>> shard_of(["a", "b", "c"], 2).tolist()
+        [1, 1, 1]
+    """
+    return np.fromiter(
+        (zlib.crc32(i.encode()) % shards for i in entity_ids), dtype=np.int64,
+        count=len(entity_ids),
+    )
+
+
+def _input_digest(sorted_ids: Sequence[str], sorted_vectors: Vectors) -> str:
+    h = hashlib.sha256(f"{sorted_vectors.shape[0]}x{sorted_vectors.shape[1]}\n".encode())
+    h.update(b"".join(len(b).to_bytes(4, "little") + b for b in (i.encode() for i in sorted_ids)))
+    h.update(np.ascontiguousarray(sorted_vectors, dtype="<f4").data)
+    return h.hexdigest()
+
+
+def _check_inputs(entity_ids: Sequence[str], vectors: npt.ArrayLike, *, metric: str,
+                  trees: int, shards: int, jobs: int | None,
+                  log_offsets: Mapping[str, int]) -> Vectors:
+    if metric not in METRICS:
+        raise ContractError(f"metric must be one of {METRICS}", field="metric",
+                            expected="|".join(METRICS), got=repr(metric))
+    arr = np.asarray(vectors)
+    if arr.ndim != 2 or arr.shape[1] < 1:
+        raise ContractError("vectors must be an (n, d) matrix", field="vectors",
+                            expected="(n, d), d >= 1", got=str(arr.shape))
+    if arr.shape[0] != len(entity_ids):
+        raise ContractError("one vector per entity id", field="vectors",
+                            expected=f"{len(entity_ids)} rows", got=f"{arr.shape[0]} rows")
+    out = arr.astype(np.float32, copy=False)
+    if not np.isfinite(out).all():
+        raise ContractError("vectors must be finite", field="vectors", expected="finite",
+                            got="NaN or inf")
+    if trees < 1 or shards < 1 or (jobs is not None and jobs < 1):
+        raise ArtifactError(f"trees, shards and jobs must be >= 1 (got {trees}, {shards}, {jobs})")
+    if any(not isinstance(v, int) or v < 0 for v in log_offsets.values()):
+        raise ArtifactError("log_offsets values must be offsets (ints >= 0)")
+    return out
+
+
+def build_index(
+    out_dir: Path | str,
+    *,
+    model: str,
+    version: str,
+    entity_ids: Sequence[str],
+    vectors: npt.ArrayLike,
+    metric: str,
+    log_offsets: Mapping[str, int],
+    trees: int = DEFAULT_TREES,
+    seed: int = DEFAULT_SEED,
+    shards: int = DEFAULT_SHARDS,
+    jobs: int | None = None,
+) -> Manifest:
+    """Build the artifact of (model, version, log position) under ``out_dir``; its manifest.
+
+    The artifact lands at ``out_dir / manifest.relative_path`` (see :func:`artifact_path`).
+    Building an artifact that exists is a no-op: the existing one is checked (same input,
+    same parameters, checksums intact) and its manifest returned.
+
+    Args:
+        out_dir: the artifacts root, e.g. ``<home>/artifacts``.
+        model, version: whose embeddings these are.
+        entity_ids: one unique id per row of ``vectors`` (any order; sorted here).
+        vectors: ``(n, d)`` float32 matrix (other float dtypes are converted).
+        metric: ``angular`` | ``euclidean`` | ``dot`` (Annoy's names).
+        log_offsets: what the input covers, e.g. ``{"ledger.embeddings:0": 1200}`` (next
+            offset per topic:partition); it names the artifact.
+        trees, seed: Annoy parameters (more trees: better recall, bigger files).
+        shards: how many Annoy files; part of the artifact's identity.
+        jobs: worker processes (default ``min(shards, cpu count)``); never changes the bytes.
+
+    Raises:
+        ContractError: bad vectors or metric. ArtifactError: duplicate ids, or an artifact
+        for this position exists with different content. ChecksumMismatch: it is corrupt.
+
+    Example:
+        >>> m = build_index(".ledger/artifacts", model="embedder", version="v1",
+        ...                 entity_ids=["a", "b"], vectors=np.eye(2, dtype="float32"),
+        ...                 metric="angular", log_offsets={"ledger.embeddings:0": 2})
+        >>> m.items, m.shards
+        (2, 2)
+    """
+    ids = list(entity_ids)
+    arr = _check_inputs(ids, vectors, metric=metric, trees=trees, shards=shards, jobs=jobs,
+                        log_offsets=log_offsets)
+    n, dimension = arr.shape
+    order = sorted(range(n), key=ids.__getitem__)
+    sorted_ids = [ids[i] for i in order]
+    duplicates = [a for a, b in zip(sorted_ids, sorted_ids[1:], strict=False) if a == b]
+    if duplicates:
+        raise ArtifactError(f"entity ids must be unique; {duplicates[0]!r} appears twice")
+    sorted_vectors: Vectors = arr[np.asarray(order, dtype=np.int64)] if n else arr
+    where = shard_of(sorted_ids, shards)
+    plan = Manifest(
+        model=model, version=version, position=position_of(log_offsets),
+        log_offsets={str(k): int(v) for k, v in log_offsets.items()}, dimension=dimension,
+        metric=metric, trees=trees, seed=seed, shards=shards, items=n,
+        shard_items=tuple(int(c) for c in np.bincount(where, minlength=shards)), files={},
+        input_sha256=_input_digest(sorted_ids, sorted_vectors), checksum="", created_at="",
+        annoy_version=package_version("annoy"),
+    )
+    final = Path(out_dir) / plan.relative_path
+    if final.exists():
+        return _existing(final, plan)
+
+    # Build in a hidden staging folder next to the final one, so that readers see either
+    # no artifact or a complete one: (1) write the id map, (2) build the shards (each
+    # written under a temporary name, fsynced, renamed), (3) write the manifest last,
+    # (4) fsync the folder and rename it into place, (5) fsync the parent so the rename
+    # survives a power cut. Any failure removes the staging folder.
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.parent / f"{_STAGING}{plan.position}-{os.getpid()}-{secrets.token_hex(4)}"
+    staging.mkdir()
+    try:
+        files = {ID_MAP: _write_id_map(staging, sorted_ids, where)}
+        files.update(_build_shards(staging, sorted_vectors, where, plan, jobs=jobs))
+        manifest = _finish(plan, files)
+        (staging / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
+        fsync_path(staging / MANIFEST)
+        fsync_path(staging, directory=True)
+        try:
+            staging.rename(final)
+        except OSError:
+            if not final.exists():
+                raise
+            # Another builder published the same position first: theirs must equal ours.
+            shutil.rmtree(staging, ignore_errors=True)
+            return _existing(final, plan)
+        fsync_path(final.parent, directory=True)
+        return manifest
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _finish(plan: Manifest, files: Mapping[str, str]) -> Manifest:
+    data = {name: getattr(plan, name) for name in Manifest.__dataclass_fields__}
+    data.update(files=dict(sorted(files.items())), checksum=overall_checksum(files),
+                created_at=datetime.now(UTC).isoformat(timespec="microseconds"))
+    return Manifest(**data)
+
+
+def _existing(final: Path, plan: Manifest) -> Manifest:
+    """The manifest of an artifact that already exists, after checking it is what we'd build."""
+    existing = load_manifest(final)
+    mine = (plan.model, plan.version, dict(plan.log_offsets), plan.dimension, plan.metric,
+            plan.trees, plan.seed, plan.shards, plan.items, plan.input_sha256)
+    theirs = (existing.model, existing.version, dict(existing.log_offsets), existing.dimension,
+              existing.metric, existing.trees, existing.seed, existing.shards, existing.items,
+              existing.input_sha256)
+    if mine != theirs:
+        raise ArtifactError(
+            f"artifact {final} exists with different input or parameters; artifacts are "
+            "immutable and the log position should determine the input (remove it with "
+            "`ledger artifacts gc` if it is not serving, or investigate the log)"
+        )
+    bad = verify_artifact(final)
+    if bad:
+        raise ChecksumMismatch(
+            f"artifact {final} exists but is corrupt ({', '.join(bad)}); remove it and rebuild",
+            files=tuple(bad),
+        )
+    return existing
+
+
+def _write_id_map(staging: Path, sorted_ids: list[str], where: npt.NDArray[np.int64]) -> str:
+    # The item of an entity is its rank among the (sorted) ids of its shard.
+    items = np.zeros(len(sorted_ids), dtype=np.int32)
+    for shard in np.unique(where):
+        mask = where == shard
+        items[mask] = np.arange(int(mask.sum()), dtype=np.int32)
+    table = pa.table({
+        "entity_id": pa.array(sorted_ids, type=pa.string()),
+        "shard": pa.array(where.astype(np.int32)),
+        "item": pa.array(items),
+    })
+    path = staging / ID_MAP
+    pq.write_table(table, path, compression="zstd")
+    fsync_path(path)
+    return sha256_file(path)
+
+
+def _build_shards(staging: Path, sorted_vectors: Vectors, where: npt.NDArray[np.int64],
+                  plan: Manifest, *, jobs: int | None) -> dict[str, str]:
+    workers = min(plan.shards, jobs if jobs is not None else (os.cpu_count() or 1))
+    params = {"dimension": plan.dimension, "metric": plan.metric, "trees": plan.trees,
+              "seed": plan.seed}
+    names = [shard_file(s) for s in range(plan.shards)]
+    if workers == 1:
+        digests = [
+            _build_shard_file(sorted_vectors[where == s], output_path=str(staging / name),
+                              **params)  # type: ignore[arg-type]
+            for s, name in enumerate(names)
+        ]
+    else:
+        # Each worker reads its shard from a .npy file (mmap) rather than from a pickle
+        # through a pipe; 'spawn' starts clean interpreters (no forked locks or threads).
+        jobs_ = []
+        for s, name in enumerate(names):
+            input_path = staging / f"shard-{s:04d}.input.npy"
+            np.save(input_path, sorted_vectors[where == s])
+            jobs_.append(_ShardJob(str(input_path), str(staging / name), **params))  # type: ignore[arg-type]
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            digests = list(pool.map(_build_shard_job, jobs_))
+        for job in jobs_:
+            os.unlink(job.input_path)
+    return dict(zip(names, digests, strict=True))
+
+
+# -- read -------------------------------------------------------------------------------------
+
+
+class IndexReader:
+    """A loaded artifact: its shards (memory-mapped) queried as one index.
+
+    Results merge the shards' top k in the order one index would give (ascending distance;
+    descending dot product for ``dot``), ties broken by entity id.
+
+    Example:
+        >>> path = ".ledger/artifacts/embedder/v1/3f9c0a1b2c3d4e5f"
+        >>> with open_artifact(path) as r:  # doctest: +SKIP
+        ...     r.query(r.get_vector("doc-1"), 3)
+        [('doc-1', 0.0), ('doc-7', 0.41), ('doc-3', 0.52)]
+    """
+
+    def __init__(self, path: Path, manifest: Manifest, ids: list[list[str]],
+                 shards: list[AnnoyIndex]) -> None:
+        self.path = path
+        self.manifest = manifest
+        self._ids = ids
+        self._shards = shards
+        self._where: dict[str, tuple[int, int]] | None = None
+        self._descending = manifest.metric == "dot"
+
+    def __len__(self) -> int:
+        return self.manifest.items
+
+    def __enter__(self) -> IndexReader:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Unmap the shard files."""
+        for shard in self._shards:
+            shard.unload()
+        self._shards = []
+
+    @property
+    def item_ids(self) -> list[str]:
+        """Every entity id in the index, sorted."""
+        return sorted(i for ids in self._ids for i in ids)
+
+    def get_vector(self, entity_id: str) -> Vectors:
+        """The stored vector of ``entity_id``; ``KeyError`` if it is not in the index."""
+        if self._where is None:
+            self._where = {i: (s, n) for s, ids in enumerate(self._ids) for n, i in enumerate(ids)}
+        shard, item = self._where[entity_id]
+        return np.asarray(self._shards[shard].get_item_vector(item), dtype=np.float32)
+
+    def _check(self, vector: npt.ArrayLike) -> list[float]:
+        v = np.asarray(vector, dtype=np.float32)
+        if v.shape != (self.manifest.dimension,):
+            raise ContractError("query vector has the wrong shape", field="vector",
+                                expected=f"({self.manifest.dimension},)", got=str(v.shape))
+        return v.tolist()  # type: ignore[no-any-return]
+
+    def _query(self, v: list[float], k: int, search_k: int) -> list[tuple[str, float]]:
+        candidates: list[tuple[float, str, float]] = []
+        for ids, shard in zip(self._ids, self._shards, strict=True):
+            items, dists = shard.get_nns_by_vector(v, k, search_k, include_distances=True)
+            sign = -1.0 if self._descending else 1.0
+            candidates.extend((sign * d, ids[i], d) for i, d in zip(items, dists, strict=True))
+        return [(i, d) for _, i, d in heapq.nsmallest(k, candidates)]
+
+    def query(self, vector: npt.ArrayLike, k: int, *, search_k: int = -1
+              ) -> list[tuple[str, float]]:
+        """The ``k`` nearest entities to ``vector`` as ``(entity_id, distance)``, best first.
+
+        ``search_k`` is Annoy's per shard (-1: trees * k). For ``dot`` the "distance" is the
+        dot product (higher is nearer), as Annoy reports it.
+        """
+        return self._query(self._check(vector), k, search_k)
+
+    def query_many(self, matrix: npt.ArrayLike, k: int, *, search_k: int = -1
+                   ) -> list[list[tuple[str, float]]]:
+        """:meth:`query` for each row of an ``(m, d)`` matrix."""
+        m = np.asarray(matrix, dtype=np.float32)
+        if m.ndim != 2 or m.shape[1] != self.manifest.dimension:
+            raise ContractError("query matrix has the wrong shape", field="matrix",
+                                expected=f"(m, {self.manifest.dimension})", got=str(m.shape))
+        return [self._query(row, k, search_k) for row in m.tolist()]
+
+    def verify_checksums(self) -> list[str]:
+        """Files of this artifact whose sha256 differs from the manifest (empty: intact)."""
+        return verify_artifact(self.path)
+
+
+def open_artifact(path: Path | str, *, verify: bool = False) -> IndexReader:
+    """Open the artifact folder ``path`` for queries (shards are memory-mapped, not read).
+
+    With ``verify=True`` every file's sha256 is checked first (:class:`ChecksumMismatch`).
+
+    Example:
+        >>> r = open_artifact(".ledger/artifacts/embedder/v1/3f9c0a1b2c3d4e5f")  # doctest: +SKIP
+        >>> len(r), r.manifest.version  # doctest: +SKIP
+        (4000, 'v1')
+    """
+    p = Path(path)
+    manifest = load_manifest(p)
+    if manifest.kind != "index":
+        raise ArtifactError(f"artifact {p} is a {manifest.kind} artifact, not an index")
+    if verify:
+        bad = verify_artifact(p)
+        if bad:
+            raise ChecksumMismatch(f"artifact {p} is corrupt: {', '.join(bad)} do not match "
+                                   "the manifest", files=tuple(bad))
+    try:
+        table = pq.read_table(p / ID_MAP)
+    except (OSError, pa.ArrowException) as exc:
+        raise ArtifactError(f"cannot read the id map of {p}: {exc}") from exc
+    entity_ids = table.column("entity_id").to_pylist()
+    where = table.column("shard").to_numpy()
+    ids: list[list[str]] = [[] for _ in range(manifest.shards)]
+    items = table.column("item").to_numpy()
+    for shard in range(manifest.shards):
+        mask = where == shard
+        # Rows are sorted by id and items are ranks within the shard: keep that invariant.
+        if not np.array_equal(items[mask], np.arange(int(mask.sum()))):
+            raise ArtifactError(f"the id map of {p} is not in item order for shard {shard}")
+        ids[shard] = [entity_ids[i] for i in np.flatnonzero(mask)]
+    if tuple(len(x) for x in ids) != manifest.shard_items:
+        raise ArtifactError(f"the id map of {p} does not match the manifest's shard sizes")
+    shards: list[AnnoyIndex] = []
+    for shard in range(manifest.shards):
+        index = AnnoyIndex(manifest.dimension, cast(AnnoyMetric, manifest.metric))
+        try:
+            index.load(str(p / shard_file(shard)))
+        except OSError as exc:
+            for loaded in shards:
+                loaded.unload()
+            raise ArtifactError(f"cannot load {p / shard_file(shard)}: {exc}") from exc
+        if index.get_n_items() != manifest.shard_items[shard]:
+            index.unload()
+            for loaded in shards:
+                loaded.unload()
+            raise ArtifactError(f"{p / shard_file(shard)} holds {index.get_n_items()} items, "
+                                f"the manifest says {manifest.shard_items[shard]}")
+        shards.append(index)
+    return IndexReader(p, manifest, ids, shards)
+
+
+# -- list and gc ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactEntry:
+    """An artifact found on disk by :func:`list_artifacts`."""
+
+    path: Path
+    manifest: Manifest
+
+
+
+def list_artifacts(root: Path | str, model: str | None = None) -> list[ArtifactEntry]:
+    """Artifacts under ``root`` (of ``model`` only, if given), oldest first per version.
+
+    Folders without a readable manifest (staging or half-deleted folders, strangers) are
+    skipped: they are not artifacts.
+
+    Example:
+        >>> entries = list_artifacts(".ledger/artifacts", "embedder")  # doctest: +SKIP
+        >>> [e.manifest.version for e in entries]  # doctest: +SKIP
+        ['v1', 'v2']
+    """
+    base = Path(root)
+    models = [base / path_part(model)] if model is not None else _subdirs(base)
+    found: list[ArtifactEntry] = []
+    for model_dir in models:
+        for version_dir in _subdirs(model_dir):
+            for art in _subdirs(version_dir):
+                try:
+                    found.append(ArtifactEntry(art, load_manifest(art)))
+                except ArtifactError:
+                    continue  # not an artifact (see docstring); gc leaves it alone too
+    found.sort(key=lambda e: (e.manifest.model, e.manifest.version, e.manifest.created_at,
+                              str(e.path)))
+    return found
+
+
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _leftovers(root: Path) -> list[Path]:
+    """Staging folders of builds whose process died, and folders gc failed to finish removing."""
+    out = []
+    for version_dir in root.glob("*/*"):
+        for p in version_dir.iterdir() if version_dir.is_dir() else ():
+            if p.name.startswith(_TRASH):
+                out.append(p)
+            elif p.name.startswith(_STAGING):
+                pid = p.name.split("-")[-2]
+                if pid.isdigit() and not _pid_alive(int(pid)):
+                    out.append(p)
+    return sorted(out)
+
+
+@dataclass(frozen=True, slots=True)
+class GcResult:
+    """What :func:`gc` removed (or would remove with ``dry_run``) and what it kept."""
+
+    removed: tuple[Path, ...]
+    kept: tuple[Path, ...]
+    leftovers: tuple[Path, ...] = field(default=())
+
+
+def gc(root: Path | str, *, keep: Collection[Path | str] = (), keep_last: int = 1,
+       dry_run: bool = False) -> GcResult:
+    """Remove artifacts not in ``keep`` except the ``keep_last`` newest of each model version.
+
+    Also removes staging folders of dead builds. An artifact is first renamed to a hidden
+    name, then deleted, so no half-deleted artifact is ever visible.
+
+    Args:
+        root: the artifacts root.
+        keep: artifact folders never removed (e.g. every model's serving artifact).
+        keep_last: per (model, version), how many of the newest artifacts to keep.
+        dry_run: only report.
+
+    Example:
+        >>> gc(".ledger/artifacts", keep={serving_path}, keep_last=1).removed  # doctest: +SKIP
+        (PosixPath('.ledger/artifacts/embedder/v1/0c5e1d7a9b3f2e41'),)
+    """
+    if keep_last < 0:
+        raise ArtifactError(f"keep_last must be >= 0, got {keep_last}")
+    base = Path(root)
+    pinned = {Path(k).resolve() for k in keep}
+    by_version: dict[tuple[str, str], list[ArtifactEntry]] = {}
+    for entry in list_artifacts(base):
+        by_version.setdefault((entry.manifest.model, entry.manifest.version), []).append(entry)
+    removed: list[Path] = []
+    kept: list[Path] = []
+    for entries in by_version.values():
+        newest = {e.path for e in entries[len(entries) - keep_last:]} if keep_last else set()
+        for e in entries:
+            (kept if e.path in newest or e.path.resolve() in pinned else removed).append(e.path)
+    leftovers = _leftovers(base) if base.is_dir() else []
+    if not dry_run:
+        for path in removed + leftovers:
+            target = path
+            try:
+                if not path.name.startswith(_TRASH):
+                    target = path.with_name(f"{_TRASH}{path.name}-{secrets.token_hex(4)}")
+                    path.rename(target)
+                shutil.rmtree(target)
+            except FileNotFoundError:
+                continue  # a concurrent gc removed it first: the outcome is the same
+    return GcResult(tuple(removed), tuple(kept), tuple(leftovers))

@@ -1,0 +1,254 @@
+"""What a rollback (or promotion) of a model to a version must do, computed from the views.
+
+Definitions (DESIGN.md, "What a rollback must produce"), for model M and target V:
+
+- an entity is *live* when its latest event (write or deletion, any version of M) is a
+  write; order is log order: greatest ``(partition, offset)`` — an entity is keyed, so all
+  its events share a partition;
+- *items*: live entities with a V embedding; each is indexed with its latest V vector;
+- *gap*: live entities with no V embedding (they must be embedded with V);
+- *stale*: items whose latest embedding of any version has a different content hash than
+  their latest V embedding (the content changed after V saw it);
+- decisions: each subject's latest V decision is kept; *re-decide* are subjects whose
+  decisions all came from other versions;
+- *blast radius*: decisions made by the outgoing version (the latest version other than V
+  that served M) while it was serving, that disagree with V's decision for the subject.
+
+All of it is set-based SQL over the views of :func:`ledger.store.open_views`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from ledger.errors import ContractError, UnknownModelVersion
+
+# The SQL below builds on the views and macros of ledger.views (documented in docs/sql.md):
+# live_entities, version_embeddings, version_decisions, serving_history.
+
+_EMBEDDING_SETS = """
+    WITH any_w AS (
+        SELECT entity_id, content_sha256 FROM embeddings WHERE model = $model
+        QUALIFY row_number() OVER (
+            PARTITION BY entity_id ORDER BY "partition" DESC, "offset" DESC) = 1
+    ),
+    v_w AS (SELECT entity_id, content_sha256 FROM version_embeddings($model, $version))
+    SELECT live.entity_id,
+           v_w.entity_id IS NOT NULL AS has_version,
+           v_w.entity_id IS NOT NULL AND any_w.content_sha256 <> v_w.content_sha256 AS is_stale
+    FROM live_entities($model) live
+    JOIN any_w USING (entity_id)
+    LEFT JOIN v_w USING (entity_id)
+    ORDER BY live.entity_id
+"""
+
+#: The index items of (model, version): live entities' latest V vectors, in entity-id order.
+ITEMS_SQL = """
+    SELECT entity_id, event_id, content_sha256, vector FROM version_embeddings($model, $version)
+    ORDER BY entity_id
+"""
+
+#: The decision table of (model, version): each subject's latest V decision, in subject order.
+DECISIONS_SQL = """
+    SELECT subject_id, label, score, event_id, event_time, producer
+    FROM version_decisions($model, $version)
+    ORDER BY subject_id
+"""
+
+_REDECIDE_SQL = """
+    SELECT subject_id FROM decisions WHERE model = $model
+    GROUP BY subject_id HAVING bool_and(model_version <> $version)
+    ORDER BY subject_id
+"""
+
+_BLAST_RADIUS_SQL = """
+    SELECT d.subject_id, d.label AS outgoing_label, target.label AS target_label,
+           d.score, d.event_time AS decided_at, d.producer AS decided_by, d.event_id
+    FROM decisions d
+    JOIN serving_history w
+      ON w.model = d.model AND w.model_version = d.model_version
+     AND d.event_time >= w.served_from AND (w.served_until IS NULL OR d.event_time < w.served_until)
+    JOIN version_decisions($model, $version) target ON target.subject_id = d.subject_id
+    WHERE d.model = $model AND d.model_version = $outgoing AND d.label <> target.label
+    ORDER BY d.subject_id, d.event_time
+"""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class EmbeddingPlan:
+    """The index side of a rollback of one embedding model."""
+
+    model: str
+    to_version: str
+    serving_version: str | None
+    dimension: int
+    metric: str
+    live: int
+    items: int
+    gap: tuple[str, ...]
+    stale: tuple[str, ...]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "kind": "embedding",
+            "to_version": self.to_version,
+            "serving_version": self.serving_version,
+            "live": self.live,
+            "with_version": self.items,
+            "items_to_index": self.items,
+            "gap": len(self.gap),
+            "stale": len(self.stale),
+        }
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DecisionPlan:
+    """The decision side of a rollback of one classifier."""
+
+    model: str
+    to_version: str
+    serving_version: str | None
+    outgoing_version: str | None
+    subjects: int
+    keep: int
+    redecide: tuple[str, ...]
+    blast_radius: pa.Table = field(repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "kind": "classifier",
+            "to_version": self.to_version,
+            "serving_version": self.serving_version,
+            "outgoing_version": self.outgoing_version,
+            "subjects": self.subjects,
+            "decisions_to_keep": self.keep,
+            "redecide": len(self.redecide),
+            "blast_radius": self.blast_radius.num_rows,
+        }
+
+
+ModelPlan = EmbeddingPlan | DecisionPlan
+
+
+def arrow(con: duckdb.DuckDBPyConnection, sql: str, **params: Any) -> pa.Table:
+    """Run ``sql`` with named ``params``; the result as an Arrow table (no extra copy)."""
+    return con.sql(sql, params=params).to_arrow_table()
+
+
+def _params(con: duckdb.DuckDBPyConnection, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    return con.execute(sql, params).fetchall()
+
+
+def log_offsets(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """The log position the views cover: ``{"topic:partition": next offset}``."""
+    rows = con.execute(
+        'SELECT topic, "partition", next_offset FROM offsets ORDER BY ALL'
+    ).fetchall()
+    return {f"{topic}:{partition}": int(offset) for topic, partition, offset in rows}
+
+
+def registered_version(
+    con: duckdb.DuckDBPyConnection, model: str, version: str
+) -> tuple[str, int | None, str | None]:
+    """``(kind, dimension, metric)`` of a registered version, or UnknownModelVersion."""
+    rows = _params(
+        con,
+        "SELECT kind, dimension, metric FROM model_versions "
+        "WHERE model = $model AND model_version = $version",
+        model=model,
+        version=version,
+    )
+    if not rows:
+        known = [
+            r[0]
+            for r in _params(
+                con,
+                "SELECT DISTINCT model_version FROM model_versions WHERE model = $model ORDER BY 1",
+                model=model,
+            )
+        ]
+        hint = (
+            f"known versions: {', '.join(known)}"
+            if known
+            else f"model {model} has no registered versions"
+        )
+        raise UnknownModelVersion(
+            f"model {model} version {version} is not registered ({hint})",
+            field="model_version",
+            expected="a registered version",
+            got=f"{model}/{version}",
+        )
+    kind, dimension, metric = rows[0]
+    return str(kind), dimension, metric
+
+
+def serving_version(con: duckdb.DuckDBPyConnection, model: str) -> str | None:
+    """The version of ``model`` serving now according to the log's deployments."""
+    rows = _params(
+        con,
+        'SELECT model_version FROM deployments WHERE model = $model ORDER BY "offset" DESC LIMIT 1',
+        model=model,
+    )
+    return str(rows[0][0]) if rows else None
+
+
+def outgoing_version(con: duckdb.DuckDBPyConnection, model: str, target: str) -> str | None:
+    """The latest version other than ``target`` that served ``model`` (None if none did)."""
+    rows = _params(
+        con,
+        "SELECT model_version FROM deployments WHERE model = $model AND model_version <> $version "
+        'ORDER BY "offset" DESC LIMIT 1',
+        model=model,
+        version=target,
+    )
+    return str(rows[0][0]) if rows else None
+
+
+def plan_model(con: duckdb.DuckDBPyConnection, model: str, version: str) -> ModelPlan:
+    """Plan the rollback of one model to ``version`` from the views on ``con``."""
+    kind, dimension, metric = registered_version(con, model, version)
+    serving = serving_version(con, model)
+    if kind == "embedding":
+        rows = _params(con, _EMBEDDING_SETS, model=model, version=version)
+        if dimension is None or metric is None:
+            raise ContractError(f"{model} {version} is registered without dimension/metric")
+        return EmbeddingPlan(
+            model=model,
+            to_version=version,
+            serving_version=serving,
+            dimension=int(dimension),
+            metric=str(metric),
+            live=len(rows),
+            items=sum(1 for _, has, _ in rows if has),
+            gap=tuple(e for e, has, _ in rows if not has),
+            stale=tuple(e for e, _, stale in rows if stale),
+        )
+    outgoing = outgoing_version(con, model, version)
+    subjects = _params(
+        con, "SELECT count(DISTINCT subject_id) FROM decisions WHERE model = $model", model=model
+    )
+    keep = _params(
+        con,
+        "SELECT count(DISTINCT subject_id) FROM decisions "
+        "WHERE model = $model AND model_version = $version",
+        model=model,
+        version=version,
+    )
+    redecide = tuple(r[0] for r in _params(con, _REDECIDE_SQL, model=model, version=version))
+    blast = arrow(con, _BLAST_RADIUS_SQL, model=model, version=version, outgoing=outgoing or "")
+    return DecisionPlan(
+        model=model,
+        to_version=version,
+        serving_version=serving,
+        outgoing_version=outgoing,
+        subjects=int(subjects[0][0]),
+        keep=int(keep[0][0]),
+        redecide=redecide,
+        blast_radius=blast,
+    )

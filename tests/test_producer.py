@@ -1,0 +1,248 @@
+"""The producer against the real broker: what is sent comes back equal; bad input sends nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ledger import ContractError, Producer, Topics, UnknownModelVersion, content_hash
+from ledger.log import read_to_end
+from ledger.schemas import default_store
+from ledger.wire import decode
+
+pytestmark = pytest.mark.kafka
+
+DIM = 8
+SHA = content_hash("content")
+
+
+def _read(bootstrap: str, topics: Topics) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """(topic, key, event type, record) of every message in the ledger's topics."""
+    out = []
+    for m in read_to_end(bootstrap, list(topics.all)):
+        name, record = decode(default_store(), m.value)
+        out.append((m.topic, m.key.decode(), name, record))
+    return out
+
+
+@pytest.fixture
+def producer(bootstrap: str, topics: Topics) -> Iterator[Producer]:
+    with Producer(bootstrap=bootstrap, name="test-svc", topics=topics) as p:
+        p.register_model_version("emb", "v1", kind="embedding", dimension=DIM, metric="angular")
+        p.register_model_version("clf", "v1", kind="classifier", labels=["ham", "spam"])
+        yield p
+
+
+def test_each_event_type_comes_back_from_the_broker_equal_to_what_was_sent(
+    bootstrap: str, topics: Topics, producer: Producer
+) -> None:
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((3, DIM)).astype(np.float32)
+    hashes = [content_hash(f"doc {i}") for i in range(3)]
+    batch_ids = producer.write_embeddings(
+        "emb", "v1", ["a", "b", "c"], vectors, content_sha256s=hashes
+    )
+    single_id = producer.write_embedding("emb", "v1", "d", vectors[0].tolist(), content_sha256=SHA)
+    deleted_id = producer.delete_entity("emb", "v1", "a")
+    decision_id = producer.record_decision(
+        "clf", "v1", "user-1", "spam", score=0.75, input_sha256=SHA
+    )
+    deployment = producer.record_deployment(
+        "emb", to_version="v1", from_version=None, reason="first", actor="me", summary={"n": 4}
+    )
+    producer.flush()
+
+    got = _read(bootstrap, topics)
+    by_id = {rec["event_id"]: (topic, key, name, rec) for topic, key, name, rec in got}
+    assert len(by_id) == len(got) == 2 + 3 + 1 + 1 + 1 + 1
+    envelope = {"producer": "test-svc", "model": "emb", "model_version": "v1"}
+
+    registrations = [rec for _, _, name, rec in got if name == "ModelVersionRegistered"]
+    assert [
+        (r["model"], r["kind"], r["dimension"], r["metric"], r["labels"]) for r in registrations
+    ] == [
+        ("emb", "embedding", DIM, "angular", []),
+        ("clf", "classifier", None, None, ["ham", "spam"]),
+    ]
+    for i, (event_id, entity) in enumerate(zip(batch_ids, "abc", strict=True)):
+        topic, key, name, rec = by_id[event_id]
+        assert (topic, key, name) == (topics.embeddings, entity, "EmbeddingWritten")
+        assert {k: rec[k] for k in envelope} == envelope
+        assert (rec["entity_id"], rec["content_sha256"], rec["dimension"]) == (
+            entity,
+            hashes[i],
+            DIM,
+        )
+        assert rec["vector"] == vectors[i].astype("<f4").tobytes()
+    assert by_id[single_id][3]["vector"] == vectors[0].astype("<f4").tobytes()
+    assert by_id[deleted_id][:3] == (topics.embeddings, "a", "EntityDeleted")
+    assert by_id[deleted_id][3]["entity_id"] == "a"
+    topic, key, name, rec = by_id[decision_id]
+    assert (topic, key, name) == (topics.decisions, "user-1", "DecisionRecorded")
+    assert (rec["model"], rec["label"], rec["score"], rec["input_sha256"]) == (
+        "clf",
+        "spam",
+        0.75,
+        SHA,
+    )
+    topic, key, name, rec = by_id[deployment.event_id]
+    assert (topic, key, name) == (topics.models, "emb", "DeploymentChanged")
+    assert rec == deployment.to_record()
+    assert rec["summary"] == {"n": "4"}
+
+
+def test_registering_the_same_contract_again_is_idempotent_and_a_different_one_is_refused(
+    bootstrap: str, topics: Topics, producer: Producer
+) -> None:
+    producer.register_model_version("emb", "v1", kind="embedding", dimension=DIM, metric="angular")
+    with pytest.raises(ContractError, match="already registered with a different contract"):
+        producer.register_model_version(
+            "emb", "v1", kind="embedding", dimension=16, metric="angular"
+        )
+    # A second producer finds registrations in the log (the log is the registry).
+    with Producer(bootstrap=bootstrap, name="other", topics=topics) as other:
+        other.write_embedding("emb", "v1", "x", np.ones(DIM), content_sha256=SHA)
+    names = [name for _, _, name, _ in _read(bootstrap, topics)]
+    assert names.count("ModelVersionRegistered") == 3
+    assert names.count("EmbeddingWritten") == 1
+
+
+_GOOD = np.ones((2, DIM), dtype=np.float32)
+_NAN = _GOOD.copy()
+_NAN[1, 3] = np.nan
+_INF = _GOOD.copy()
+_INF[0, 0] = np.inf
+
+BAD_CALLS: list[Any] = [
+    pytest.param(
+        lambda p: p.write_embedding("emb", "v1", "a", np.ones(DIM + 1), content_sha256=SHA),
+        ContractError,
+        "dimension",
+        id="wrong-dimension",
+    ),
+    pytest.param(
+        lambda p: p.write_embeddings("emb", "v1", ["a", "b"], _NAN, content_sha256s=[SHA, SHA]),
+        ContractError,
+        "vector",
+        id="nan-in-second-row-of-batch",
+    ),
+    pytest.param(
+        lambda p: p.write_embeddings("emb", "v1", ["a", "b"], _INF, content_sha256s=[SHA, SHA]),
+        ContractError,
+        "vector",
+        id="inf",
+    ),
+    pytest.param(
+        lambda p: p.write_embeddings("emb", "v1", ["a", ""], _GOOD, content_sha256s=[SHA, SHA]),
+        ContractError,
+        "entity_id",
+        id="empty-entity-id-in-batch",
+    ),
+    pytest.param(
+        lambda p: p.record_decision("clf", "v1", " ", "ham", score=0.5, input_sha256=SHA),
+        ContractError,
+        "subject_id",
+        id="blank-subject-id",
+    ),
+    pytest.param(
+        lambda p: p.delete_entity("emb", "v1", ""),
+        ContractError,
+        "entity_id",
+        id="empty-id-on-delete",
+    ),
+    pytest.param(
+        lambda p: p.write_embedding("emb", "v9", "a", np.ones(DIM), content_sha256=SHA),
+        UnknownModelVersion,
+        "model_version",
+        id="unknown-model-version",
+    ),
+    pytest.param(
+        lambda p: p.record_decision("clf", "v2", "u", "ham", score=0.5, input_sha256=SHA),
+        UnknownModelVersion,
+        "model_version",
+        id="unknown-classifier-version",
+    ),
+    pytest.param(
+        lambda p: p.record_decision("clf", "v1", "u", "maybe", score=0.5, input_sha256=SHA),
+        ContractError,
+        "label",
+        id="label-not-in-labels",
+    ),
+    pytest.param(
+        lambda p: p.record_decision("clf", "v1", "u", "ham", score=float("nan"), input_sha256=SHA),
+        ContractError,
+        "score",
+        id="nan-score",
+    ),
+    pytest.param(
+        lambda p: p.write_embedding("emb", "v1", "a", ["x"] * DIM, content_sha256=SHA),
+        ContractError,
+        "vector",
+        id="non-numeric-vector",
+    ),
+    pytest.param(
+        lambda p: p.write_embedding("emb", "v1", "a", [[1.0] * DIM, [1.0]], content_sha256=SHA),
+        ContractError,
+        "vector",
+        id="ragged-vector",
+    ),
+    pytest.param(
+        lambda p: p.write_embedding("emb", "v1", "a", np.ones(DIM, bool), content_sha256=SHA),
+        ContractError,
+        "vector",
+        id="bool-vector",
+    ),
+    pytest.param(
+        lambda p: p.write_embedding("clf", "v1", "a", np.ones(DIM), content_sha256=SHA),
+        ContractError,
+        "kind",
+        id="embedding-for-a-classifier",
+    ),
+    pytest.param(
+        lambda p: p.write_embedding("emb", "v1", "a", np.ones(DIM), content_sha256="abc"),
+        ContractError,
+        "content_sha256",
+        id="bad-content-hash",
+    ),
+    pytest.param(
+        lambda p: p.write_embeddings(
+            "emb", "v1", ["a", "b"], _GOOD, content_sha256s=[SHA, SHA.upper()]
+        ),
+        ContractError,
+        "content_sha256",
+        id="uppercase-hash-in-batch",
+    ),
+    pytest.param(
+        lambda p: p.write_embeddings("emb", "v1", ["a", 7], _GOOD, content_sha256s=[SHA, SHA]),
+        ContractError,
+        "entity_id",
+        id="non-string-entity-id-in-batch",
+    ),
+    pytest.param(
+        lambda p: p.write_embeddings("emb", "v1", ["a"], _GOOD, content_sha256s=[SHA]),
+        ContractError,
+        "entity_ids",
+        id="count-mismatch",
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "error", "field"), BAD_CALLS)
+def test_bad_input_raises_its_error_and_sends_nothing(
+    bootstrap: str,
+    topics: Topics,
+    producer: Producer,
+    call: Callable[[Producer], object],
+    error: type[ContractError],
+    field: str,
+) -> None:
+    with pytest.raises(error) as info:
+        call(producer)
+    assert info.value.field == field
+    producer.flush()
+
+    names = [name for _, _, name, _ in _read(bootstrap, topics)]
+    assert names == ["ModelVersionRegistered", "ModelVersionRegistered"]
