@@ -60,7 +60,8 @@ def test_every_sql_example_runs(bootstrap, topics, tmp_path):
             len(
                 con.execute(
                     "SELECT model, list(model_version || ':' || current_vectors) AS mix "
-                    "FROM version_counts WHERE current_vectors > 0 GROUP BY model HAVING count(*) > 1"
+                    "FROM version_counts WHERE current_vectors > 0 "
+                    "GROUP BY model HAVING count(*) > 1"
                 ).fetchall()
             )
             == 1
