@@ -40,11 +40,18 @@ _gate_option = click.option(
     "(metrics: agreement, overlap, coverage_a, coverage_b).",
 )
 _k_option = click.option(
-    "--k", "k", type=click.IntRange(1), default=10, show_default=True,
+    "--k",
+    "k",
+    type=click.IntRange(1),
+    default=10,
+    show_default=True,
     help="Neighbours per sampled entity.",
 )
 _sample_option = click.option(
-    "--sample", type=click.IntRange(1), default=1000, show_default=True,
+    "--sample",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
     help="Entities sampled for the neighbour overlap (exact search per version).",
 )
 _seed_option = click.option(
@@ -80,13 +87,14 @@ def print_comparison(comparison: VersionComparison) -> None:
                 )
         elif isinstance(c, DecisionComparison):
             click.echo(
-                f"  agreement {_fmt(c.agreement)} ({c.agreed} agreed, "
-                f"{c.flipped.num_rows} flipped)"
+                f"  agreement {_fmt(c.agreement)} ({c.agreed} agreed, {c.flipped.num_rows} flipped)"
             )
             if c.labels:
                 width = max(8, *(len(x) for x in c.labels))
                 corner = f"{a}/{b}"
-                click.echo(f"  {corner:>{width + 4}} " + " ".join(f"{x:>{width}}" for x in c.labels))
+                click.echo(
+                    f"  {corner:>{width + 4}} " + " ".join(f"{x:>{width}}" for x in c.labels)
+                )
                 for label, row in zip(c.labels, c.confusion, strict=True):
                     click.echo(f"  {label:>{width + 4}} " + " ".join(f"{n:>{width}}" for n in row))
 
@@ -110,7 +118,8 @@ def print_gates(outcome: GateOutcome) -> None:
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Folder for the flipped subjects (Parquet + CSV); default <home>/reports/<stamp>-compare-A-vs-B.",
+    help="Folder for the flipped subjects (Parquet + CSV); "
+    "default <home>/reports/<stamp>-compare-A-vs-B.",
 )
 @json_option
 @pass_context
@@ -168,13 +177,18 @@ def compare_cmd(
 
 @cli.command("promote")
 @click.option(
-    "--model", "models", multiple=True, required=True,
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
     help="Model to promote; repeat for several (e.g. embedder and classifier).",
 )
 @click.option("--to", "to", required=True, help="The candidate version to serve.")
 @_gate_option
 @click.option(
-    "--against", default=None, metavar="VERSION",
+    "--against",
+    default=None,
+    metavar="VERSION",
     help="Compare the candidate with this version (default: the version serving each model).",
 )
 @click.option("--dry-run", is_flag=True, help="Compare, check the gates and plan; switch nothing.")
@@ -221,9 +235,20 @@ def promote_cmd(
 
     with terminal_progress(sys.stderr.isatty() and not as_json) as progress:
         result = promote(
-            bootstrap, c.topics, c.home, list(models), to=to, gate=gate, against=against,
-            dry_run=dry_run, confirm=None if dry_run else confirm, k=k, sample=sample,
-            seed=seed, actor=actor, progress=progress,
+            bootstrap,
+            c.topics,
+            c.home,
+            list(models),
+            to=to,
+            gate=gate,
+            against=against,
+            dry_run=dry_run,
+            confirm=None if dry_run else confirm,
+            k=k,
+            sample=sample,
+            seed=seed,
+            actor=actor,
+            progress=progress,
         )
     if as_json:
         emit(result.summary(), as_json=True, human=click.echo)
@@ -249,16 +274,26 @@ def promote_cmd(
 
 @cli.command("runbook")
 @click.option(
-    "--model", "models", multiple=True, required=True,
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
     help="Model to roll; repeat for several (e.g. embedder and classifier).",
 )
 @click.option("--to", "to", required=True, help="The version to serve.")
 @click.option(
-    "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
     help="Write the Markdown here (default: standard output).",
 )
-@click.option("--top", type=click.IntRange(0), default=10, show_default=True,
-              help="Blast-radius subjects to list per classifier.")
+@click.option(
+    "--top",
+    type=click.IntRange(0),
+    default=10,
+    show_default=True,
+    help="Blast-radius subjects to list per classifier.",
+)
 @json_option
 @pass_context
 def runbook_cmd(
@@ -277,17 +312,28 @@ def runbook_cmd(
     from ledger.runbook import make_runbook
 
     bootstrap = c.require_bootstrap()
-    prefix = ["ledger", "--home", str(c.home), "--bootstrap", bootstrap,
-              "--topic-prefix", c.topics.prefix]
-    book = make_runbook(bootstrap, c.topics, c.home, list(models), to=to, cli_prefix=prefix,
-                        top=top)
+    prefix = [
+        "ledger",
+        "--home",
+        str(c.home),
+        "--bootstrap",
+        bootstrap,
+        "--topic-prefix",
+        c.topics.prefix,
+    ]
+    book = make_runbook(
+        bootstrap, c.topics, c.home, list(models), to=to, cli_prefix=prefix, top=top
+    )
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(book.markdown, encoding="utf-8")
     data = {**book.summary(), "path": str(out) if out is not None else None}
     if as_json:
-        emit({**data, "markdown": book.markdown if out is None else None},
-             as_json=True, human=click.echo)
+        emit(
+            {**data, "markdown": book.markdown if out is None else None},
+            as_json=True,
+            human=click.echo,
+        )
     elif out is None:
         click.echo(book.markdown, nl=False)
     else:
@@ -296,7 +342,10 @@ def runbook_cmd(
 
 @cli.command("switch-back")
 @click.option(
-    "--model", "models", multiple=True, required=True,
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
     help="Model to switch back; repeat for several.",
 )
 @click.option(
@@ -319,15 +368,14 @@ def switch_back_cmd(
     """
     from ledger.promotion import switch_back
 
-    done = switch_back(c.require_bootstrap(), c.topics, c.home, list(models), actor=actor,
-                       reason=reason)
-    emit(
-        [s.to_dict() for s in done],
-        as_json=as_json,
-        human=lambda rows: [
+    done = switch_back(
+        c.require_bootstrap(), c.topics, c.home, list(models), actor=actor, reason=reason
+    )
+
+    def human(rows: list[dict[str, Any]]) -> None:
+        for r in rows:
             click.echo(
                 f"{r['model']}: {r['from_version']} -> {r['to_version']} ({r['to_artifact']})"
             )
-            for r in rows
-        ],
-    )
+
+    emit([s.to_dict() for s in done], as_json=as_json, human=human)

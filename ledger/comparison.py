@@ -140,9 +140,17 @@ def compare_versions(
             a = arrow(con, ITEMS_SQL, model=model, version=version_a)
             b = arrow(con, ITEMS_SQL, model=model, version=version_b)
             out[model] = compare_embeddings(
-                a.column("entity_id"), _vectors(a), b.column("entity_id"), _vectors(b),
-                metric=metric_a or "angular", metric_b=metric_b or metric_a or "angular",
-                k=k, sample=sample, seed=seed, version_a=version_a, version_b=version_b,
+                a.column("entity_id"),
+                _vectors(a),
+                b.column("entity_id"),
+                _vectors(b),
+                metric=metric_a or "angular",
+                metric_b=metric_b or metric_a or "angular",
+                k=k,
+                sample=sample,
+                seed=seed,
+                version_a=version_a,
+                version_b=version_b,
             )
         else:
             a = arrow(con, DECISIONS_SQL, model=model, version=version_a)
@@ -190,5 +198,6 @@ def write_flipped(comparison: VersionComparison, folder: Path) -> list[Path]:
     for model, c in comparison.models.items():
         if isinstance(c, DecisionComparison):
             for suffix in ("parquet", "csv"):
-                written.append(write_table(c.flipped, folder / f"{path_part(model)}.flipped.{suffix}"))
+                path = folder / f"{path_part(model)}.flipped.{suffix}"
+                written.append(write_table(c.flipped, path))
     return written

@@ -115,22 +115,35 @@ def promote(
                 )
             versions[model] = version
         comparisons = tuple(
-            compare_versions(con, [m for m, v in versions.items() if v == base], base, to,
-                             k=k, sample=sample, seed=seed)
+            compare_versions(
+                con,
+                [m for m, v in versions.items() if v == base],
+                base,
+                to,
+                k=k,
+                sample=sample,
+                seed=seed,
+            )
             for base in dict.fromkeys(versions.values())
         )
     outcome = None
     if parsed is not None:
-        outcome = GateOutcome(
-            tuple(r for c in comparisons for r in check_gates(parsed, c).results)
-        )
+        outcome = GateOutcome(tuple(r for c in comparisons for r in check_gates(parsed, c).results))
         if not outcome.passed:
             return PromotionResult(to, versions, comparisons, outcome, None)
     bases = ",".join(dict.fromkeys(versions.values()))
     checked = f"gates {gate.replace(' ', '')}" if gate is not None else "no gates"
     result = rollback(
-        bootstrap, topics, home, list(versions), to=to, dry_run=dry_run, confirm=confirm,
-        actor=actor, reason=f"promotion {bases} -> {to} ({checked})", progress=progress,
+        bootstrap,
+        topics,
+        home,
+        list(versions),
+        to=to,
+        dry_run=dry_run,
+        confirm=confirm,
+        actor=actor,
+        reason=f"promotion {bases} -> {to} ({checked})",
+        progress=progress,
     )
     return PromotionResult(to, versions, comparisons, outcome, result)
 

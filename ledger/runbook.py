@@ -174,8 +174,16 @@ def _undo(
             notes.append(f"{', '.join(group)}: nothing was deployed before; nothing to undo to.")
             continue
         lines.append(
-            _line(prefix, "rollback", *_model_args(group), "--to", version, "--yes",
-                  "--reason", f"undo: back to {version}")
+            _line(
+                prefix,
+                "rollback",
+                *_model_args(group),
+                "--to",
+                version,
+                "--yes",
+                "--reason",
+                f"undo: back to {version}",
+            )
         )
         notes.append(
             f"{', '.join(group)}: this home has no artifact serving now, so the undo rebuilds "
@@ -218,16 +226,30 @@ def make_runbook(
     commands = [
         _line(cli_prefix, "status"),
         _line(cli_prefix, "rollback", *margs, "--to", to, "--dry-run"),
-        _line(cli_prefix, "rollback", *margs, "--to", to, "--yes",
-              "--reason", f"rollback to {to} (runbook)", "--actor", "oncall"),
+        _line(
+            cli_prefix,
+            "rollback",
+            *margs,
+            "--to",
+            to,
+            "--yes",
+            "--reason",
+            f"rollback to {to} (runbook)",
+            "--actor",
+            "oncall",
+        ),
         _line(cli_prefix, "verify", *margs),
     ]
     undo, undo_notes = _undo(cli_prefix, names, pointers, serving)
     measured = (home / RATES_FILE).exists()
     events = sum(plan.log_offsets.values())
     stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())
-    fills = [mp for mp in plan.models if (isinstance(mp, EmbeddingPlan) and (mp.gap or mp.stale))
-             or (isinstance(mp, DecisionPlan) and mp.redecide)]
+    fills = [
+        mp
+        for mp in plan.models
+        if (isinstance(mp, EmbeddingPlan) and (mp.gap or mp.stale))
+        or (isinstance(mp, DecisionPlan) and mp.redecide)
+    ]
     md = [
         f"# Runbook: roll {', '.join(names)} to {to}",
         "",
@@ -290,8 +312,11 @@ def make_runbook(
         "",
         f"About {plan.eta_seconds:.1f}s to load and build "
         f"{sum(mp.items for mp in plan.models if isinstance(mp, EmbeddingPlan))} index items, "
-        + ("from rates measured on this home." if measured
-           else "from default rates (this home has not measured its own yet)."),
+        + (
+            "from rates measured on this home."
+            if measured
+            else "from default rates (this home has not measured its own yet)."
+        ),
         "",
         "## Undo",
         "",
