@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from ledger.events import Topics
-from ledger.plan import DecisionPlan, EmbeddingPlan, ModelPlan
+from ledger.plan import DecisionPlan, EmbeddingPlan, ModelPlan, outgoing_version
 from ledger.rollback import RATES_FILE, Progress, RollbackPlan, rollback
 from ledger.serving import ServingPointer, current
 from ledger.store import open_views
@@ -33,6 +33,14 @@ _SERVING_NOW_SQL = """
     FROM serving_history WHERE served_until IS NULL AND list_contains($models, model)
     ORDER BY model
 """
+
+
+def _seconds(eta: float) -> str:
+    if eta < 0.1:
+        return "under 0.1s"
+    if eta < 120:
+        return f"{eta:.1f}s"
+    return f"{eta / 60:.0f} min"
 
 
 def _noop(_phase: str, _done: int, _total: int) -> None:
@@ -154,11 +162,19 @@ def _serving(home: Path, models: Sequence[str], rows: list[tuple[Any, ...]]) -> 
 
 def _undo(
     prefix: Sequence[str],
+    to: str,
     models: Sequence[str],
     pointers: dict[str, ServingPointer | None],
     serving: dict[str, str | None],
+    before: dict[str, str | None],
 ) -> tuple[list[str], list[str]]:
-    """The undo command lines and notes, for the state before the rollback."""
+    """The undo command lines and notes, for the state before the rollback.
+
+    ``before`` is, per model, the version to go back to when this home has no artifact
+    serving it: the version serving per the log, or when that already is ``to`` (served
+    from an artifact this home did not build, e.g. a redeploy outside the ledger), the
+    latest other version that served.
+    """
     back = [m for m in models if pointers[m] is not None]
     lines, notes = [], []
     if back:
@@ -168,10 +184,10 @@ def _undo(
             "(instant, no rebuild; its checksums are re-checked) and records a DeploymentChanged."
         )
     rebuild = [m for m in models if pointers[m] is None]
-    for version in dict.fromkeys(serving[m] for m in rebuild):
-        group = [m for m in rebuild if serving[m] == version]
+    for version in dict.fromkeys(before[m] for m in rebuild):
+        group = [m for m in rebuild if before[m] == version]
         if version is None:
-            notes.append(f"{', '.join(group)}: nothing was deployed before; nothing to undo to.")
+            notes.append(f"{', '.join(group)}: no other version was deployed; nothing to undo to.")
             continue
         lines.append(
             _line(
@@ -183,12 +199,21 @@ def _undo(
                 "--yes",
                 "--reason",
                 f"undo: back to {version}",
+                "--actor",
+                "oncall",
             )
         )
-        notes.append(
+        note = (
             f"{', '.join(group)}: this home has no artifact serving now, so the undo rebuilds "
             f"{version} from the log (ETA as above)."
         )
+        if any(serving[m] == to for m in group):
+            note += (
+                f" {to} serves already per the log, but from an artifact this home did not "
+                f"build (a redeploy outside the ledger); backing out means going to the "
+                f"version that served before it, {version}."
+            )
+        notes.append(note)
     return lines, notes
 
 
@@ -218,10 +243,13 @@ def make_runbook(
     """
     names = list(dict.fromkeys(models))
     plan = rollback(bootstrap, topics, home, names, to=to, dry_run=True, progress=progress).plan
+    serving = {mp.model: mp.serving_version for mp in plan.models}
     with open_views(home) as con:
         rows = con.execute(_SERVING_NOW_SQL, {"models": names}).fetchall()
+        before = {
+            m: outgoing_version(con, m, to) if serving[m] == to else serving[m] for m in names
+        }
     pointers = {m: current(home, m) for m in names}
-    serving = {mp.model: mp.serving_version for mp in plan.models}
     margs = _model_args(names)
     commands = [
         _line(cli_prefix, "status"),
@@ -240,7 +268,7 @@ def make_runbook(
         ),
         _line(cli_prefix, "verify", *margs),
     ]
-    undo, undo_notes = _undo(cli_prefix, names, pointers, serving)
+    undo, undo_notes = _undo(cli_prefix, to, names, pointers, serving, before)
     measured = (home / RATES_FILE).exists()
     events = sum(plan.log_offsets.values())
     stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())
@@ -310,7 +338,7 @@ def make_runbook(
         "",
         "## ETA",
         "",
-        f"About {plan.eta_seconds:.1f}s to load and build "
+        f"About {_seconds(plan.eta_seconds)} to load and build "
         f"{sum(mp.items for mp in plan.models if isinstance(mp, EmbeddingPlan))} index items, "
         + (
             "from rates measured on this home."

@@ -31,21 +31,31 @@ def planted(bootstrap, topics):
     a, b, _, _, flipped = planted_decisions()
     with Producer(bootstrap=bootstrap, name="planter", topics=topics) as producer:
         for v in ("v1", "v2"):
-            producer.register_model_version(EMB, v, kind="embedding", dimension=va.shape[1],
-                                            metric="euclidean")
-            producer.register_model_version(CLF, v, kind="classifier",
-                                            labels=["ham", "spam", "unsure"])
+            producer.register_model_version(
+                EMB, v, kind="embedding", dimension=va.shape[1], metric="euclidean"
+            )
+            producer.register_model_version(
+                CLF, v, kind="classifier", labels=["ham", "spam", "unsure"]
+            )
         for version, ids, vectors in (("v1", ids_a, va), ("v2", ids_b, vb)):
-            producer.write_embeddings(EMB, version, list(ids), vectors,
-                                      content_sha256s=[content_hash(str(e)) for e in ids])
+            producer.write_embeddings(
+                EMB,
+                version,
+                list(ids),
+                vectors,
+                content_sha256s=[content_hash(str(e)) for e in ids],
+            )
         for version, table in (("v1", a), ("v2", b)):
-            for subject, label in zip(table["subject_id"].to_pylist(),
-                                      table["label"].to_pylist(), strict=True):
-                producer.record_decision(CLF, version, subject, label, score=0.5,
-                                         input_sha256=content_hash(subject))
+            for subject, label in zip(
+                table["subject_id"].to_pylist(), table["label"].to_pylist(), strict=True
+            ):
+                producer.record_decision(
+                    CLF, version, subject, label, score=0.5, input_sha256=content_hash(subject)
+                )
         for model in (EMB, CLF):
-            producer.record_deployment(model, to_version="v1", from_version=None,
-                                       reason="initial", actor="test")
+            producer.record_deployment(
+                model, to_version="v1", from_version=None, reason="initial", actor="test"
+            )
         producer.flush()
     return flipped
 
@@ -68,17 +78,42 @@ def test_compare_reports_the_planted_disagreement_and_gate_exit_codes(
     bootstrap, topics, tmp_path, planted
 ):
     out = tmp_path / "report"
-    compare = ["compare", "--model", EMB, "--model", CLF, "v1", "v2", "--sample", "300",
-               "--seed", "1", "--out", str(out), "--json"]
-    result = _ledger(bootstrap, topics, tmp_path, *compare,
-                     "--gate", "agreement>=0.9,overlap>=0.3,coverage_a>0.95")
+    compare = [
+        "compare",
+        "--model",
+        EMB,
+        "--model",
+        CLF,
+        "v1",
+        "v2",
+        "--sample",
+        "300",
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+        "--json",
+    ]
+    result = _ledger(
+        bootstrap,
+        topics,
+        tmp_path,
+        *compare,
+        "--gate",
+        "agreement>=0.9,overlap>=0.3,coverage_a>0.95",
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
 
     emb = data["models"][EMB]
     assert emb["kind"] == "embeddings" and emb["k"] == 10 and emb["sample_size"] == 300
-    assert emb["coverage"] == {"only_a": 30, "only_b": 25, "both": 800,
-                               "coverage_a": 800 / 830, "coverage_b": 800 / 825}
+    assert emb["coverage"] == {
+        "only_a": 30,
+        "only_b": 25,
+        "both": 800,
+        "coverage_a": 800 / 830,
+        "coverage_b": 800 / 825,
+    }
     # Planted: half the entities keep all 10 neighbours, half keep none; mean 0.5.
     hist = emb["overlap_histogram"]
     assert sum(hist) == 300 and hist[1:10] == [0] * 9
@@ -96,11 +131,14 @@ def test_compare_reports_the_planted_disagreement_and_gate_exit_codes(
     assert set(parquet["subject_id"].to_pylist()) == planted
     assert pacsv.read_csv(out / f"{CLF}.flipped.csv").to_pylist() == parquet.to_pylist()
     assert sorted(data["flipped_files"]) == sorted(
-        str(out / f"{CLF}.flipped.{s}") for s in ("csv", "parquet"))
+        str(out / f"{CLF}.flipped.{s}") for s in ("csv", "parquet")
+    )
     # coverage_a is measured on both models: one result each.
     assert [(g["model"], g["gate"], g["passed"]) for g in data["gates"]["gates"]] == [
-        (CLF, "agreement>=0.9", True), (EMB, "overlap>=0.3", True),
-        (EMB, "coverage_a>0.95", True), (CLF, "coverage_a>0.95", True),
+        (CLF, "agreement>=0.9", True),
+        (EMB, "overlap>=0.3", True),
+        (EMB, "coverage_a>0.95", True),
+        (CLF, "coverage_a>0.95", True),
     ]
 
     failed = _ledger(bootstrap, topics, tmp_path, *compare, "--gate", "agreement>=0.95")
@@ -111,8 +149,18 @@ def test_compare_reports_the_planted_disagreement_and_gate_exit_codes(
     assert human.exit_code == 1
     assert "FAIL overlap>=0.9 on planted-embedder" in human.output
 
-    unmeasured = _ledger(bootstrap, topics, tmp_path, "compare", "--model", EMB, "v1", "v2",
-                         "--gate", "agreement>=0.5")
+    unmeasured = _ledger(
+        bootstrap,
+        topics,
+        tmp_path,
+        "compare",
+        "--model",
+        EMB,
+        "v1",
+        "v2",
+        "--gate",
+        "agreement>=0.5",
+    )
     assert unmeasured.exit_code == 1  # no model measures agreement: not a pass
     assert "no model measures it: not measured" in unmeasured.output
 
@@ -135,13 +183,15 @@ def test_promote_refuses_on_a_failed_gate_and_switches_on_a_passing_one(
     assert not (tmp_path / "artifacts").exists()
     assert len(_deployments(bootstrap, topics)) == 2  # only the initial ones
 
-    dry = _ledger(bootstrap, topics, tmp_path, *promote, "--dry-run", "--json",
-                  "--gate", "agreement>=0.9")
+    dry = _ledger(
+        bootstrap, topics, tmp_path, *promote, "--dry-run", "--json", "--gate", "agreement>=0.9"
+    )
     assert dry.exit_code == 0, dry.output
     assert json.loads(dry.stdout)["switched"] is False and current(tmp_path, CLF) is None
 
-    passed = _ledger(bootstrap, topics, tmp_path, *promote, "--json",
-                     "--gate", "agreement>=0.9,overlap>=0.3")
+    passed = _ledger(
+        bootstrap, topics, tmp_path, *promote, "--json", "--gate", "agreement>=0.9,overlap>=0.3"
+    )
     assert passed.exit_code == 0, passed.output
     data = json.loads(passed.stdout)
     assert data["against"] == {EMB: "v1", CLF: "v1"}
@@ -149,5 +199,7 @@ def test_promote_refuses_on_a_failed_gate_and_switches_on_a_passing_one(
     assert current(tmp_path, EMB).version == "v2" and current(tmp_path, CLF).version == "v2"
     promoted = [d for d in _deployments(bootstrap, topics) if d["reason"].startswith("promotion")]
     assert {(d["model"], d["model_version"], d["from_version"]) for d in promoted} == {
-        (EMB, "v2", "v1"), (CLF, "v2", "v1")}
+        (EMB, "v2", "v1"),
+        (CLF, "v2", "v1"),
+    }
     assert promoted[0]["reason"] == "promotion v1 -> v2 (gates agreement>=0.9,overlap>=0.3)"

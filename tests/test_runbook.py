@@ -83,17 +83,37 @@ def _assert_serves(home, incident, version):
 def test_runbook_commands_run_in_order_roll_back_and_undo(bootstrap, topics, tmp_path, incident):
     home = tmp_path / "home"
     path = tmp_path / "runbook.md"
-    result = CliRunner().invoke(cli, [
-        "--bootstrap", bootstrap, "--home", str(home), "--topic-prefix", topics.prefix,
-        "runbook", "--model", EMBEDDER, "--model", CLASSIFIER, "--to", "v1", "--out", str(path),
-    ])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--bootstrap",
+            bootstrap,
+            "--home",
+            str(home),
+            "--topic-prefix",
+            topics.prefix,
+            "runbook",
+            "--model",
+            EMBEDDER,
+            "--model",
+            CLASSIFIER,
+            "--to",
+            "v1",
+            "--out",
+            str(path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     md = path.read_text()
     assert current(home, EMBEDDER) is None  # writing a runbook changes nothing
 
     # What serves now (the log: v1 again after the naive redeploy) and the counts.
-    assert re.search(rf"^\| {EMBEDDER} \| v1 \| .* \| oncall: quality drop: naive redeploy "
-                     r"\| none on this home \|$", md, flags=re.M)
+    assert re.search(
+        rf"^\| {EMBEDDER} \| v1 \| .* \| oncall: quality drop: naive redeploy "
+        r"\| none on this home \|$",
+        md,
+        flags=re.M,
+    )
     assert f"| gap (live, no v1 embedding) | {len(incident.gap('v1'))} |" in md
     assert f"| stale (content changed after v1 embedded it) | {len(incident.stale('v1'))} |" in md
     assert f"| live entities | {len(incident.live())} |" in md
@@ -106,21 +126,43 @@ def test_runbook_commands_run_in_order_roll_back_and_undo(bootstrap, topics, tmp
     assert "from default rates" in md
 
     commands = _section_commands(md, "Commands")
-    assert [_name(c) for c in commands] == [
-        "status", "rollback", "rollback", "verify"]
+    assert [_name(c) for c in commands] == ["status", "rollback", "rollback", "verify"]
     assert _run_all(commands) in (
-        ["status", "rollback", "rollback"], ["status", "rollback", "rollback", "verify"])
+        ["status", "rollback", "rollback"],
+        ["status", "rollback", "rollback", "verify"],
+    )
     _assert_serves(home, incident, "v1")
 
-    # This home had no artifact before: the undo rebuilds what served per the log (v1 after
-    # the naive redeploy), so undoing leaves v1's rebuilt state serving as well.
+    # This home had no artifact before and v1 already served (a naive redeploy): backing
+    # out goes to the version that served before it, rebuilt from the log.
     undo = _section_commands(md, "Undo")
-    assert [shlex.join(c) for c in undo] == [shlex.join([
-        "ledger", "--home", str(home), "--bootstrap", bootstrap, "--topic-prefix",
-        topics.prefix, "rollback", "--model", EMBEDDER, "--model", CLASSIFIER, "--to", "v1",
-        "--yes", "--reason", "undo: back to v1"])]
+    assert [shlex.join(c) for c in undo] == [
+        shlex.join(
+            [
+                "ledger",
+                "--home",
+                str(home),
+                "--bootstrap",
+                bootstrap,
+                "--topic-prefix",
+                topics.prefix,
+                "rollback",
+                "--model",
+                EMBEDDER,
+                "--model",
+                CLASSIFIER,
+                "--to",
+                "v2",
+                "--yes",
+                "--reason",
+                "undo: back to v2",
+                "--actor",
+                "oncall",
+            ]
+        )
+    ]
     _run_all(undo)
-    _assert_serves(home, incident, "v1")
+    _assert_serves(home, incident, "v2")
 
 
 def test_switch_back_serves_the_previous_artifact_and_records_it(
@@ -138,15 +180,15 @@ def test_switch_back_serves_the_previous_artifact_and_records_it(
     # The runbook for the next move lists switch-back as its (instant) undo.
     book = CliRunner().invoke(cli, [*base, "runbook", *models, "--to", "v2"])
     assert book.exit_code == 0, book.output
-    assert [_name(c) for c in _section_commands(book.output, "Undo")] == [
-        "switch-back"]
+    assert [_name(c) for c in _section_commands(book.output, "Undo")] == ["switch-back"]
 
-    result = CliRunner().invoke(cli, [*base, "switch-back", *models, "--actor", "oncall",
-                                      "--json"])
+    result = CliRunner().invoke(cli, [*base, "switch-back", *models, "--actor", "oncall", "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [(r["model"], r["from_version"], r["to_version"]) for r in rows] == [
-        (EMBEDDER, "v1", "v2"), (CLASSIFIER, "v1", "v2")]
+        (EMBEDDER, "v1", "v2"),
+        (CLASSIFIER, "v1", "v2"),
+    ]
     _assert_serves(tmp_path, incident, "v2")
 
     catch_up(bootstrap, topics, tmp_path)  # materialise the switch-back events
@@ -155,5 +197,7 @@ def test_switch_back_serves_the_previous_artifact_and_records_it(
             "SELECT model, model_version, reason, actor FROM serving_history "
             "WHERE served_until IS NULL ORDER BY model"
         ).fetchall()
-    assert now == [(CLASSIFIER, "v2", "switch-back", "oncall"),
-                   (EMBEDDER, "v2", "switch-back", "oncall")]
+    assert now == [
+        (CLASSIFIER, "v2", "switch-back", "oncall"),
+        (EMBEDDER, "v2", "switch-back", "oncall"),
+    ]
