@@ -13,17 +13,9 @@ import click
 
 from ledger.cli import Context, cli, emit, json_option, pass_context
 from ledger.cli_rollback import print_plan, print_result, terminal_progress
-from ledger.compare import DecisionComparison, EmbeddingComparison, parse_gates
-from ledger.comparison import (
-    GateOutcome,
-    VersionComparison,
-    check_gates,
-    compare_versions,
-    default_report_dir,
-    write_flipped,
-)
-from ledger.rollback import RollbackPlan, ensure_caught_up
-from ledger.store import open_views
+from ledger.compare import DecisionComparison, EmbeddingComparison
+from ledger.comparison import GateOutcome, VersionComparison, compare_log
+from ledger.rollback import RollbackPlan
 
 _models_option = click.option(
     "--model",
@@ -146,32 +138,30 @@ def compare_cmd(
         ledger compare --model text-embedder --model spam-filter v1 v2 \\
             --gate 'agreement>=0.95,overlap>=0.6'
     """
-    gates = parse_gates(gate) if gate is not None else None  # a bad spec fails before any work
-    bootstrap = c.require_bootstrap()
-    ensure_caught_up(bootstrap, c.topics, c.home)
-    with open_views(c.home) as con:
-        comparison = compare_versions(
-            con, list(models), version_a, version_b, k=k, sample=sample, seed=seed
-        )
-    folder = out or default_report_dir(c.home, version_a, version_b)
-    written = write_flipped(comparison, folder)
-    outcome = check_gates(gates, comparison) if gates is not None else None
-    data: dict[str, Any] = {
-        **comparison.to_dict(),
-        "flipped_files": [str(p) for p in written],
-        "gates": outcome.to_dict() if outcome is not None else None,
-    }
+    report = compare_log(
+        c.require_bootstrap(),
+        c.topics,
+        c.home,
+        list(models),
+        version_a,
+        version_b,
+        gate=gate,
+        k=k,
+        sample=sample,
+        seed=seed,
+        out=out,
+    )
 
     def human(_: Any) -> None:
-        print_comparison(comparison)
-        for p in written:
+        print_comparison(report.comparison)
+        for p in report.files:
             click.echo(f"flipped subjects: {p}")
-        if outcome is not None:
+        if report.gates is not None:
             click.echo("gates:")
-            print_gates(outcome)
+            print_gates(report.gates)
 
-    emit(data, as_json=as_json, human=human)
-    if outcome is not None and not outcome.passed:
+    emit(report.to_dict(), as_json=as_json, human=human)
+    if report.gates is not None and not report.gates.passed:
         sys.exit(1)
 
 

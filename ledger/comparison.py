@@ -37,8 +37,11 @@ from ledger.compare import (
     write_table,
 )
 from ledger.errors import ContractError
+from ledger.events import Topics
 from ledger.manifest import path_part
 from ledger.plan import DECISIONS_SQL, ITEMS_SQL, arrow, log_offsets, registered_version
+from ledger.rollback import Progress, ensure_caught_up
+from ledger.store import open_views
 
 REPORTS_DIR = "reports"
 
@@ -96,6 +99,10 @@ class GateOutcome:
             value = "not measured" if r.result.value is None else f"{r.result.value:.4f}"
             parts.append(f"{r.result.gate} on {r.model or 'no model'}: {value}")
         return "; ".join(parts)
+
+
+def _noop(_phase: str, _done: int, _total: int) -> None:
+    return None
 
 
 def _vectors(table: pa.Table) -> npt.NDArray[np.float32]:
@@ -201,3 +208,59 @@ def write_flipped(comparison: VersionComparison, folder: Path) -> list[Path]:
                 path = folder / f"{path_part(model)}.flipped.{suffix}"
                 written.append(write_table(c.flipped, path))
     return written
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompareReport:
+    """A comparison on the log's data, its gates (None: no gate spec) and the files written."""
+
+    comparison: VersionComparison
+    gates: GateOutcome | None
+    files: tuple[Path, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.comparison.to_dict(),
+            "flipped_files": [str(p) for p in self.files],
+            "gates": self.gates.to_dict() if self.gates is not None else None,
+        }
+
+
+def compare_log(
+    bootstrap: str,
+    topics: Topics,
+    home: Path,
+    models: Sequence[str],
+    version_a: str,
+    version_b: str,
+    *,
+    gate: str | None = None,
+    k: int = 10,
+    sample: int = 1000,
+    seed: int = 0,
+    out: Path | None = None,
+    progress: Progress = _noop,
+) -> CompareReport:
+    """``ledger compare``: catch up, compare, write the flipped subjects, check the gates.
+
+    1. Parse the gate spec first: a typo must not cost a catch-up.
+    2. Catch the views up to the true end of the log, so the figures cover every event
+       written before the comparison started.
+    3. Compare (:func:`compare_versions`) and write each classifier's flipped subjects to
+       ``out`` (default :func:`default_report_dir`).
+
+    Example:
+        >>> r = compare_log(bs, Topics(), Path(".ledger"), ["spam-filter"], "v1", "v2",
+        ...                 gate="agreement>=0.95")  # doctest: +SKIP
+        >>> r.gates.passed  # doctest: +SKIP
+        False
+    """
+    gates = parse_gates(gate) if gate is not None else None
+    ensure_caught_up(bootstrap, topics, home, progress=progress)
+    with open_views(home) as con:
+        comparison = compare_versions(
+            con, models, version_a, version_b, k=k, sample=sample, seed=seed
+        )
+    files = write_flipped(comparison, out or default_report_dir(home, version_a, version_b))
+    outcome = check_gates(gates, comparison) if gates is not None else None
+    return CompareReport(comparison, outcome, tuple(files))

@@ -1,8 +1,10 @@
 """Promotion (a gated switch to a new version) and switch-back (the instant undo).
 
-:func:`promote` compares the candidate version with what serves (or ``against``), checks
-the gates, and only then runs :func:`ledger.rollback.rollback` to the candidate: the same
-plan, build, verify, switch and ``DeploymentChanged`` machinery, with a promotion reason.
+:func:`promote` runs :func:`ledger.rollback.rollback` to the candidate version with the
+gates as its confirmation: the candidate is compared with what serves (or ``against``)
+under the rollback lock, at the plan's log position, and only when every gate passes does
+the same plan, build, verify, switch and ``DeploymentChanged`` machinery run, with a
+promotion reason.
 
 :func:`switch_back` points each model back at its previous serving artifact (no build: the
 artifact is still on disk and is re-checked against its checksums) and records the switch
@@ -21,9 +23,8 @@ from ledger.compare import parse_gates
 from ledger.comparison import GateOutcome, VersionComparison, check_gates, compare_versions
 from ledger.errors import ContractError, ServingError
 from ledger.events import Topics
-from ledger.plan import serving_version
 from ledger.producer import Producer
-from ledger.rollback import Progress, RollbackPlan, RollbackResult, ensure_caught_up, rollback
+from ledger.rollback import Progress, RollbackPlan, RollbackResult, rollback
 from ledger.serving import ServingPointer, current, previous, rollback_lock
 from ledger.serving import switch_back as switch_pointer_back
 from ledger.store import open_views
@@ -86,11 +87,14 @@ def promote(
     """Compare ``to`` with what serves, check ``gate``, then switch every model to ``to``.
 
     1. Parse the gate spec first: a typo must not cost a catch-up.
-    2. Catch up and compare each model's serving version (per the log's deployments, or
-       ``against``) with ``to``, at one log position.
-    3. A failed gate stops here: nothing is built or switched.
-    4. Otherwise :func:`ledger.rollback.rollback` to ``to`` (dry run: the plan only), with
-       reason ``promotion <from> -> <to> (gates ...)``.
+    2. Run :func:`ledger.rollback.rollback` to ``to`` with the gate as its confirmation,
+       so the comparison is made under the models' rollback locks, after the catch-up, on
+       the log position the plan was made at: nothing can switch in between.
+    3. The gate compares each model's serving version (per the log's deployments, as the
+       plan says, or ``against``) with ``to``. A failed gate declines: nothing is built or
+       switched. A dry run declines after the comparison too, keeping the plan.
+    4. Otherwise ``confirm(plan)`` (if given) has the last word, and the rollback builds,
+       verifies and switches, with reason ``promotion to <to> (gates ...)``.
 
     Example:
         >>> r = promote(bs, Topics(), Path(".ledger"), ["spam-filter"], to="v3",
@@ -101,51 +105,62 @@ def promote(
     parsed = parse_gates(gate) if gate is not None else None
     if not models:
         raise ContractError("name at least one model (--model)", field="model")
-    home.mkdir(parents=True, exist_ok=True)
-    ensure_caught_up(bootstrap, topics, home, progress=progress)
-    with open_views(home) as con:
+    seen: dict[str, Any] = {}
+
+    def gated(plan: RollbackPlan) -> bool:
         versions: dict[str, str] = {}
-        for model in dict.fromkeys(models):
-            version = against or serving_version(con, model)
+        for mp in plan.models:
+            version = against or mp.serving_version
             if version is None:
                 raise ContractError(
-                    f"no version of {model} serves yet (no deployment in the log); "
+                    f"no version of {mp.model} serves yet (no deployment in the log); "
                     "name the version to compare with: --against VERSION",
                     field="against",
                 )
-            versions[model] = version
-        comparisons = tuple(
-            compare_versions(
-                con,
-                [m for m, v in versions.items() if v == base],
-                base,
-                to,
-                k=k,
-                sample=sample,
-                seed=seed,
+            versions[mp.model] = version
+        with open_views(home) as con:
+            comparisons = tuple(
+                compare_versions(
+                    con,
+                    [m for m, v in versions.items() if v == base],
+                    base,
+                    to,
+                    k=k,
+                    sample=sample,
+                    seed=seed,
+                )
+                for base in dict.fromkeys(versions.values())
             )
-            for base in dict.fromkeys(versions.values())
-        )
-    outcome = None
-    if parsed is not None:
-        outcome = GateOutcome(tuple(r for c in comparisons for r in check_gates(parsed, c).results))
-        if not outcome.passed:
-            return PromotionResult(to, versions, comparisons, outcome, None)
-    bases = ",".join(dict.fromkeys(versions.values()))
+        outcome = None
+        if parsed is not None:
+            outcome = GateOutcome(
+                tuple(r for c in comparisons for r in check_gates(parsed, c).results)
+            )
+        seen.update(versions=versions, comparisons=comparisons, gates=outcome)
+        if (outcome is not None and not outcome.passed) or dry_run:
+            return False
+        return confirm is None or confirm(plan)
+
+    # The outgoing version is in each DeploymentChanged's from_version.
     checked = f"gates {gate.replace(' ', '')}" if gate is not None else "no gates"
+    base = f" against {against}" if against is not None else ""
     result = rollback(
         bootstrap,
         topics,
         home,
-        list(versions),
+        list(dict.fromkeys(models)),
         to=to,
-        dry_run=dry_run,
-        confirm=confirm,
+        dry_run=False,
+        confirm=gated,
         actor=actor,
-        reason=f"promotion {bases} -> {to} ({checked})",
         progress=progress,
+        reason=f"promotion to {to}{base} ({checked})",
     )
-    return PromotionResult(to, versions, comparisons, outcome, result)
+    outcome = seen["gates"]
+    refused = outcome is not None and not outcome.passed
+    return PromotionResult(
+        to, seen["versions"], seen["comparisons"], outcome, None if refused else result
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +196,9 @@ def switch_back(
 
     1. Take every model's rollback lock (sorted order), so no rollback switches meanwhile.
     2. Check every model has an earlier artifact before switching any: all or none.
-    3. Switch each pointer (atomic; the artifact's checksums are verified first).
-    4. Publish one ``DeploymentChanged`` per model, so the log's ``serving_now`` agrees.
+    3. Connect the producer, so an unreachable broker fails before any pointer moves.
+    4. Switch each pointer (atomic; the artifact's checksums are verified first).
+    5. Publish one ``DeploymentChanged`` per model, so the log's ``serving_now`` agrees.
 
     Example:
         >>> [s.to_pointer.version for s in switch_back(bs, Topics(), Path(".ledger"),
@@ -204,11 +220,14 @@ def switch_back(
                     f"to; rebuild the version instead: ledger rollback --model {model} --to V"
                 )
             before[model] = now
-        after = {
-            m: switch_pointer_back(home, m, info={"reason": reason, "actor": actor}) for m in names
-        }
-        out = []
+        # Step 3 before 4: a broker that cannot be reached must not leave pointers
+        # switched with the log not told (a rerun would then switch back again).
         with Producer(bootstrap=bootstrap, name=actor, topics=topics) as producer:
+            after = {
+                m: switch_pointer_back(home, m, info={"reason": reason, "actor": actor})
+                for m in names
+            }
+            out = []
             for model in names:
                 event = producer.record_deployment(
                     model,

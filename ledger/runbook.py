@@ -175,8 +175,17 @@ def _undo(
     from an artifact this home did not build, e.g. a redeploy outside the ledger), the
     latest other version that served.
     """
-    back = [m for m in models if pointers[m] is not None]
     lines, notes = [], []
+    for m in models:
+        p = pointers[m]
+        if p is not None and p.version == to:
+            # Rebuilding at an unchanged log position gives the same artifact, and then the
+            # previous pointer is an older version: switch-back would not be an undo.
+            notes.append(
+                f"{m}: already serves {to} on this home (`{p.artifact}`); the rollback only "
+                "brings it up to the current log position: nothing to undo."
+            )
+    back = [m for m in models if (p := pointers[m]) is not None and p.version != to]
     if back:
         lines.append(_line(prefix, "switch-back", *_model_args(back), "--actor", "oncall"))
         notes.append(

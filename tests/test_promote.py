@@ -202,4 +202,4 @@ def test_promote_refuses_on_a_failed_gate_and_switches_on_a_passing_one(
         (EMB, "v2", "v1"),
         (CLF, "v2", "v1"),
     }
-    assert promoted[0]["reason"] == "promotion v1 -> v2 (gates agreement>=0.9,overlap>=0.3)"
+    assert promoted[0]["reason"] == "promotion to v2 (gates agreement>=0.9,overlap>=0.3)"

@@ -182,6 +182,12 @@ def test_switch_back_serves_the_previous_artifact_and_records_it(
     assert book.exit_code == 0, book.output
     assert [_name(c) for c in _section_commands(book.output, "Undo")] == ["switch-back"]
 
+    # v1 already serves from this home: rolling to v1 again has nothing to undo.
+    same = CliRunner().invoke(cli, [*base, "runbook", *models, "--to", "v1"])
+    assert same.exit_code == 0, same.output
+    assert _section_commands(same.output, "Undo") == []
+    assert f"{EMBEDDER}: already serves v1 on this home" in same.output
+
     result = CliRunner().invoke(cli, [*base, "switch-back", *models, "--actor", "oncall", "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
