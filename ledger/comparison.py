@@ -200,10 +200,10 @@ def write_flipped(comparison: VersionComparison, folder: Path) -> list[Path]:
         >>> write_flipped(comparison, Path("out"))  # doctest: +SKIP
         [PosixPath('out/spam-filter.flipped.parquet'), PosixPath('out/spam-filter.flipped.csv')]
     """
-    folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for model, c in comparison.models.items():
         if isinstance(c, DecisionComparison):
+            folder.mkdir(parents=True, exist_ok=True)
             for suffix in ("parquet", "csv"):
                 path = folder / f"{path_part(model)}.flipped.{suffix}"
                 written.append(write_table(c.flipped, path))

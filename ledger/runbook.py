@@ -37,10 +37,10 @@ _SERVING_NOW_SQL = """
 
 def _seconds(eta: float) -> str:
     if eta < 0.1:
-        return "under 0.1s"
+        return "Under 0.1s"
     if eta < 120:
-        return f"{eta:.1f}s"
-    return f"{eta / 60:.0f} min"
+        return f"About {eta:.1f}s"
+    return f"About {eta / 60:.0f} min"
 
 
 def _noop(_phase: str, _done: int, _total: int) -> None:
@@ -214,7 +214,7 @@ def _undo(
         )
         note = (
             f"{', '.join(group)}: this home has no artifact serving now, so the undo rebuilds "
-            f"{version} from the log (ETA as above)."
+            f"{version} from the log (its plan and ETA: the same command with --dry-run)."
         )
         if any(serving[m] == to for m in group):
             note += (
@@ -347,7 +347,7 @@ def make_runbook(
         "",
         "## ETA",
         "",
-        f"About {_seconds(plan.eta_seconds)} to load and build "
+        f"{_seconds(plan.eta_seconds)} to load and build "
         f"{sum(mp.items for mp in plan.models if isinstance(mp, EmbeddingPlan))} index items, "
         + (
             "from rates measured on this home."
