@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ledger.cli import Context, cli, emit, json_option, pass_context
 from ledger.cli_rollback import print_plan, print_result, terminal_progress
-from ledger.compare import DecisionComparison, EmbeddingComparison
-from ledger.comparison import GateOutcome, VersionComparison, compare_log
-from ledger.rollback import RollbackPlan
+
+if TYPE_CHECKING:  # imported when a command runs: every `ledger` start pays for imports here
+    from ledger.comparison import GateOutcome, VersionComparison
+    from ledger.rollback import RollbackPlan
 
 _models_option = click.option(
     "--model",
@@ -57,6 +58,8 @@ def _fmt(value: float | None) -> str:
 
 def print_comparison(comparison: VersionComparison) -> None:
     """A comparison as people read it."""
+    from ledger.compare import DecisionComparison, EmbeddingComparison
+
     a, b = comparison.version_a, comparison.version_b
     for model, c in comparison.models.items():
         cov = c.coverage
@@ -138,6 +141,8 @@ def compare_cmd(
         ledger compare --model text-embedder --model spam-filter v1 v2 \\
             --gate 'agreement>=0.95,overlap>=0.6'
     """
+    from ledger.comparison import compare_log
+
     report = compare_log(
         c.require_bootstrap(),
         c.topics,
