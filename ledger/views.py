@@ -42,9 +42,7 @@ def view_statements(sources: Sequence[str]) -> list[str]:
         >>> view_statements(["shard_0"])[0].startswith("CREATE VIEW model_versions")
         True
     """
-    out = [
-        f"CREATE VIEW {table} AS\n{_union_by_event_id(table, sources)}" for table in EVENT_VIEWS
-    ]
+    out = [f"CREATE VIEW {table} AS\n{_union_by_event_id(table, sources)}" for table in EVENT_VIEWS]
     out.append(
         # A message is dead-lettered once per shard that read it; show it once, re-driven
         # if any shard re-drove it.

@@ -257,3 +257,12 @@ def test_cli_rollback_asks_first_and_a_no_changes_nothing(bootstrap, topics, tmp
     assert "Not confirmed: nothing was changed." in result.output
     assert current(tmp_path, EMBEDDER) is None
     assert not (tmp_path / "artifacts").exists()
+
+
+def test_plan_eta_comes_from_the_homes_measured_rates(bootstrap, topics, tmp_path, incident):
+    (tmp_path / "rates.json").write_text(json.dumps({"load": 100.0, "build": 16_000.0}))
+    result = rollback(bootstrap, topics, tmp_path, [EMBEDDER], to="v1", dry_run=True)
+
+    items = len(incident.items("v1"))
+    trees = 50  # ledger.index.DEFAULT_TREES
+    assert result.plan.eta_seconds == pytest.approx(items / 100 + items * 16 * trees / 16_000)
