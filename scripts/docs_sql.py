@@ -6,7 +6,7 @@ missing). tests/test_docs.py checks every ```sql block of docs/ still runs and t
 header of each documented output matches.
 
     ledger demo && python scripts/docs_sql.py docs/sql.md            # home: .ledger
-    python scripts/docs_sql.py --home /tmp/demo docs/sql.md README.md
+    python scripts/docs_sql.py --home demo-home docs/sql.md README.md
 """
 
 from __future__ import annotations
