@@ -368,9 +368,12 @@ def rollback(
             plan = make_plan(home, con, models, to=to)
         if dry_run or (confirm is not None and not confirm(plan)):
             return RollbackResult(plan)
+        planned = {mp.model: mp.summary() for mp in plan.models}  # before any gap is filled
+        filled = 0
         if embedder is not None or classifier is not None:
             with Producer(bootstrap=bootstrap, name=actor, topics=topics) as producer:
-                if fill_gaps(producer, plan, embedder=embedder, classifier=classifier):
+                filled = fill_gaps(producer, plan, embedder=embedder, classifier=classifier)
+                if filled:
                     ensure_caught_up(bootstrap, topics, home, progress=progress)
                     with open_views(home) as con:
                         plan = make_plan(home, con, models, to=to)
@@ -404,6 +407,11 @@ def rollback(
         with Producer(bootstrap=bootstrap, name=actor, topics=topics) as producer:
             for mp in plan.models:
                 flat = {k: str(v) for k, v in mp.summary().items()}
+                if filled:  # the log should say what the rollback had to fill, not just "0 left"
+                    for key in ("gap", "stale", "redecide"):
+                        if key in planned[mp.model]:
+                            flat[f"{key}_before_fill"] = str(planned[mp.model][key])
+                    flat["filled_events"] = str(filled)
                 flat["artifact"] = relative[mp.model]
                 flat["log_offsets"] = json.dumps(summary["log_offsets"], sort_keys=True)
                 event = producer.record_deployment(

@@ -243,6 +243,10 @@ def test_embedder_hook_fills_the_gap_through_the_log(bootstrap, topics, tmp_path
     refreshed = {r["entity_id"] for r in v1_writes if r["model_version"] == "v1"
                  and r["producer"] == "ledger"}
     assert refreshed == todo  # the log stays the source of truth
+    (event,) = [d for d in _deployments(bootstrap, topics) if d["reason"] == "rollback"]
+    assert int(event["summary"]["gap_before_fill"]) == len(incident.gap("v1"))
+    assert int(event["summary"]["stale_before_fill"]) == len(incident.stale("v1"))
+    assert event["summary"]["gap"] == "0"
 
 
 def test_cli_rollback_asks_first_and_a_no_changes_nothing(bootstrap, topics, tmp_path, incident):
