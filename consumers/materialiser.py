@@ -29,13 +29,12 @@ from kafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRange
 from kafka.structs import OffsetAndMetadata
 
 from consumers.batch import BatchBuilder
-from ledger.contract import ModelVersion, Registry
+from ledger.contract import Registry
 from ledger.errors import BrokerError, LogGapError
-from ledger.events import ModelVersionRegistered, Topics
+from ledger.events import Topics
 from ledger.log import partitions_of
 from ledger.schemas import SchemaStore, default_store
 from ledger.store import Shard
-from ledger.wire import decode
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +93,7 @@ class _ModelsTail:
         deadline = time.monotonic() + timeout
         while True:
             for records in self._consumer.poll(timeout_ms=100).values():
-                for msg in records:
-                    try:
-                        name, record = decode(self._schemas, msg.value or b"")
-                    except Exception:  # noqa: S112 - undecodable: the materialiser dead-letters it
-                        continue
-                    if name == "ModelVersionRegistered":
-                        registry.add(
-                            ModelVersion.from_event(ModelVersionRegistered.from_record(record))
-                        )
+                registry.add_registrations((m.value for m in records), self._schemas)
             hw = self._consumer.highwater(self._tp)
             if hw is not None and self._consumer.position(self._tp) >= hw:
                 return

@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ledger.errors import ContractError, UnknownModelVersion
+from ledger.errors import ContractError, LedgerError, UnknownModelVersion
 from ledger.events import ModelVersionRegistered
+from ledger.schemas import SchemaStore
+from ledger.wire import decode
 
 KINDS = ("embedding", "classifier")
 METRICS = ("angular", "euclidean", "dot")
@@ -63,7 +65,36 @@ class Registry:
             self.add(mv)
 
     def add(self, mv: ModelVersion) -> None:
+        """Register ``mv``; the same contract again is a no-op (retries, re-registrations).
+
+        Raises:
+            ContractError: the version is registered with a different contract. The first
+                registration in log order is the version's contract; a later, different one
+                is refused (the producer) or dead-lettered (the materialiser).
+        """
+        existing = self._versions.get((mv.model, mv.version))
+        if existing is not None and existing != mv:
+            raise ContractError(
+                f"{mv.model} {mv.version} is already registered as {existing.kind} "
+                f"(dimension={existing.dimension}, metric={existing.metric}, "
+                f"labels={list(existing.labels)}); a version's contract never changes: "
+                "register a new version",
+                field="model_version", expected=str(existing), got=str(mv),
+            )
         self._versions[(mv.model, mv.version)] = mv
+
+    def add_registrations(self, values: Iterable[bytes | None], store: SchemaStore) -> None:
+        """Add the ``ModelVersionRegistered`` events among framed ``values`` (models topic
+        messages, in log order). Anything else is passed over: undecodable messages and
+        conflicting registrations are the materialiser's to dead-letter, and one bad message
+        must not stop every producer (DESIGN decision 5)."""
+        for value in values:
+            try:
+                name, record = decode(store, value or b"")
+                if name == "ModelVersionRegistered":
+                    self.add(ModelVersion.from_event(ModelVersionRegistered.from_record(record)))
+            except LedgerError:
+                continue
 
     def __contains__(self, key: tuple[str, str]) -> bool:
         return key in self._versions

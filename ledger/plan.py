@@ -160,7 +160,7 @@ def registered_version(
     rows = _params(
         con,
         "SELECT kind, dimension, metric FROM model_versions "
-        "WHERE model = $model AND model_version = $version",
+        'WHERE model = $model AND model_version = $version ORDER BY "partition", "offset" LIMIT 1',
         model=model,
         version=version,
     )

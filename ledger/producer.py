@@ -59,14 +59,10 @@ def content_hash(content: str | bytes) -> str:
 
 def load_registry(bootstrap: str, topics: Topics, *, store: SchemaStore | None = None) -> Registry:
     """Every model version registered in the log (reads the models topic to its end)."""
-    from ledger.wire import decode  # local: keeps the import graph one-way for readers
-
-    store = store or default_store()
     registry = Registry()
-    for message in read_to_end(bootstrap, [topics.models]):
-        name, record = decode(store, message.value)
-        if name == "ModelVersionRegistered":
-            registry.add(ModelVersion.from_event(ModelVersionRegistered.from_record(record)))
+    registry.add_registrations(
+        (m.value for m in read_to_end(bootstrap, [topics.models])), store or default_store()
+    )
     return registry
 
 
@@ -273,6 +269,8 @@ class Producer:
 
         The whole batch is validated before anything is sent. Returns the event ids.
         """
+        if len(entity_ids) == 0 and len(content_sha256s) == 0 and np.size(vectors) == 0:
+            return []  # an empty batch (e.g. the tail of a chunked loop) sends nothing
         mv = self._version(model, version, "embedding")
         matrix = check_vectors(mv, vectors)
         if not (len(entity_ids) == len(content_sha256s) == matrix.shape[0]):

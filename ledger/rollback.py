@@ -45,6 +45,7 @@ from ledger.decision_table import build_decision_table
 from ledger.errors import ContractError, LedgerError, StoreError
 from ledger.events import Topics
 from ledger.index import DEFAULT_TREES, build_index
+from ledger.manifest import path_part
 from ledger.plan import (
     DECISIONS_SQL,
     ITEMS_SQL,
@@ -317,7 +318,7 @@ def build_artifacts(
 def write_reports(home: Path, plan: RollbackPlan) -> Path:
     """Gap, stale, re-decide and blast-radius lists as Parquet + CSV; the report folder."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    folder = home / REPORTS_DIR / f"{stamp}-to-{plan.to_version}"
+    folder = home / REPORTS_DIR / f"{stamp}-to-{path_part(plan.to_version)}"
     folder.mkdir(parents=True, exist_ok=True)
 
     def write(name: str, table: pa.Table) -> None:
@@ -325,14 +326,13 @@ def write_reports(home: Path, plan: RollbackPlan) -> Path:
         pacsv.write_csv(table, folder / f"{name}.csv")
 
     for mp in plan.models:
+        model = path_part(mp.model)  # a model name is not a safe file name ("team/emb")
         if isinstance(mp, EmbeddingPlan):
-            write(f"{mp.model}.gap", pa.table({"entity_id": pa.array(mp.gap, pa.string())}))
-            write(f"{mp.model}.stale", pa.table({"entity_id": pa.array(mp.stale, pa.string())}))
+            write(f"{model}.gap", pa.table({"entity_id": pa.array(mp.gap, pa.string())}))
+            write(f"{model}.stale", pa.table({"entity_id": pa.array(mp.stale, pa.string())}))
         else:
-            write(
-                f"{mp.model}.redecide", pa.table({"subject_id": pa.array(mp.redecide, pa.string())})
-            )
-            write(f"{mp.model}.blast_radius", mp.blast_radius)
+            write(f"{model}.redecide", pa.table({"subject_id": pa.array(mp.redecide, pa.string())}))
+            write(f"{model}.blast_radius", mp.blast_radius)
     (folder / "plan.json").write_text(json.dumps(plan.summary(), indent=2, default=str))
     return folder
 
@@ -399,12 +399,14 @@ def rollback(
                 + "; ".join(f"{c.model} {c.name}: {c.detail}" for c in failed)
             )
         summary = plan.summary()
-        for i, mp in enumerate(plan.models):
-            progress("switch", i, len(plan.models))
-            switch(home, mp.model, artifacts[mp.model], info={"reason": reason, "actor": actor})
-        progress("switch", len(plan.models), len(plan.models))
         event_ids = []
+        # Connect before the first pointer moves: an unreachable broker must fail the
+        # rollback while nothing is switched, not leave pointers switched and the log untold.
         with Producer(bootstrap=bootstrap, name=actor, topics=topics) as producer:
+            for i, mp in enumerate(plan.models):
+                progress("switch", i, len(plan.models))
+                switch(home, mp.model, artifacts[mp.model], info={"reason": reason, "actor": actor})
+            progress("switch", len(plan.models), len(plan.models))
             for mp in plan.models:
                 flat = {k: str(v) for k, v in mp.summary().items()}
                 if filled:  # the log should say what the rollback had to fill, not just "0 left"

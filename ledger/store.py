@@ -422,7 +422,8 @@ class Shard:
         """The registrations this shard holds (seeds the materialiser's registry)."""
         with self._connect("reading model versions") as con:
             rows = con.execute(
-                "SELECT model, model_version, kind, dimension, metric, labels FROM model_versions"
+                "SELECT model, model_version, kind, dimension, metric, labels FROM model_versions "
+                'ORDER BY "partition", "offset"'  # log order: the first registration wins
             ).fetchall()
         return [
             ModelVersion(m, v, k, d, metric, tuple(labels or ()))

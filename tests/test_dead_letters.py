@@ -160,3 +160,36 @@ def test_unregistered_version_is_looked_up_in_the_log_before_dead_lettering(
     Shard(tmp_path, "main").write(Batch({}, {(topics.models, 0): 1}))
     stats = catch_up(bootstrap, topics, tmp_path)
     assert (stats.events, stats.dead_letters) == (1, 0)
+
+
+def test_a_conflicting_registration_is_dead_lettered_and_the_first_contract_holds(
+    bootstrap, topics, tmp_path
+):
+    with Producer(bootstrap=bootstrap, name="svc", topics=topics) as producer:
+        producer.register_model_version("emb", "v1", kind="embedding", dimension=4, metric="dot")
+    conflicting = encoded(
+        "ModelVersionRegistered",
+        envelope(
+            "emb",
+            "v1",
+            kind="embedding",
+            dimension=8,
+            metric="dot",
+            artifact_uri="",
+            artifact_sha256=content_hash(""),
+            labels=[],
+        ),
+    )
+    send_raw(bootstrap, [(topics.models, b"emb", conflicting)])
+    send_raw(bootstrap, [(topics.embeddings, b"a", _embedding("v1", "a", np.ones(4)))])
+
+    catch_up(bootstrap, topics, tmp_path)
+
+    (dead,) = list_dead_letters(tmp_path)
+    assert dead.topic == topics.models and "already registered" in dead.reason
+    con = open_views(tmp_path)
+    try:
+        assert con.execute("SELECT dimension FROM model_versions").fetchall() == [(4,)]
+        assert con.execute("SELECT entity_id FROM embeddings").fetchall() == [("a",)]
+    finally:
+        con.close()

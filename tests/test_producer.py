@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ledger import ContractError, Producer, Topics, UnknownModelVersion, content_hash
+from ledger import ContractError, Producer, Topics, UnknownModelVersion, content_hash, load_registry
 from ledger.log import read_to_end
 from ledger.schemas import default_store
 from ledger.wire import decode
@@ -265,3 +265,37 @@ def test_event_ids_in_a_forked_child_are_not_the_parents() -> None:
     os.close(read)
     parent = {new_event_id() for _ in range(5)}
     assert len(child) == 5 and not child & parent
+
+
+def test_a_conflicting_registration_is_refused_and_the_first_contract_stays(bootstrap, topics):
+    from ledger import ContractError, Registry
+    from ledger.contract import ModelVersion
+
+    registry = Registry([ModelVersion("emb", "v1", "embedding", 4, "angular", ())])
+    registry.add(ModelVersion("emb", "v1", "embedding", 4, "angular", ()))  # same: a no-op
+    with pytest.raises(ContractError, match="already registered"):
+        registry.add(ModelVersion("emb", "v1", "embedding", 8, "angular", ()))
+    assert registry.get("emb", "v1").dimension == 4
+
+
+def test_garbage_on_the_models_topic_does_not_stop_producers(bootstrap, topics):
+    from kafka import KafkaProducer
+
+    raw = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    raw.send(topics.models, key=b"emb", value=b"not an event")
+    raw.send(topics.models, key=b"emb", value=None)
+    raw.flush()
+    raw.close()
+    with Producer(bootstrap=bootstrap, name="svc", topics=topics) as producer:
+        producer.register_model_version("emb", "v1", kind="embedding", dimension=4, metric="dot")
+        producer.write_embedding("emb", "v1", "a", np.ones(4), content_sha256=content_hash("a"))
+    assert load_registry(bootstrap, topics).get("emb", "v1").dimension == 4
+
+
+def test_an_empty_batch_sends_nothing_and_returns_no_ids(bootstrap, topics):
+    with Producer(bootstrap=bootstrap, name="svc", topics=topics) as producer:
+        producer.register_model_version("emb", "v1", kind="embedding", dimension=4, metric="dot")
+        assert (
+            producer.write_embeddings("emb", "v1", [], np.empty((0, 4)), content_sha256s=[]) == []
+        )
+    assert list(read_to_end(bootstrap, [topics.embeddings])) == []

@@ -202,9 +202,23 @@ def test_rollback_waits_for_a_running_materialiser_instead_of_writing_its_shard(
     import time
 
     consume = subprocess.Popen(
-        [sys.executable, "-m", "ledger", "--bootstrap", bootstrap, "--home", str(tmp_path),
-         "--topic-prefix", topics.prefix, "consume", "--no-group", "--shard", "main"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "ledger",
+            "--bootstrap",
+            bootstrap,
+            "--home",
+            str(tmp_path),
+            "--topic-prefix",
+            topics.prefix,
+            "consume",
+            "--no-group",
+            "--shard",
+            "main",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 30
@@ -228,8 +242,9 @@ def test_embedder_hook_fills_the_gap_through_the_log(bootstrap, topics, tmp_path
         rng = np.random.default_rng(len(ids))
         return rng.standard_normal((len(ids), 16)), [content_hash(f"refreshed {e}") for e in ids]
 
-    result = rollback(bootstrap, topics, tmp_path, [EMBEDDER], to="v1", dry_run=False,
-                      embedder=embed)
+    result = rollback(
+        bootstrap, topics, tmp_path, [EMBEDDER], to="v1", dry_run=False, embedder=embed
+    )
 
     todo = incident.gap("v1") | incident.stale("v1")
     assert {e for batch in calls for e in batch} == todo
@@ -240,8 +255,11 @@ def test_embedder_hook_fills_the_gap_through_the_log(bootstrap, topics, tmp_path
     v1_writes = [
         decode(default_store(), m.value)[1] for m in read_to_end(bootstrap, [topics.embeddings])
     ]
-    refreshed = {r["entity_id"] for r in v1_writes if r["model_version"] == "v1"
-                 and r["producer"] == "ledger"}
+    refreshed = {
+        r["entity_id"]
+        for r in v1_writes
+        if r["model_version"] == "v1" and r["producer"] == "ledger"
+    }
     assert refreshed == todo  # the log stays the source of truth
     (event,) = [d for d in _deployments(bootstrap, topics) if d["reason"] == "rollback"]
     assert int(event["summary"]["gap_before_fill"]) == len(incident.gap("v1"))
@@ -252,8 +270,19 @@ def test_embedder_hook_fills_the_gap_through_the_log(bootstrap, topics, tmp_path
 def test_cli_rollback_asks_first_and_a_no_changes_nothing(bootstrap, topics, tmp_path, incident):
     result = CliRunner().invoke(
         cli,
-        ["--bootstrap", bootstrap, "--home", str(tmp_path), "--topic-prefix", topics.prefix,
-         "rollback", "--model", EMBEDDER, "--to", "v1"],
+        [
+            "--bootstrap",
+            bootstrap,
+            "--home",
+            str(tmp_path),
+            "--topic-prefix",
+            topics.prefix,
+            "rollback",
+            "--model",
+            EMBEDDER,
+            "--to",
+            "v1",
+        ],
         input="n\n",
     )
     assert result.exit_code == 0, result.output
@@ -270,3 +299,21 @@ def test_plan_eta_comes_from_the_homes_measured_rates(bootstrap, topics, tmp_pat
     items = len(incident.items("v1"))
     trees = 50  # ledger.index.DEFAULT_TREES
     assert result.plan.eta_seconds == pytest.approx(items / 100 + items * 16 * trees / 16_000)
+
+
+def test_model_names_that_are_not_file_names_roll_back(bootstrap, topics, tmp_path):
+    model = "team/emb"
+    with Producer(bootstrap=bootstrap, name="svc", topics=topics) as producer:
+        producer.register_model_version(model, "v1", kind="embedding", dimension=4, metric="dot")
+        producer.write_embeddings(
+            model,
+            "v1",
+            ["a", "b"],
+            np.eye(2, 4),
+            content_sha256s=[content_hash("a"), content_hash("b")],
+        )
+    result = rollback(bootstrap, topics, tmp_path, [model], to="v1", dry_run=False)
+
+    assert result.switched and current(tmp_path, model).version == "v1"
+    assert (tmp_path / result.report_dir / "team%2Femb.gap.csv").is_file()
+    assert all(p.is_relative_to(tmp_path / "reports") for p in (tmp_path / "reports").rglob("*"))
