@@ -32,7 +32,7 @@ from consumers.batch import BatchBuilder
 from ledger.contract import Registry
 from ledger.errors import BrokerError, LogGapError
 from ledger.events import Topics
-from ledger.log import partitions_of
+from ledger.log import check_single_partition, partitions_of
 from ledger.schemas import SchemaStore, default_store
 from ledger.store import Shard
 
@@ -83,6 +83,9 @@ class _ModelsTail:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=50,
+        )
+        check_single_partition(
+            topic, (tp.partition for tp in partitions_of(self._consumer, [topic]))
         )
         self._tp = TopicPartition(topic, 0)
         self._consumer.assign([self._tp])

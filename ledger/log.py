@@ -79,6 +79,18 @@ def partitions_of(consumer: KafkaConsumer, topics: Iterable[str]) -> list[TopicP
     return out
 
 
+def check_single_partition(topic: str, partitions: Iterable[int]) -> None:
+    """The models topic must have one partition: registrations and deployments are read in
+    one total order (the first registration wins; serving windows follow deployments)."""
+    found = sorted(partitions)
+    if found != [0]:
+        raise BrokerError(
+            f"topic {topic} has {len(found)} partitions; the ledger needs exactly 1 so that "
+            "registrations and deployments have one order. It was not created by `ledger init` "
+            "(e.g. broker auto-create): recreate it with 1 partition"
+        )
+
+
 def read_to_end(bootstrap: str, topics: Sequence[str], *, timeout: float = 60.0) -> Iterator[Any]:
     """Yield every record of ``topics`` from offset 0 to the true end at the time of reading."""
     # The broker would hold an empty fetch for fetch_max_wait_ms (default 500 ms) waiting

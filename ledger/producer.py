@@ -39,7 +39,7 @@ from ledger.events import (
     new_event_ids,
     now_micros,
 )
-from ledger.log import read_to_end
+from ledger.log import check_single_partition, read_to_end
 from ledger.schemas import SchemaStore, default_store
 from ledger.wire import RowTemplate, encode, encode_batch, row_template
 
@@ -121,6 +121,10 @@ class Producer:
         check_id("model", model)
         check_id("version", version)
         if self._registry is None or (model, version) not in self._registry:
+            if self._registry is None:
+                check_single_partition(
+                    self.topics.models, self._kafka.partitions_for(self.topics.models) or ()
+                )
             # Another service may have registered it: the log is the registry.
             self._registry = load_registry(self.bootstrap, self.topics, store=self._store)
         return self._registry

@@ -299,3 +299,28 @@ def test_an_empty_batch_sends_nothing_and_returns_no_ids(bootstrap, topics):
             producer.write_embeddings("emb", "v1", [], np.empty((0, 4)), content_sha256s=[]) == []
         )
     assert list(read_to_end(bootstrap, [topics.embeddings])) == []
+
+
+def test_a_models_topic_with_several_partitions_is_refused(bootstrap):
+    import uuid
+
+    from kafka.admin import NewTopic
+
+    from ledger import BrokerError
+    from ledger.log import admin_client
+
+    topics = Topics(f"t{uuid.uuid4().hex[:12]}")
+    admin = admin_client(bootstrap)
+    admin.create_topics(
+        [
+            NewTopic(topics.models, 3, 1),
+            NewTopic(topics.embeddings, 1, 1),
+            NewTopic(topics.decisions, 1, 1),
+        ]
+    )
+    admin.close()
+    with Producer(bootstrap=bootstrap, name="svc", topics=topics) as producer:
+        with pytest.raises(BrokerError, match="has 3 partitions; the ledger needs exactly 1"):
+            producer.register_model_version(
+                "emb", "v1", kind="embedding", dimension=4, metric="dot"
+            )
