@@ -302,7 +302,7 @@ def artifacts_gc_cmd(c: Context, keep_last: int, dry_run: bool, as_json: bool) -
 
 
 # Command modules register themselves on ``cli``; imported here so ``ledger`` sees them.
-from ledger import cli_materialiser, cli_rollback  # noqa: E402, F401
+from ledger import cli_materialiser, cli_rollback, cli_verify  # noqa: E402, F401
 
 
 def main() -> NoReturn:

@@ -20,6 +20,7 @@ The protocol, for ``rollback(models, to=V)``:
    model with the plan's summary. A crash between 7's steps leaves pointers switched and
    the log not told: running the rollback again is a no-op build, re-verifies, and
    publishes the events.
+8. Catch up once more, so the views show the deployment right away.
 """
 
 from __future__ import annotations
@@ -401,4 +402,7 @@ def rollback(
                     summary=flat,
                 )
                 event_ids.append(event.event_id)
+        # 8. Materialise the DeploymentChanged events too, so the views (serving history)
+        #    and `ledger verify` (lag) agree with the switch as soon as this returns.
+        catch_up(bootstrap, topics, home, progress=_phase(progress, "catch-up"))
         return RollbackResult(plan, relative, tuple(checks), True, report, tuple(event_ids))
