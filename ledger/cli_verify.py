@@ -20,7 +20,9 @@ def print_report(report: VerifyReport) -> None:
         mark = "ok  " if check.passed else "FAIL"
         click.echo(f"  {mark} {check.model} {check.name}: {check.detail}")
     for m in report.mixed:
-        what = "live entities' latest vector" if m.kind == "embedding" else "subjects' latest decision"
+        what = (
+            "live entities' latest vector" if m.kind == "embedding" else "subjects' latest decision"
+        )
         whose = ", ".join(f"{v} {n}" for v, n in m.by_version.items()) or "-"
         shadow = f", {m.shadow_only} with shadow writes only" if m.shadow_only else ""
         click.echo(

@@ -87,7 +87,7 @@ class Producer:
         ...                              dimension=384, metric="angular")
         ...     p.write_embedding("text-embedder", "v1", "doc-1", vector,
         ...                       content_sha256=content_hash(text))
-        >>> with Producer(bootstrap=bs, name="search-api-canary", shadow=True) as p:  # doctest: +SKIP
+        >>> with Producer(bootstrap=bs, name="canary", shadow=True) as p:  # doctest: +SKIP
         ...     p.write_embedding("text-embedder", "v2", "doc-1", vector_v2,
         ...                       content_sha256=content_hash(text))
     """

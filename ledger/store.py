@@ -446,7 +446,7 @@ def open_views(
                 "partition": pa.array([int(k[1]) for k in keys], pa.int32()),
                 "next_offset": pa.array([int(v) for v in at.values()], pa.int64()),
             }))
-            _run(con, f"INSERT INTO {position} SELECT * FROM _position")
+            _run(con, f"INSERT INTO {position} SELECT * FROM _position")  # noqa: S608 - fixed
             con.unregister("_position")
         for statement in view_statements(sources, position=position):
             _run(con, statement)

@@ -107,9 +107,7 @@ def check_count(model: str, facts: IndexFacts, view_items: int) -> Check:
     )
 
 
-def check_purity(
-    con: Any, model: str, version: str, facts: IndexFacts
-) -> tuple[Check, int]:
+def check_purity(con: Any, model: str, version: str, facts: IndexFacts) -> tuple[Check, int]:
     """Every item is the latest ``version`` vector of a live entity; also the view's count."""
     m = facts.manifest
     p = compare_items(con, facts, model, version)
@@ -282,8 +280,13 @@ def verify_artifact_for(
     """All checks of one model's freshly built artifact against the views on ``con`` (the
     rollback's: they are at the artifact's log position)."""
     return _artifact_checks(
-        con, plan.model, plan.to_version, folder, isinstance(plan, DecisionPlan),
-        recall_threshold=recall_threshold, sample=sample,
+        con,
+        plan.model,
+        plan.to_version,
+        folder,
+        isinstance(plan, DecisionPlan),
+        recall_threshold=recall_threshold,
+        sample=sample,
     )
 
 
@@ -391,7 +394,8 @@ def mixed_state(con: Any, model: str, serving_version: str, *, kind: str) -> Mix
     """The mixed-state figure of ``model`` from the views on ``con`` (the log as it is now).
 
     Example:
-        >>> m = mixed_state(open_views(home), "text-embedder", "v1", kind="embedding")  # doctest: +SKIP
+        >>> con = open_views(home)  # doctest: +SKIP
+        >>> m = mixed_state(con, "text-embedder", "v1", kind="embedding")  # doctest: +SKIP
         >>> m.mixed, dict(m.by_version)  # doctest: +SKIP
         (52, {'v1': 135, 'v2': 52})
     """
@@ -461,7 +465,9 @@ def _views(home: Path, at: Mapping[str, int] | None = None) -> Iterator[Any]:
 def check_position(model: str, manifest: Manifest, stored: Mapping[str, int]) -> Check:
     """The store holds every event the artifact covers (else count and purity cannot be
     checked against it)."""
-    short = {k: (v, stored.get(k, 0)) for k, v in manifest.log_offsets.items() if stored.get(k, 0) < v}
+    short = {
+        k: (v, stored.get(k, 0)) for k, v in manifest.log_offsets.items() if stored.get(k, 0) < v
+    }
     return Check(
         model,
         "position",
@@ -526,8 +532,14 @@ def verify(
         position = check_position(m, manifest, stored)
         with _views(home, at=manifest.log_offsets) as con:
             found = _artifact_checks(
-                con, m, pointer.version, folder, kind == "classifier", pinned=pointer.checksum,
-                recall_threshold=recall_threshold, sample=sample,
+                con,
+                m,
+                pointer.version,
+                folder,
+                kind == "classifier",
+                pinned=pointer.checksum,
+                recall_threshold=recall_threshold,
+                sample=sample,
             )
         if not position.passed:
             found = [c for c in found if c.name == "checksum"]  # the rest would mislead

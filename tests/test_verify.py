@@ -102,8 +102,13 @@ def test_mixed_v1_v2_index_fails_purity_naming_v2(bootstrap, served):
     vectors = np.stack([v2[e] if e in swapped else v1[e] for e in ids])
     offsets = load_manifest(_artifact(home, EMBEDDER)).log_offsets
     manifest = build_index(
-        home / "handmade", model=EMBEDDER, version="v1", entity_ids=ids, vectors=vectors,
-        metric="angular", log_offsets=offsets,
+        home / "handmade",
+        model=EMBEDDER,
+        version="v1",
+        entity_ids=ids,
+        vectors=vectors,
+        metric="angular",
+        log_offsets=offsets,
     )
     switch(home, EMBEDDER, home / "handmade" / manifest.relative_path)
 
@@ -167,7 +172,10 @@ def test_v2_decision_slipped_into_the_table_fails_decision_purity(bootstrap, ser
         )
     slipped = pa.concat_tables([table, row.cast(table.schema)]).sort_by("subject_id")
     manifest = build_decision_table(
-        home / "handmade", model=CLASSIFIER, version="v1", table=slipped,
+        home / "handmade",
+        model=CLASSIFIER,
+        version="v1",
+        table=slipped,
         log_offsets=load_manifest(folder).log_offsets,
     )
     switch(home, CLASSIFIER, home / "handmade" / manifest.relative_path)
@@ -226,9 +234,14 @@ def test_one_tree_index_on_clustered_data_fails_recall(bootstrap, make_topics, t
         offsets = log_offsets(con)
     stored = np.stack(items.column("vector").to_numpy(zero_copy_only=False)).astype("<f4")
     manifest = build_index(
-        home / "artifacts", model=model, version="v1",
-        entity_ids=items.column("entity_id").to_pylist(), vectors=stored, metric="angular",
-        log_offsets=offsets, trees=1,
+        home / "artifacts",
+        model=model,
+        version="v1",
+        entity_ids=items.column("entity_id").to_pylist(),
+        vectors=stored,
+        metric="angular",
+        log_offsets=offsets,
+        trees=1,
     )
     switch(home, model, home / "artifacts" / manifest.relative_path)
 
@@ -239,9 +252,7 @@ def test_one_tree_index_on_clustered_data_fails_recall(bootstrap, make_topics, t
     assert recall.figures["recall"] < 0.9 and recall.figures["queries"] == 100
 
 
-def test_shadow_writes_are_materialised_but_never_serve_nor_mix(
-    bootstrap, make_topics, tmp_path
-):
+def test_shadow_writes_are_materialised_but_never_serve_nor_mix(bootstrap, make_topics, tmp_path):
     topics, home = make_topics(), tmp_path / "home"  # its own log: it writes to it
     expected = _served(bootstrap, topics, home)
     before = {m.model: m for m in verify(None, topics, home, MODELS).mixed}
@@ -249,7 +260,10 @@ def test_shadow_writes_are_materialised_but_never_serve_nor_mix(
     fresh = [f"shadow-{i}" for i in range(3)]
     with Producer(bootstrap=bootstrap, name="canary", topics=topics, shadow=True) as producer:
         producer.write_embeddings(
-            EMBEDDER, "v2", existing + fresh, np.ones((8, 16), "<f4"),
+            EMBEDDER,
+            "v2",
+            existing + fresh,
+            np.ones((8, 16), "<f4"),
             content_sha256s=[content_hash(e) for e in existing + fresh],
         )
         producer.record_decision(
@@ -282,8 +296,16 @@ def test_shadow_writes_are_materialised_but_never_serve_nor_mix(
 def _cli(bootstrap, topics, home, *args):
     return CliRunner().invoke(
         cli,
-        ["--bootstrap", bootstrap, "--home", str(home), "--topic-prefix", topics.prefix,
-         "verify", *args],
+        [
+            "--bootstrap",
+            bootstrap,
+            "--home",
+            str(home),
+            "--topic-prefix",
+            topics.prefix,
+            "verify",
+            *args,
+        ],
     )
 
 
@@ -317,3 +339,16 @@ def test_cli_nothing_serving_is_one_line_exit_2(bootstrap, served):
     assert result.exit_code == 2
     assert "has no serving pointer" in result.output
     assert "Traceback" not in result.output
+
+
+def test_unexpected_annoy_layout_falls_back_to_annoy_reads(bootstrap, served, monkeypatch):
+    import ledger.index_checks
+
+    topics, home, _ = served
+    wrong = {k: v + 1 for k, v in ledger.index_checks._HEADER_WORDS.items()}
+    monkeypatch.setattr(ledger.index_checks, "_HEADER_WORDS", wrong)
+
+    report = verify(bootstrap, topics, home, EMBEDDER)
+
+    assert report.passed, _failed(report)
+    assert _by_name(report, EMBEDDER)["purity"].figures["vector_differs"] == 0
