@@ -133,7 +133,8 @@ class EmbeddedBroker:
         self.stop()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with ``pid`` exists (it may belong to another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -157,7 +158,7 @@ def running_broker(home: Path) -> str | None:
     try:
         info = json.loads(path.read_text())
         host, port = str(info["bootstrap"]).rsplit(":", 1)
-        if _pid_alive(int(info["pid"])) and _port_open(host, int(port)):
+        if pid_alive(int(info["pid"])) and _port_open(host, int(port)):
             return str(info["bootstrap"])
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -8,7 +8,6 @@ one line on stderr; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import threading
@@ -234,7 +233,7 @@ def artifacts_list_cmd(c: Context, model: str | None, as_json: bool) -> None:
     Example:
         ledger --home .ledger artifacts list --model embedder --json
     """
-    from ledger.index import list_artifacts
+    from ledger.artifacts import list_artifacts
     from ledger.serving import serving_artifacts
 
     serving = {p.resolve() for p in serving_artifacts(c.home)}
@@ -276,7 +275,7 @@ def artifacts_gc_cmd(c: Context, keep_last: int, dry_run: bool, as_json: bool) -
     Example:
         ledger artifacts gc --keep-last 2 --dry-run
     """
-    from ledger.index import gc
+    from ledger.artifacts import gc
     from ledger.serving import serving_artifacts
 
     result = gc(_artifacts_root(c), keep=serving_artifacts(c.home), keep_last=keep_last,
@@ -309,8 +308,3 @@ def main() -> NoReturn:
     """Console-script entry point."""
     cli.main(prog_name="ledger", standalone_mode=True)
     sys.exit(0)  # standalone_mode exits itself; this keeps the NoReturn promise
-
-
-if __name__ == "__main__":  # pragma: no cover
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    main()

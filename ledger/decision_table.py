@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from ledger.errors import ArtifactError
 from ledger.manifest import (
     MANIFEST,
+    STAGING_PREFIX,
     Manifest,
     fsync_path,
     load_manifest,
@@ -30,7 +31,6 @@ from ledger.manifest import (
 )
 
 DECISIONS_FILE = "decisions.parquet"
-_STAGING = ".tmp-"
 
 
 def build_decision_table(
@@ -72,7 +72,7 @@ def build_decision_table(
     )
     final = Path(out_dir) / plan.relative_path
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.parent / f"{_STAGING}{plan.position}-{os.getpid()}-{secrets.token_hex(4)}"
+    staging = final.parent / f"{STAGING_PREFIX}{plan.position}-{os.getpid()}-{secrets.token_hex(4)}"
     staging.mkdir()
     try:
         # Parquet written by pyarrow is byte-deterministic for the same table and options,

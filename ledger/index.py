@@ -20,9 +20,10 @@ import os
 import secrets
 import shutil
 import zlib
-from collections.abc import Collection, Mapping, Sequence
+from array import array
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -40,12 +41,12 @@ from ledger.errors import ArtifactError, ChecksumMismatch, ContractError
 from ledger.manifest import (
     ID_MAP,
     MANIFEST,
+    STAGING_PREFIX,
     Manifest,
     artifact_path,
     fsync_path,
     load_manifest,
     overall_checksum,
-    path_part,
     position_of,
     sha256_file,
     shard_file,
@@ -57,8 +58,6 @@ DEFAULT_SEED = 1
 # A constant, not the machine's core count: ``shards`` is part of what the files are, and
 # the same log must give the same artifact on any machine. Two suits a 2-core box.
 DEFAULT_SHARDS = 2
-_STAGING = ".tmp-"
-_TRASH = ".trash-"
 
 Vectors = npt.NDArray[np.float32]
 AnnoyMetric = Literal["angular", "euclidean", "dot"]
@@ -67,14 +66,10 @@ __all__ = [
     "DEFAULT_SEED",
     "DEFAULT_SHARDS",
     "DEFAULT_TREES",
-    "ArtifactEntry",
-    "GcResult",
     "IndexReader",
     "Manifest",
     "artifact_path",
     "build_index",
-    "gc",
-    "list_artifacts",
     "load_manifest",
     "open_artifact",
     "position_of",
@@ -98,16 +93,17 @@ class _ShardJob:
     seed: int
 
 
-def _build_shard_file(vectors: Vectors, *, output_path: str, dimension: int, metric: str,
-                      trees: int, seed: int) -> str:
+def _build_shard_file(
+    vectors: Vectors, *, output_path: str, dimension: int, metric: str, trees: int, seed: int
+) -> str:
     """Build one shard with n_jobs=1, write it under a temporary name, fsync, rename; sha256."""
     index = AnnoyIndex(dimension, cast(AnnoyMetric, metric))
     index.set_seed(seed)
-    # Rows as Python lists: Annoy reads a list ~10x faster than a numpy row.
-    step = 4096
-    for start in range(0, len(vectors), step):
-        for offset, row in enumerate(np.asarray(vectors[start:start + step]).tolist()):
-            index.add_item(start + offset, row)
+    # Rows as array('f'): Annoy reads them 2x faster than lists of floats (the float objects
+    # cost more than the adding) and 2x faster than numpy rows (measured, 384-d).
+    native = np.ascontiguousarray(vectors, dtype=np.float32)
+    for item, row in enumerate(native):
+        index.add_item(item, array("f", row.tobytes()))
     index.build(trees, n_jobs=1)
     out = Path(output_path)
     tmp = out.with_name(out.name + ".tmp")
@@ -122,8 +118,12 @@ def _build_shard_job(job: _ShardJob) -> str:
     """Worker-process entry point (must be importable: spawned processes import it)."""
     vectors: Vectors = np.load(job.input_path, mmap_mode="r")
     return _build_shard_file(
-        vectors, output_path=job.output_path, dimension=job.dimension, metric=job.metric,
-        trees=job.trees, seed=job.seed,
+        vectors,
+        output_path=job.output_path,
+        dimension=job.dimension,
+        metric=job.metric,
+        trees=job.trees,
+        seed=job.seed,
     )
 
 
@@ -135,7 +135,8 @@ def shard_of(entity_ids: Sequence[str], shards: int) -> npt.NDArray[np.int64]:
         [1, 1, 1]
     """
     return np.fromiter(
-        (zlib.crc32(i.encode()) % shards for i in entity_ids), dtype=np.int64,
+        (zlib.crc32(i.encode()) % shards for i in entity_ids),
+        dtype=np.int64,
         count=len(entity_ids),
     )
 
@@ -147,23 +148,43 @@ def _input_digest(sorted_ids: Sequence[str], sorted_vectors: Vectors) -> str:
     return h.hexdigest()
 
 
-def _check_inputs(entity_ids: Sequence[str], vectors: npt.ArrayLike, *, metric: str,
-                  trees: int, shards: int, jobs: int | None,
-                  log_offsets: Mapping[str, int]) -> Vectors:
+def _check_inputs(
+    entity_ids: Sequence[str],
+    vectors: npt.ArrayLike,
+    *,
+    metric: str,
+    trees: int,
+    shards: int,
+    jobs: int | None,
+    log_offsets: Mapping[str, int],
+) -> Vectors:
     if metric not in METRICS:
-        raise ContractError(f"metric must be one of {METRICS}", field="metric",
-                            expected="|".join(METRICS), got=repr(metric))
+        raise ContractError(
+            f"metric must be one of {METRICS}",
+            field="metric",
+            expected="|".join(METRICS),
+            got=repr(metric),
+        )
     arr = np.asarray(vectors)
     if arr.ndim != 2 or arr.shape[1] < 1:
-        raise ContractError("vectors must be an (n, d) matrix", field="vectors",
-                            expected="(n, d), d >= 1", got=str(arr.shape))
+        raise ContractError(
+            "vectors must be an (n, d) matrix",
+            field="vectors",
+            expected="(n, d), d >= 1",
+            got=str(arr.shape),
+        )
     if arr.shape[0] != len(entity_ids):
-        raise ContractError("one vector per entity id", field="vectors",
-                            expected=f"{len(entity_ids)} rows", got=f"{arr.shape[0]} rows")
+        raise ContractError(
+            "one vector per entity id",
+            field="vectors",
+            expected=f"{len(entity_ids)} rows",
+            got=f"{arr.shape[0]} rows",
+        )
     out = arr.astype(np.float32, copy=False)
     if not np.isfinite(out).all():
-        raise ContractError("vectors must be finite", field="vectors", expected="finite",
-                            got="NaN or inf")
+        raise ContractError(
+            "vectors must be finite", field="vectors", expected="finite", got="NaN or inf"
+        )
     if trees < 1 or shards < 1 or (jobs is not None and jobs < 1):
         raise ArtifactError(f"trees, shards and jobs must be >= 1 (got {trees}, {shards}, {jobs})")
     if any(not isinstance(v, int) or v < 0 for v in log_offsets.values()):
@@ -215,8 +236,9 @@ def build_index(
         (2, 2)
     """
     ids = list(entity_ids)
-    arr = _check_inputs(ids, vectors, metric=metric, trees=trees, shards=shards, jobs=jobs,
-                        log_offsets=log_offsets)
+    arr = _check_inputs(
+        ids, vectors, metric=metric, trees=trees, shards=shards, jobs=jobs, log_offsets=log_offsets
+    )
     n, dimension = arr.shape
     order = sorted(range(n), key=ids.__getitem__)
     sorted_ids = [ids[i] for i in order]
@@ -226,11 +248,21 @@ def build_index(
     sorted_vectors: Vectors = arr[np.asarray(order, dtype=np.int64)] if n else arr
     where = shard_of(sorted_ids, shards)
     plan = Manifest(
-        model=model, version=version, position=position_of(log_offsets),
-        log_offsets={str(k): int(v) for k, v in log_offsets.items()}, dimension=dimension,
-        metric=metric, trees=trees, seed=seed, shards=shards, items=n,
-        shard_items=tuple(int(c) for c in np.bincount(where, minlength=shards)), files={},
-        input_sha256=_input_digest(sorted_ids, sorted_vectors), checksum="", created_at="",
+        model=model,
+        version=version,
+        position=position_of(log_offsets),
+        log_offsets={str(k): int(v) for k, v in log_offsets.items()},
+        dimension=dimension,
+        metric=metric,
+        trees=trees,
+        seed=seed,
+        shards=shards,
+        items=n,
+        shard_items=tuple(int(c) for c in np.bincount(where, minlength=shards)),
+        files={},
+        input_sha256=_input_digest(sorted_ids, sorted_vectors),
+        checksum="",
+        created_at="",
         annoy_version=package_version("annoy"),
     )
     final = Path(out_dir) / plan.relative_path
@@ -243,7 +275,7 @@ def build_index(
     # (4) fsync the folder and rename it into place, (5) fsync the parent so the rename
     # survives a power cut. Any failure removes the staging folder.
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.parent / f"{_STAGING}{plan.position}-{os.getpid()}-{secrets.token_hex(4)}"
+    staging = final.parent / f"{STAGING_PREFIX}{plan.position}-{os.getpid()}-{secrets.token_hex(4)}"
     staging.mkdir()
     try:
         files = {ID_MAP: _write_id_map(staging, sorted_ids, where)}
@@ -269,19 +301,41 @@ def build_index(
 
 def _finish(plan: Manifest, files: Mapping[str, str]) -> Manifest:
     data = {name: getattr(plan, name) for name in Manifest.__dataclass_fields__}
-    data.update(files=dict(sorted(files.items())), checksum=overall_checksum(files),
-                created_at=datetime.now(UTC).isoformat(timespec="microseconds"))
+    data.update(
+        files=dict(sorted(files.items())),
+        checksum=overall_checksum(files),
+        created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+    )
     return Manifest(**data)
 
 
 def _existing(final: Path, plan: Manifest) -> Manifest:
     """The manifest of an artifact that already exists, after checking it is what we'd build."""
     existing = load_manifest(final)
-    mine = (plan.model, plan.version, dict(plan.log_offsets), plan.dimension, plan.metric,
-            plan.trees, plan.seed, plan.shards, plan.items, plan.input_sha256)
-    theirs = (existing.model, existing.version, dict(existing.log_offsets), existing.dimension,
-              existing.metric, existing.trees, existing.seed, existing.shards, existing.items,
-              existing.input_sha256)
+    mine = (
+        plan.model,
+        plan.version,
+        dict(plan.log_offsets),
+        plan.dimension,
+        plan.metric,
+        plan.trees,
+        plan.seed,
+        plan.shards,
+        plan.items,
+        plan.input_sha256,
+    )
+    theirs = (
+        existing.model,
+        existing.version,
+        dict(existing.log_offsets),
+        existing.dimension,
+        existing.metric,
+        existing.trees,
+        existing.seed,
+        existing.shards,
+        existing.items,
+        existing.input_sha256,
+    )
     if mine != theirs:
         raise ArtifactError(
             f"artifact {final} exists with different input or parameters; artifacts are "
@@ -303,42 +357,56 @@ def _write_id_map(staging: Path, sorted_ids: list[str], where: npt.NDArray[np.in
     for shard in np.unique(where):
         mask = where == shard
         items[mask] = np.arange(int(mask.sum()), dtype=np.int32)
-    table = pa.table({
-        "entity_id": pa.array(sorted_ids, type=pa.string()),
-        "shard": pa.array(where.astype(np.int32)),
-        "item": pa.array(items),
-    })
+    table = pa.table(
+        {
+            "entity_id": pa.array(sorted_ids, type=pa.string()),
+            "shard": pa.array(where.astype(np.int32)),
+            "item": pa.array(items),
+        }
+    )
     path = staging / ID_MAP
     pq.write_table(table, path, compression="zstd")
     fsync_path(path)
     return sha256_file(path)
 
 
-def _build_shards(staging: Path, sorted_vectors: Vectors, where: npt.NDArray[np.int64],
-                  plan: Manifest, *, jobs: int | None) -> dict[str, str]:
+def _build_shards(
+    staging: Path,
+    sorted_vectors: Vectors,
+    where: npt.NDArray[np.int64],
+    plan: Manifest,
+    *,
+    jobs: int | None,
+) -> dict[str, str]:
     workers = min(plan.shards, jobs if jobs is not None else (os.cpu_count() or 1))
-    params = {"dimension": plan.dimension, "metric": plan.metric, "trees": plan.trees,
-              "seed": plan.seed}
+    params = {
+        "dimension": plan.dimension,
+        "metric": plan.metric,
+        "trees": plan.trees,
+        "seed": plan.seed,
+    }
     names = [shard_file(s) for s in range(plan.shards)]
     if workers == 1:
         digests = [
-            _build_shard_file(sorted_vectors[where == s], output_path=str(staging / name),
-                              **params)  # type: ignore[arg-type]
+            _build_shard_file(sorted_vectors[where == s], output_path=str(staging / name), **params)  # type: ignore[arg-type]
             for s, name in enumerate(names)
         ]
     else:
         # Each worker reads its shard from a .npy file (mmap) rather than from a pickle
         # through a pipe; 'spawn' starts clean interpreters (no forked locks or threads).
-        jobs_ = []
-        for s, name in enumerate(names):
-            input_path = staging / f"shard-{s:04d}.input.npy"
-            np.save(input_path, sorted_vectors[where == s])
-            jobs_.append(_ShardJob(str(input_path), str(staging / name), **params))  # type: ignore[arg-type]
+        # A shard is submitted as soon as its file is written, so workers start building
+        # while the next file is written.
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            digests = list(pool.map(_build_shard_job, jobs_))
-        for job in jobs_:
-            os.unlink(job.input_path)
+            futures = []
+            for s, name in enumerate(names):
+                input_path = staging / f"shard-{s:04d}.input.npy"
+                np.save(input_path, sorted_vectors[where == s])
+                job = _ShardJob(str(input_path), str(staging / name), **params)  # type: ignore[arg-type]
+                futures.append(pool.submit(_build_shard_job, job))
+            digests = [f.result() for f in futures]
+        for s in range(plan.shards):
+            os.unlink(staging / f"shard-{s:04d}.input.npy")
     return dict(zip(names, digests, strict=True))
 
 
@@ -358,8 +426,9 @@ class IndexReader:
         [('doc-1', 0.0), ('doc-7', 0.41), ('doc-3', 0.52)]
     """
 
-    def __init__(self, path: Path, manifest: Manifest, ids: list[list[str]],
-                 shards: list[AnnoyIndex]) -> None:
+    def __init__(
+        self, path: Path, manifest: Manifest, ids: list[list[str]], shards: list[AnnoyIndex]
+    ) -> None:
         self.path = path
         self.manifest = manifest
         self._ids = ids
@@ -373,8 +442,12 @@ class IndexReader:
     def __enter__(self) -> IndexReader:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -398,8 +471,12 @@ class IndexReader:
     def _check(self, vector: npt.ArrayLike) -> list[float]:
         v = np.asarray(vector, dtype=np.float32)
         if v.shape != (self.manifest.dimension,):
-            raise ContractError("query vector has the wrong shape", field="vector",
-                                expected=f"({self.manifest.dimension},)", got=str(v.shape))
+            raise ContractError(
+                "query vector has the wrong shape",
+                field="vector",
+                expected=f"({self.manifest.dimension},)",
+                got=str(v.shape),
+            )
         return v.tolist()  # type: ignore[no-any-return]
 
     def _query(self, v: list[float], k: int, search_k: int) -> list[tuple[str, float]]:
@@ -410,8 +487,9 @@ class IndexReader:
             candidates.extend((sign * d, ids[i], d) for i, d in zip(items, dists, strict=True))
         return [(i, d) for _, i, d in heapq.nsmallest(k, candidates)]
 
-    def query(self, vector: npt.ArrayLike, k: int, *, search_k: int = -1
-              ) -> list[tuple[str, float]]:
+    def query(
+        self, vector: npt.ArrayLike, k: int, *, search_k: int = -1
+    ) -> list[tuple[str, float]]:
         """The ``k`` nearest entities to ``vector`` as ``(entity_id, distance)``, best first.
 
         ``search_k`` is Annoy's per shard (-1: trees * k). For ``dot`` the "distance" is the
@@ -419,13 +497,18 @@ class IndexReader:
         """
         return self._query(self._check(vector), k, search_k)
 
-    def query_many(self, matrix: npt.ArrayLike, k: int, *, search_k: int = -1
-                   ) -> list[list[tuple[str, float]]]:
+    def query_many(
+        self, matrix: npt.ArrayLike, k: int, *, search_k: int = -1
+    ) -> list[list[tuple[str, float]]]:
         """:meth:`query` for each row of an ``(m, d)`` matrix."""
         m = np.asarray(matrix, dtype=np.float32)
         if m.ndim != 2 or m.shape[1] != self.manifest.dimension:
-            raise ContractError("query matrix has the wrong shape", field="matrix",
-                                expected=f"(m, {self.manifest.dimension})", got=str(m.shape))
+            raise ContractError(
+                "query matrix has the wrong shape",
+                field="matrix",
+                expected=f"(m, {self.manifest.dimension})",
+                got=str(m.shape),
+            )
         return [self._query(row, k, search_k) for row in m.tolist()]
 
     def verify_checksums(self) -> list[str]:
@@ -450,8 +533,10 @@ def open_artifact(path: Path | str, *, verify: bool = False) -> IndexReader:
     if verify:
         bad = verify_artifact(p)
         if bad:
-            raise ChecksumMismatch(f"artifact {p} is corrupt: {', '.join(bad)} do not match "
-                                   "the manifest", files=tuple(bad))
+            raise ChecksumMismatch(
+                f"artifact {p} is corrupt: {', '.join(bad)} do not match the manifest",
+                files=tuple(bad),
+            )
     try:
         table = pq.read_table(p / ID_MAP)
     except (OSError, pa.ArrowException) as exc:
@@ -481,129 +566,9 @@ def open_artifact(path: Path | str, *, verify: bool = False) -> IndexReader:
             index.unload()
             for loaded in shards:
                 loaded.unload()
-            raise ArtifactError(f"{p / shard_file(shard)} holds {index.get_n_items()} items, "
-                                f"the manifest says {manifest.shard_items[shard]}")
+            raise ArtifactError(
+                f"{p / shard_file(shard)} holds {index.get_n_items()} items, "
+                f"the manifest says {manifest.shard_items[shard]}"
+            )
         shards.append(index)
     return IndexReader(p, manifest, ids, shards)
-
-
-# -- list and gc ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ArtifactEntry:
-    """An artifact found on disk by :func:`list_artifacts`."""
-
-    path: Path
-    manifest: Manifest
-
-
-
-def list_artifacts(root: Path | str, model: str | None = None) -> list[ArtifactEntry]:
-    """Artifacts under ``root`` (of ``model`` only, if given), oldest first per version.
-
-    Folders without a readable manifest (staging or half-deleted folders, strangers) are
-    skipped: they are not artifacts.
-
-    Example:
-        >>> entries = list_artifacts(".ledger/artifacts", "embedder")  # doctest: +SKIP
-        >>> [e.manifest.version for e in entries]  # doctest: +SKIP
-        ['v1', 'v2']
-    """
-    base = Path(root)
-    models = [base / path_part(model)] if model is not None else _subdirs(base)
-    found: list[ArtifactEntry] = []
-    for model_dir in models:
-        for version_dir in _subdirs(model_dir):
-            for art in _subdirs(version_dir):
-                try:
-                    found.append(ArtifactEntry(art, load_manifest(art)))
-                except ArtifactError:
-                    continue  # not an artifact (see docstring); gc leaves it alone too
-    found.sort(key=lambda e: (e.manifest.model, e.manifest.version, e.manifest.created_at,
-                              str(e.path)))
-    return found
-
-
-def _subdirs(path: Path) -> list[Path]:
-    try:
-        return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    except OSError:
-        return []
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _leftovers(root: Path) -> list[Path]:
-    """Staging folders of builds whose process died, and folders gc failed to finish removing."""
-    out = []
-    for version_dir in root.glob("*/*"):
-        for p in version_dir.iterdir() if version_dir.is_dir() else ():
-            if p.name.startswith(_TRASH):
-                out.append(p)
-            elif p.name.startswith(_STAGING):
-                pid = p.name.split("-")[-2]
-                if pid.isdigit() and not _pid_alive(int(pid)):
-                    out.append(p)
-    return sorted(out)
-
-
-@dataclass(frozen=True, slots=True)
-class GcResult:
-    """What :func:`gc` removed (or would remove with ``dry_run``) and what it kept."""
-
-    removed: tuple[Path, ...]
-    kept: tuple[Path, ...]
-    leftovers: tuple[Path, ...] = field(default=())
-
-
-def gc(root: Path | str, *, keep: Collection[Path | str] = (), keep_last: int = 1,
-       dry_run: bool = False) -> GcResult:
-    """Remove artifacts not in ``keep`` except the ``keep_last`` newest of each model version.
-
-    Also removes staging folders of dead builds. An artifact is first renamed to a hidden
-    name, then deleted, so no half-deleted artifact is ever visible.
-
-    Args:
-        root: the artifacts root.
-        keep: artifact folders never removed (e.g. every model's serving artifact).
-        keep_last: per (model, version), how many of the newest artifacts to keep.
-        dry_run: only report.
-
-    Example:
-        >>> gc(".ledger/artifacts", keep={serving_path}, keep_last=1).removed  # doctest: +SKIP
-        (PosixPath('.ledger/artifacts/embedder/v1/0c5e1d7a9b3f2e41'),)
-    """
-    if keep_last < 0:
-        raise ArtifactError(f"keep_last must be >= 0, got {keep_last}")
-    base = Path(root)
-    pinned = {Path(k).resolve() for k in keep}
-    by_version: dict[tuple[str, str], list[ArtifactEntry]] = {}
-    for entry in list_artifacts(base):
-        by_version.setdefault((entry.manifest.model, entry.manifest.version), []).append(entry)
-    removed: list[Path] = []
-    kept: list[Path] = []
-    for entries in by_version.values():
-        newest = {e.path for e in entries[len(entries) - keep_last:]} if keep_last else set()
-        for e in entries:
-            (kept if e.path in newest or e.path.resolve() in pinned else removed).append(e.path)
-    leftovers = _leftovers(base) if base.is_dir() else []
-    if not dry_run:
-        for path in removed + leftovers:
-            target = path
-            try:
-                if not path.name.startswith(_TRASH):
-                    target = path.with_name(f"{_TRASH}{path.name}-{secrets.token_hex(4)}")
-                    path.rename(target)
-                shutil.rmtree(target)
-            except FileNotFoundError:
-                continue  # a concurrent gc removed it first: the outcome is the same
-    return GcResult(tuple(removed), tuple(kept), tuple(leftovers))

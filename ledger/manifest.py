@@ -27,12 +27,15 @@ from ledger.errors import ArtifactError
 
 FORMAT = 1
 MANIFEST = "manifest.json"
+#: Artifacts are built in a hidden folder with this prefix, then renamed into place.
+STAGING_PREFIX = ".tmp-"
 ID_MAP = "ids.parquet"
 
 
 def shard_file(shard: int) -> str:
     """File name of shard ``shard`` inside an artifact."""
     return f"shard-{shard:04d}.ann"
+
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
@@ -122,8 +125,20 @@ class Manifest:
 
 def _identity(m: Manifest) -> tuple[Any, ...]:
     return (
-        m.model, m.version, m.position, dict(m.log_offsets), m.dimension, m.metric, m.trees,
-        m.seed, m.shards, m.items, m.shard_items, dict(m.files), m.input_sha256, m.checksum,
+        m.model,
+        m.version,
+        m.position,
+        dict(m.log_offsets),
+        m.dimension,
+        m.metric,
+        m.trees,
+        m.seed,
+        m.shards,
+        m.items,
+        m.shard_items,
+        dict(m.files),
+        m.input_sha256,
+        m.checksum,
         m.kind,
     )
 
@@ -152,8 +167,9 @@ def position_of(log_offsets: Mapping[str, int]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def artifact_path(root: Path | str, *, model: str, version: str,
-                  log_offsets: Mapping[str, int]) -> Path:
+def artifact_path(
+    root: Path | str, *, model: str, version: str, log_offsets: Mapping[str, int]
+) -> Path:
     """Where :func:`build_index` puts the artifact of (model, version, log position)."""
     return Path(root) / path_part(model) / path_part(version) / position_of(log_offsets)
 

@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from consumers.lag import lag, true_ends
 from consumers.materialiser import catch_up
 from ledger.decision_table import build_decision_table
-from ledger.errors import ContractError, LedgerError
+from ledger.errors import ContractError, LedgerError, StoreError
 from ledger.events import Topics
 from ledger.index import build_index
 from ledger.plan import (
@@ -160,6 +160,40 @@ def _noop(_phase: str, _done: int, _total: int) -> None:
 
 def _phase(progress: Progress, phase: str) -> Callable[[int, int], None]:
     return lambda done, total: progress(phase, done, total)
+
+
+def ensure_caught_up(
+    bootstrap: str,
+    topics: Topics,
+    home: Path,
+    *,
+    progress: Progress = _noop,
+    timeout: float = 600.0,
+) -> None:
+    """Bring ``home``'s views to the true end of the log.
+
+    Normally this materialises the rest itself (shard ``main``). When a ``ledger consume``
+    process owns that shard, it waits for that process to reach the end instead: two
+    writers of one DuckDB file are impossible, and a second shard would re-read the log.
+    """
+    try:
+        catch_up(bootstrap, topics, home, progress=_phase(progress, "catch-up"))
+        return
+    except StoreError as exc:
+        if "another materialiser process" not in str(exc):
+            raise
+    deadline = time.monotonic() + timeout
+    while True:
+        behind = sum(max(p.lag, 0) for p in lag(bootstrap, topics, home))
+        progress("catch-up", 0 if behind else 1, 1)
+        if behind == 0:
+            return
+        if time.monotonic() > deadline:
+            raise StoreError(
+                f"the running materialiser is still {behind} events behind after {timeout:.0f}s; "
+                "check `ledger status`"
+            )
+        time.sleep(0.2)
 
 
 @contextlib.contextmanager
@@ -340,7 +374,7 @@ def rollback(
         # The log's end before catching up: the lag check asks whether the catch-up got
         # everything written before the rollback started (producers may go on writing).
         ends = true_ends(bootstrap, topics.all)
-        catch_up(bootstrap, topics, home, progress=_phase(progress, "catch-up"))
+        ensure_caught_up(bootstrap, topics, home, progress=progress)
         lag_check = check_lag(lag(bootstrap, topics, home, ends=ends))
         with open_views(home) as con:
             plan = make_plan(home, con, models, to=to)
@@ -349,7 +383,7 @@ def rollback(
         if embedder is not None or classifier is not None:
             with Producer(bootstrap=bootstrap, name=actor, topics=topics) as producer:
                 if fill_gaps(producer, plan, embedder=embedder, classifier=classifier):
-                    catch_up(bootstrap, topics, home, progress=_phase(progress, "catch-up"))
+                    ensure_caught_up(bootstrap, topics, home, progress=progress)
                     with open_views(home) as con:
                         plan = make_plan(home, con, models, to=to)
         with contextlib.ExitStack() as stack:
@@ -404,5 +438,5 @@ def rollback(
                 event_ids.append(event.event_id)
         # 8. Materialise the DeploymentChanged events too, so the views (serving history)
         #    and `ledger verify` (lag) agree with the switch as soon as this returns.
-        catch_up(bootstrap, topics, home, progress=_phase(progress, "catch-up"))
+        ensure_caught_up(bootstrap, topics, home, progress=progress)
         return RollbackResult(plan, relative, tuple(checks), True, report, tuple(event_ids))

@@ -18,9 +18,17 @@ def home(tmp_path):
     one = np.ones((2, 3), dtype=np.float32)
     paths = []
     for version, offset in (("v1", 1), ("v1", 2), ("v2", 3)):
-        m = build_index(tmp_path / "artifacts", model="embedder", version=version,
-                        entity_ids=["a", "b"], vectors=one, metric="dot",
-                        log_offsets={"t:0": offset}, trees=2, jobs=1)
+        m = build_index(
+            tmp_path / "artifacts",
+            model="embedder",
+            version=version,
+            entity_ids=["a", "b"],
+            vectors=one,
+            metric="dot",
+            log_offsets={"t:0": offset},
+            trees=2,
+            jobs=1,
+        )
         paths.append(tmp_path / "artifacts" / m.relative_path)
     switch(tmp_path, "embedder", paths[0])
     return tmp_path, [p.relative_to(tmp_path).as_posix() for p in paths]
@@ -36,7 +44,10 @@ def test_artifacts_list_json_marks_the_serving_artifact(home):
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
     assert [(r["version"], r["path"], r["serving"]) for r in rows] == [
-        ("v1", paths[0], True), ("v1", paths[1], False), ("v2", paths[2], False)]
+        ("v1", paths[0], True),
+        ("v1", paths[1], False),
+        ("v2", paths[2], False),
+    ]
     assert rows[0]["items"] == 2 and rows[0]["metric"] == "dot"
 
 
@@ -44,8 +55,10 @@ def test_artifacts_list_for_people_and_for_an_unknown_model(home):
     root, paths = home
     lines = run("--home", root, "artifacts", "list").output.splitlines()
     assert [line.split()[:3] + [line.split()[-1]] for line in lines] == [
-        ["*", "embedder", "v1", paths[0]], ["embedder", "v1", "items=2", paths[1]],
-        ["embedder", "v2", "items=2", paths[2]]]
+        ["*", "embedder", "v1", paths[0]],
+        ["embedder", "v1", "items=2", paths[1]],
+        ["embedder", "v2", "items=2", paths[2]],
+    ]
     result = run("--home", root, "artifacts", "list", "--model", "nobody")
     assert (result.exit_code, result.output) == (0, "no artifacts\n")
 
@@ -62,8 +75,9 @@ def test_artifacts_gc_keeps_serving_and_newest_and_dry_run_removes_nothing(home)
 
     done = run("--home", root, "artifacts", "gc", "--keep-last", "0")
     assert done.exit_code == 0
-    assert done.output == (f"removed {paths[1]}\nremoved {paths[2]}\n"
-                           "removed 2 artifacts, 0 leftovers; kept 1\n")
+    assert done.output == (
+        f"removed {paths[1]}\nremoved {paths[2]}\nremoved 2 artifacts, 0 leftovers; kept 1\n"
+    )
     assert [(root / p).exists() for p in paths] == [True, False, False]
 
 

@@ -16,12 +16,11 @@ import pytest
 from annoy import AnnoyIndex
 
 import ledger.index
+from ledger.artifacts import gc, list_artifacts
 from ledger.errors import ArtifactError, ChecksumMismatch, ContractError
 from ledger.index import (
     artifact_path,
     build_index,
-    gc,
-    list_artifacts,
     load_manifest,
     open_artifact,
     shard_of,
@@ -48,15 +47,24 @@ def data():
 
 
 def build(root, ids, vectors, **kw):
-    opts = {"model": "embedder", "version": "v1", "metric": "angular",
-            "log_offsets": OFFSETS, "trees": 10, "jobs": 1}
+    opts = {
+        "model": "embedder",
+        "version": "v1",
+        "metric": "angular",
+        "log_offsets": OFFSETS,
+        "trees": 10,
+        "jobs": 1,
+    }
     opts.update(kw)
     return build_index(root, entity_ids=ids, vectors=vectors, **opts)
 
 
 def file_digests(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.iterdir()) if p.name != MANIFEST}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.iterdir())
+        if p.name != MANIFEST
+    }
 
 
 def test_same_input_gives_byte_identical_files_across_runs_orders_and_worker_counts(tmp_path, data):
@@ -67,9 +75,10 @@ def test_same_input_gives_byte_identical_files_across_runs_orders_and_worker_cou
     again = build(tmp_path / "b", [ids[i] for i in perm], vectors[perm], shards=2, jobs=1)
     pooled = build(tmp_path / "c", ids, vectors, shards=2, jobs=2)  # 2 spawned processes
 
-    digests = [file_digests(root / m.relative_path)
-               for root, m in ((tmp_path / "a", one), (tmp_path / "b", again),
-                               (tmp_path / "c", pooled))]
+    digests = [
+        file_digests(root / m.relative_path)
+        for root, m in ((tmp_path / "a", one), (tmp_path / "b", again), (tmp_path / "c", pooled))
+    ]
     assert sorted(digests[0]) == ["ids.parquet", "shard-0000.ann", "shard-0001.ann"]
     assert digests[0] == digests[1] == digests[2]
     assert one.checksum == again.checksum == pooled.checksum
@@ -79,11 +88,20 @@ def test_same_input_gives_byte_identical_files_across_runs_orders_and_worker_cou
 def test_manifest_records_the_build_and_round_trips_through_json(tmp_path, data):
     ids, vectors = data
     m = build(tmp_path, ids, vectors, shards=3, trees=7, seed=11)
-    on_disk = load_manifest(artifact_path(tmp_path, model="embedder", version="v1",
-                                          log_offsets=OFFSETS))
+    on_disk = load_manifest(
+        artifact_path(tmp_path, model="embedder", version="v1", log_offsets=OFFSETS)
+    )
     assert on_disk == m == Manifest.from_json(m.to_json())
     assert (m.model, m.version, m.dimension, m.metric, m.trees, m.seed, m.shards, m.items) == (
-        "embedder", "v1", D, "angular", 7, 11, 3, N)
+        "embedder",
+        "v1",
+        D,
+        "angular",
+        7,
+        11,
+        3,
+        N,
+    )
     assert dict(m.log_offsets) == OFFSETS and sum(m.shard_items) == N
     assert m.shard_items == tuple(np.bincount(shard_of(ids, 3), minlength=3))
 
@@ -106,7 +124,8 @@ def test_sharded_index_recall_at_10_against_exact_numpy_search(tmp_path, data, m
     m = build(tmp_path, ids, vectors, metric=metric, shards=3, trees=30)
     rng = np.random.default_rng(3)
     queries = vectors[rng.choice(N, 100, replace=False)] + 0.1 * rng.standard_normal(
-        (100, D)).astype(np.float32)
+        (100, D)
+    ).astype(np.float32)
     truth = exact_top(vectors, queries, 10, metric)
     with open_artifact(tmp_path / m.relative_path) as index:
         found = index.query_many(queries, 10)
@@ -187,9 +206,9 @@ def test_killed_build_leaves_no_artifact_and_gc_removes_its_staging_folder(tmp_p
     script = textwrap.dedent(f"""
         import numpy as np
         from ledger.index import build_index
-        v = np.random.default_rng(0).standard_normal((40000, 32)).astype("float32")
+        v = np.random.default_rng(0).standard_normal((100000, 32)).astype("float32")
         build_index({str(tmp_path)!r}, model="m", version="v1", entity_ids=[str(i) for i in
-                    range(40000)], vectors=v, metric="angular", log_offsets={{}},
+                    range(100000)], vectors=v, metric="angular", log_offsets={{}},
                     trees=100, jobs=1)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script])
@@ -228,9 +247,16 @@ def test_rebuilding_a_position_with_different_content_is_refused(tmp_path, data,
         moved[0] += 1
         kwargs = {"vectors": moved}
     with pytest.raises(ArtifactError, match="exists with different input"):
-        build_index(tmp_path, model="embedder", version="v1", entity_ids=ids,
-                    metric="angular", log_offsets=OFFSETS, jobs=1,
-                    **{"trees": 10, "vectors": vectors, **kwargs})
+        build_index(
+            tmp_path,
+            model="embedder",
+            version="v1",
+            entity_ids=ids,
+            metric="angular",
+            log_offsets=OFFSETS,
+            jobs=1,
+            **{"trees": 10, "vectors": vectors, **kwargs},
+        )
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
@@ -283,15 +309,19 @@ def test_list_artifacts_by_model_skips_folders_that_are_not_artifacts(tmp_path):
     build(tmp_path, ["a"], one, model="m2", version="v2", log_offsets={"t:0": 1})
     (tmp_path / "m1" / "v1" / "stray").mkdir()
     assert [(e.manifest.model, e.manifest.version) for e in list_artifacts(tmp_path)] == [
-        ("m1", "v1"), ("m2", "v2")]
+        ("m1", "v1"),
+        ("m2", "v2"),
+    ]
     assert [e.manifest.model for e in list_artifacts(tmp_path, "m2")] == ["m2"]
     assert list_artifacts(tmp_path, "nobody") == []
 
 
 def test_gc_keeps_pinned_and_newest_artifacts_per_version(tmp_path):
     one = np.ones((1, 3), dtype=np.float32)
-    v1 = [tmp_path / build(tmp_path, ["a"], one, log_offsets={"t:0": n}).relative_path
-          for n in (1, 2, 3)]
+    v1 = [
+        tmp_path / build(tmp_path, ["a"], one, log_offsets={"t:0": n}).relative_path
+        for n in (1, 2, 3)
+    ]
     v2 = tmp_path / build(tmp_path, ["a"], one, version="v2").relative_path
 
     planned = gc(tmp_path, keep={v1[0]}, keep_last=1, dry_run=True)
@@ -315,4 +345,5 @@ def test_worker_count_never_changes_bytes_for_more_shards_than_workers(tmp_path,
     b = build(tmp_path / "b", ids, vectors, shards=3, jobs=1)
     assert a.checksum == b.checksum
     assert file_digests(tmp_path / "a" / a.relative_path) == file_digests(
-        tmp_path / "b" / b.relative_path)
+        tmp_path / "b" / b.relative_path
+    )

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.kafka
 
 def _consume(bootstrap: str, topics: Topics, home: Path, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "ledger.cli", "--bootstrap", bootstrap, "--home", str(home),
+        [sys.executable, "-m", "ledger", "--bootstrap", bootstrap, "--home", str(home),
          "--topic-prefix", topics.prefix, "consume", *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )

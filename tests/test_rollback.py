@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from scenario import CLASSIFIER, EMBEDDER, play_incident
 
-from ledger import Producer
+from ledger import Producer, content_hash
 from ledger.cli import cli
 from ledger.decision_table import read_decision_table
 from ledger.errors import RollbackInProgress
@@ -192,3 +192,68 @@ def test_cli_unknown_version_is_one_line_exit_2(bootstrap, topics, tmp_path, inc
     assert result.exit_code == 2
     assert "version v9 is not registered (known versions: v1, v2)" in result.output
     assert "Traceback" not in result.output
+
+
+def test_rollback_waits_for_a_running_materialiser_instead_of_writing_its_shard(
+    bootstrap, topics, tmp_path, incident
+):
+    import subprocess
+    import sys
+    import time
+
+    consume = subprocess.Popen(
+        [sys.executable, "-m", "ledger", "--bootstrap", bootstrap, "--home", str(tmp_path),
+         "--topic-prefix", topics.prefix, "consume", "--no-group", "--shard", "main"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "shards" / "main.duckdb").exists():  # it claimed the shard
+            assert time.monotonic() < deadline and consume.poll() is None
+            time.sleep(0.05)
+        result = rollback(bootstrap, topics, tmp_path, MODELS, to="v1", dry_run=True)
+        assert consume.poll() is None  # still the shard's writer: the rollback waited for it
+    finally:
+        consume.terminate()
+        consume.wait(30)
+    assert set(result.plan.models[0].gap) == incident.gap("v1")
+    assert not (tmp_path / "shards" / "rollback.duckdb").exists()
+
+
+def test_embedder_hook_fills_the_gap_through_the_log(bootstrap, topics, tmp_path, incident):
+    calls: list[list[str]] = []
+
+    def embed(ids: list[str]):
+        calls.append(ids)
+        rng = np.random.default_rng(len(ids))
+        return rng.standard_normal((len(ids), 16)), [content_hash(f"refreshed {e}") for e in ids]
+
+    result = rollback(bootstrap, topics, tmp_path, [EMBEDDER], to="v1", dry_run=False,
+                      embedder=embed)
+
+    todo = incident.gap("v1") | incident.stale("v1")
+    assert {e for batch in calls for e in batch} == todo
+    emb = result.plan.models[0]
+    assert emb.gap == () and emb.stale == ()  # re-planned after the new v1 events
+    with open_index(tmp_path, EMBEDDER) as index:
+        assert set(index.item_ids) == incident.live()
+    v1_writes = [
+        decode(default_store(), m.value)[1] for m in read_to_end(bootstrap, [topics.embeddings])
+    ]
+    refreshed = {r["entity_id"] for r in v1_writes if r["model_version"] == "v1"
+                 and r["producer"] == "ledger"}
+    assert refreshed == todo  # the log stays the source of truth
+
+
+def test_cli_rollback_asks_first_and_a_no_changes_nothing(bootstrap, topics, tmp_path, incident):
+    result = CliRunner().invoke(
+        cli,
+        ["--bootstrap", bootstrap, "--home", str(tmp_path), "--topic-prefix", topics.prefix,
+         "rollback", "--model", EMBEDDER, "--to", "v1"],
+        input="n\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert "Rebuild, verify and switch?" in result.output
+    assert "Not confirmed: nothing was changed." in result.output
+    assert current(tmp_path, EMBEDDER) is None
+    assert not (tmp_path / "artifacts").exists()

@@ -28,13 +28,22 @@ from ledger.serving import (
 D = 8
 
 
-def make_artifact(home: Path, version: str, *, model: str = "embedder", seed: int = 0,
-                  n: int = 200) -> Path:
+def make_artifact(
+    home: Path, version: str, *, model: str = "embedder", seed: int = 0, n: int = 200
+) -> Path:
     rng = np.random.default_rng(seed)
     vectors = rng.standard_normal((n, D)).astype(np.float32)
-    m = build_index(home / "artifacts", model=model, version=version,
-                    entity_ids=[f"{version}-{i}" for i in range(n)], vectors=vectors,
-                    metric="angular", log_offsets={"t:0": seed}, trees=5, jobs=1)
+    m = build_index(
+        home / "artifacts",
+        model=model,
+        version=version,
+        entity_ids=[f"{version}-{i}" for i in range(n)],
+        vectors=vectors,
+        metric="angular",
+        log_offsets={"t:0": seed},
+        trees=5,
+        jobs=1,
+    )
     return home / "artifacts" / m.relative_path
 
 
@@ -43,8 +52,11 @@ def test_switch_writes_a_pointer_that_current_reads(tmp_path):
     assert current(tmp_path, "embedder") is None
     pointer = switch(tmp_path, "embedder", art, info={"reason": "first deploy"})
     assert current(tmp_path, "embedder") == pointer
-    assert (pointer.model, pointer.version, pointer.info) == ("embedder", "v1",
-                                                              {"reason": "first deploy"})
+    assert (pointer.model, pointer.version, pointer.info) == (
+        "embedder",
+        "v1",
+        {"reason": "first deploy"},
+    )
     assert pointer.artifact == art.relative_to(tmp_path).as_posix()
     on_disk = json.loads((tmp_path / "serving" / "embedder.json").read_text())
     assert on_disk["artifact"] == pointer.artifact and on_disk["version"] == "v1"
@@ -140,14 +152,20 @@ def test_serving_artifacts_names_every_models_current_artifact(tmp_path):
 
 def test_rollback_lock_refuses_a_second_process_and_names_its_pid(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys
             from ledger.serving import rollback_lock
             with rollback_lock({str(tmp_path)!r}, "embedder"):
                 print("locked", flush=True)
                 sys.stdin.readline()
-        """)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"

@@ -7,6 +7,7 @@ import argparse
 import os
 import tempfile
 import time
+from array import array
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,14 @@ def _clustered(n: int, d: int, *, seed: int = 0) -> tuple[list[str], np.ndarray]
     return [f"doc-{i:07d}" for i in range(n)], vectors
 
 
+def _fmt(values: list[float]) -> str:
+    return "/".join(f"{v:.1f}" for v in values)
+
+
 def bench_index(args: argparse.Namespace) -> None:
     from annoy import AnnoyIndex
 
-    from ledger.index import build_index, open_artifact
+    from ledger.index import Manifest, build_index, open_artifact
 
     ids, vectors = _clustered(args.n, args.dim)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -32,60 +37,67 @@ def bench_index(args: argparse.Namespace) -> None:
         f"trees={args.trees} shards={args.shards} jobs={args.jobs}"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        # One unsharded Annoy build with n_jobs=1: the only deterministic single-file build.
-        start = time.perf_counter()
-        plain = AnnoyIndex(args.dim, "angular")
-        plain.set_seed(1)
-        for first in range(0, args.n, 4096):  # lists of floats, a chunk at a time
-            for i, row in enumerate(vectors[first : first + 4096].tolist(), first):
-                plain.add_item(i, row)
-        plain.build(args.trees, n_jobs=1)
-        plain.save(str(Path(tmp) / "plain.ann"))
-        unsharded = time.perf_counter() - start
 
-        start = time.perf_counter()
-        m = build_index(
-            Path(tmp) / "artifacts",
-            model="bench",
-            version="v1",
-            entity_ids=ids,
-            vectors=vectors,
-            metric="angular",
-            log_offsets={"bench:0": args.n},
-            trees=args.trees,
-            shards=args.shards,
-            jobs=args.jobs,
-        )
-        sharded = time.perf_counter() - start
-        print(f"build unsharded n_jobs=1 (s): {unsharded:.1f}")
+        def plain_build(run: int) -> tuple[float, AnnoyIndex]:
+            # One unsharded Annoy build with n_jobs=1: the only deterministic single file.
+            start = time.perf_counter()
+            plain = AnnoyIndex(args.dim, "angular")
+            plain.set_seed(1)
+            for i, row in enumerate(vectors):  # the same fast path as build_index's workers
+                plain.add_item(i, array("f", row.tobytes()))
+            plain.build(args.trees, n_jobs=1)
+            plain.save(str(Path(tmp) / f"plain-{run}.ann"))
+            return time.perf_counter() - start, plain
+
+        def artifact_build(run: int, jobs: int) -> tuple[float, Path, Manifest]:
+            root = Path(tmp) / f"run-{run}-jobs-{jobs}"  # fresh: a rebuild would be a no-op
+            start = time.perf_counter()
+            m = build_index(
+                root,
+                model="bench",
+                version="v1",
+                entity_ids=ids,
+                vectors=vectors,
+                metric="angular",
+                log_offsets={"bench:0": args.n},
+                trees=args.trees,
+                shards=args.shards,
+                jobs=jobs,
+            )
+            return time.perf_counter() - start, root / m.relative_path, m
+
+        # Interleaved repeats, minimum of each: the machine is shared, noise only adds time.
+        times: dict[str, list[float]] = {"plain": [], "sharded": [], "sequential": []}
+        manifests = []
+        for run in range(args.repeat):
+            t, plain = plain_build(run)
+            times["plain"].append(t)
+            t, path, m = artifact_build(run, args.jobs)
+            times["sharded"].append(t)
+            manifests.append(m)
+            t, _, again = artifact_build(run, 1)
+            times["sequential"].append(t)
+            manifests.append(again)
+        unsharded, sharded, sequential = (min(times[k]) for k in ("plain", "sharded", "sequential"))
+        print(f"build unsharded n_jobs=1 (s): {unsharded:.1f}  runs {_fmt(times['plain'])}")
         print(
             f"build artifact {args.shards} shards, {args.jobs} processes, incl. sort, "
-            f"id map, fsync, sha256 (s): {sharded:.1f}"
+            f"id map, fsync, sha256 (s): {sharded:.1f}  runs {_fmt(times['sharded'])}"
         )
-        # The same input again, shards built one after the other in this process: shows
-        # how much of the gain is sharding itself, and that the bytes do not change.
-        start = time.perf_counter()
-        again = build_index(
-            Path(tmp) / "again",
-            model="bench",
-            version="v1",
-            entity_ids=ids,
-            vectors=vectors,
-            metric="angular",
-            log_offsets={"bench:0": args.n},
-            trees=args.trees,
-            shards=args.shards,
-            jobs=1,
+        print(
+            f"build artifact {args.shards} shards, 1 process (s): {sequential:.1f}  "
+            f"runs {_fmt(times['sequential'])}"
         )
-        sequential = time.perf_counter() - start
-        print(f"build artifact {args.shards} shards, 1 process (s): {sequential:.1f}")
-        same = again.files == m.files and again.checksum == m.checksum
-        print(f"byte-identical files, {args.jobs} processes vs 1: {same} (goal True)")
+        same = len({(tuple(x.files.items()), x.checksum) for x in manifests}) == 1
+        print(
+            f"byte-identical files over {len(manifests)} builds "
+            f"({args.jobs} processes and 1): {same} (goal True)"
+        )
 
         rng = np.random.default_rng(1)
         queries = vectors[rng.choice(args.n, args.queries, replace=False)]
         queries = queries + 0.1 * rng.standard_normal(queries.shape, dtype=np.float32)
-        with open_artifact(Path(tmp) / "artifacts" / m.relative_path) as index:
+        with open_artifact(path) as index:
             start = time.perf_counter()
             found = index.query_many(queries, 10)
             qps = args.queries / (time.perf_counter() - start)
@@ -116,6 +128,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--repeat", type=int, default=2, help="builds of each kind; min is shown")
 
 
 def run(args: argparse.Namespace) -> None:
