@@ -56,6 +56,13 @@ def print_report(report: VerifyReport) -> None:
     help="Sampled queries for the recall check.",
 )
 @click.option(
+    "--search-k",
+    type=int,
+    default=-1,
+    show_default=True,
+    help="Annoy search_k for the recall queries, as serving uses it (-1: trees x k).",
+)
+@click.option(
     "--fail-on-mixed",
     is_flag=True,
     help="Also fail when live entities' latest served vectors (or decisions) are not all "
@@ -68,6 +75,7 @@ def verify_cmd(
     models: tuple[str, ...],
     recall_threshold: float,
     sample: int,
+    search_k: int,
     fail_on_mixed: bool,
     as_json: bool,
 ) -> None:
@@ -89,6 +97,7 @@ def verify_cmd(
         list(models),
         recall_threshold=recall_threshold,
         sample=sample,
+        search_k=search_k,
         fail_on_mixed=fail_on_mixed,
     )
     emit(report.summary(), as_json=as_json, human=lambda _: print_report(report))

@@ -18,15 +18,16 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
+from annoy import AnnoyIndex
 
 from ledger.exact import exact_topk, recall_at_k
-from ledger.index import IndexReader
+from ledger.index import AnnoyMetric, IndexReader
 from ledger.manifest import ID_MAP, Manifest, shard_file
 from ledger.plan import arrow
 
@@ -65,14 +66,11 @@ class PurityFacts:
     differs_by_version: dict[str, int]  # whose event each differing vector is ("?" none)
 
 
-def shard_vectors(
-    folder: Path, manifest: Manifest, shard: int, ids: list[str], reader: IndexReader
-) -> Matrix:
+def shard_vectors(folder: Path, manifest: Manifest, shard: int) -> Matrix:
     """The vectors of one shard as an ``(items, d)`` read-only view of its Annoy file.
 
     Falls back to Annoy's own accessor (slow: one call per item) if the file layout is not
-    the one expected, which is checked on the first, middle and last item. ``ids`` are the
-    shard's entity ids in item order.
+    the one expected, which is checked on the first, middle and last item.
     """
     n = manifest.shard_items[shard]
     d = manifest.dimension
@@ -84,24 +82,24 @@ def shard_vectors(
         nodes = np.memmap(path, dtype="<f4", mode="r", shape=(n, stride))
     except ValueError:
         nodes = None  # shorter than the layout says: not the layout expected
-    if nodes is not None:
-        view: Matrix = nodes[:, stride - d :]
-        probe = sorted({0, n // 2, n - 1})
-        if all(np.array_equal(view[i], reader.get_vector(ids[i])) for i in probe):
-            return view
-    return np.stack([reader.get_vector(e) for e in ids]).astype(np.float32)
+    annoy = AnnoyIndex(d, cast(AnnoyMetric, manifest.metric))
+    annoy.load(str(path))  # memory-mapped: nothing is read until asked
+    try:
+        if nodes is not None:
+            view: Matrix = nodes[:, stride - d :]
+            probe = sorted({0, n // 2, n - 1})
+            if all(np.array_equal(view[i], annoy.get_item_vector(i)) for i in probe):
+                return view
+        return np.array([annoy.get_item_vector(i) for i in range(n)], dtype=np.float32)
+    finally:
+        annoy.unload()
 
 
 def read_facts(folder: Path, reader: IndexReader) -> IndexFacts:
     """Manifest, id map and per-shard vectors of an opened artifact."""
     manifest = reader.manifest
     id_map = pq.read_table(folder / ID_MAP)
-    ids = np.asarray(id_map.column("entity_id").to_pylist(), dtype=object)
-    where = id_map.column("shard").to_numpy()
-    vectors = tuple(
-        shard_vectors(folder, manifest, s, ids[where == s].tolist(), reader)
-        for s in range(manifest.shards)
-    )
+    vectors = tuple(shard_vectors(folder, manifest, s) for s in range(manifest.shards))
     return IndexFacts(manifest, id_map, vectors, sum(len(v) for v in vectors))
 
 
@@ -116,7 +114,8 @@ def _fingerprints(vectors: Matrix, r: npt.NDArray[np.float64]) -> tuple[Any, Any
     for start in range(0, len(vectors), _BLOCK):
         block = np.asarray(vectors[start : start + _BLOCK], dtype=np.float64)
         fp[start : start + len(block)] = block @ r
-        scale[start : start + len(block)] = np.abs(block) @ absr
+        np.abs(block, out=block)
+        scale[start : start + len(block)] = block @ absr
     return fp, scale
 
 
@@ -167,16 +166,12 @@ def compare_items(con: Any, facts: IndexFacts, model: str, version: str) -> Puri
     con.register("_index_fp", index_fp)
     try:
         problems = arrow(con, _COMPARE_SQL, **params)
-        view_items = int(
-            con.execute(
-                "SELECT count(*) FROM version_embeddings($model, $version)",
-                {"model": model, "version": version},
-            ).fetchall()[0][0]
-        )
     finally:
         con.unregister("_index_fp")
     ids = problems.column("entity_id").to_pylist()
     kinds = problems.column("problem").to_pylist()
+    # The full outer join partitions both sides: the view's count follows from it.
+    view_items = n - kinds.count("not_in_view") + kinds.count("missing")
     differs = tuple(e for e, k in zip(ids, kinds, strict=True) if k == "differs")
     by_version: dict[str, int] = {}
     if differs:
@@ -220,10 +215,18 @@ class RecallFacts:
 
 
 def measure_recall(
-    facts: IndexFacts, reader: IndexReader, *, k: int = 10, sample: int = 200
+    facts: IndexFacts,
+    reader: IndexReader,
+    *,
+    k: int = 10,
+    sample: int = 200,
+    search_k: int = -1,
 ) -> RecallFacts:
     """Query the index with ``sample`` of its own items (the item itself left out) and
-    compare the ``k`` nearest with exact numpy search over the same vectors."""
+    compare the ``k`` nearest with exact numpy search over the same vectors.
+
+    ``search_k`` is passed to Annoy as serving passes it (-1: Annoy's default, trees x k).
+    """
     n = facts.id_map.num_rows
     k = min(k, n - 1)
     if k < 1 or sample < 1 or facts.index_items != n:
@@ -251,7 +254,9 @@ def measure_recall(
     exact_rows = np.take_along_axis(all_rows, order, axis=1)
     # Approximate: what serving answers, minus the query item itself.
     found = np.full((len(rows), k), -1, np.int64)
-    for q, (row, hits) in enumerate(zip(rows, reader.query_many(queries, k + 1), strict=True)):
+    for q, (row, hits) in enumerate(
+        zip(rows, reader.query_many(queries, k + 1, search_k=search_k), strict=True)
+    ):
         others = [bisect.bisect_left(ids, e) for e, _ in hits if e != ids[row]][:k]
         found[q, : len(others)] = others
     return RecallFacts(float(recall_at_k(found, exact_rows)), len(rows), k)

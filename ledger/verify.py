@@ -154,10 +154,18 @@ def check_recall(
     threshold: float = DEFAULT_RECALL_THRESHOLD,
     sample: int = DEFAULT_SAMPLE,
     k: int = DEFAULT_K,
+    search_k: int = -1,
 ) -> Check:
-    """recall@k of the index against exact search on ``sample`` item queries >= threshold."""
-    r = measure_recall(facts, reader, k=k, sample=sample)
-    figures = {"recall": r.recall, "k": r.k, "queries": r.queries, "threshold": threshold}
+    """recall@k of the index against exact search on ``sample`` item queries >= threshold
+    (Annoy queried with ``search_k`` as serving queries it; -1: Annoy's default)."""
+    r = measure_recall(facts, reader, k=k, sample=sample, search_k=search_k)
+    figures = {
+        "recall": r.recall,
+        "k": r.k,
+        "queries": r.queries,
+        "threshold": threshold,
+        "search_k": search_k,
+    }
     if r.recall is None:
         return Check(model, "recall", True, "too few items to measure recall", figures)
     ok = r.recall >= threshold
@@ -253,6 +261,7 @@ def check_index(
     recall_threshold: float = DEFAULT_RECALL_THRESHOLD,
     sample: int = DEFAULT_SAMPLE,
     k: int = DEFAULT_K,
+    search_k: int = -1,
 ) -> list[Check]:
     """Count, purity and recall of an index artifact (views on ``con`` at its position)."""
     try:
@@ -265,7 +274,15 @@ def check_index(
         return [
             check_count(model, facts, view_items),
             purity,
-            check_recall(model, facts, reader, threshold=recall_threshold, sample=sample, k=k),
+            check_recall(
+                model,
+                facts,
+                reader,
+                threshold=recall_threshold,
+                sample=sample,
+                k=k,
+                search_k=search_k,
+            ),
         ]
 
 
@@ -276,6 +293,7 @@ def verify_artifact_for(
     *,
     recall_threshold: float = DEFAULT_RECALL_THRESHOLD,
     sample: int = DEFAULT_SAMPLE,
+    search_k: int = -1,
 ) -> list[Check]:
     """All checks of one model's freshly built artifact against the views on ``con`` (the
     rollback's: they are at the artifact's log position)."""
@@ -287,6 +305,7 @@ def verify_artifact_for(
         isinstance(plan, DecisionPlan),
         recall_threshold=recall_threshold,
         sample=sample,
+        search_k=search_k,
     )
 
 
@@ -300,6 +319,7 @@ def _artifact_checks(
     pinned: str | None = None,
     recall_threshold: float,
     sample: int,
+    search_k: int,
 ) -> list[Check]:
     checks = [check_checksum(model, folder, pinned=pinned)]
     if not checks[0].passed:
@@ -307,7 +327,13 @@ def _artifact_checks(
     if decisions:
         return checks + check_decisions(con, model, version, folder)
     return checks + check_index(
-        con, model, version, folder, recall_threshold=recall_threshold, sample=sample
+        con,
+        model,
+        version,
+        folder,
+        recall_threshold=recall_threshold,
+        sample=sample,
+        search_k=search_k,
     )
 
 
@@ -489,11 +515,15 @@ def verify(
     *,
     recall_threshold: float = DEFAULT_RECALL_THRESHOLD,
     sample: int = DEFAULT_SAMPLE,
+    search_k: int = -1,
     fail_on_mixed: bool = False,
 ) -> VerifyReport:
     """Verify what serves ``model`` (one name or several) now; see the module docstring.
 
-    ``bootstrap`` is needed for the lag check (``None`` leaves it out: for offline use).
+    ``recall_threshold``, ``sample`` and ``search_k`` configure the recall check (``search_k``
+    as serving passes it to Annoy; -1 is Annoy's default, trees x k, which is low for
+    millions of items). ``bootstrap`` is needed for the lag check (``None`` leaves it out:
+    for offline use).
     Raises :class:`ServingError` when a model has no serving pointer (nothing to verify).
 
     Example:
@@ -540,6 +570,7 @@ def verify(
                 pinned=pointer.checksum,
                 recall_threshold=recall_threshold,
                 sample=sample,
+                search_k=search_k,
             )
         if not position.passed:
             found = [c for c in found if c.name == "checksum"]  # the rest would mislead
