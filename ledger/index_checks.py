@@ -1,7 +1,7 @@
 """The checks of an index artifact against the log: count, purity and recall@k.
 
-All three read the stored vectors straight from the memory-mapped Annoy files (one
-numpy view per shard, no per-item calls) and compare them with the views of
+Purity and recall read the stored vectors straight from the memory-mapped Annoy files
+(one numpy view per shard, no per-item calls); count and purity compare with the views of
 :func:`ledger.store.open_views` opened at the artifact's log position.
 
 Purity is checked for every item, not a sample: each vector is reduced to a random

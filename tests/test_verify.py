@@ -352,3 +352,15 @@ def test_unexpected_annoy_layout_falls_back_to_annoy_reads(bootstrap, served, mo
 
     assert report.passed, _failed(report)
     assert _by_name(report, EMBEDDER)["purity"].figures["vector_differs"] == 0
+
+
+def test_store_behind_the_artifact_fails_position_and_skips_count_and_purity(served):
+    topics, home, _ = served
+    for shard in (home / "shards").glob("*.duckdb"):
+        shard.unlink()  # e.g. a fresh home given an artifact: the store knows nothing yet
+
+    report = verify(None, topics, home, EMBEDDER)
+
+    assert _failed(report) == [(EMBEDDER, "position")]
+    assert [c.name for c in report.checks] == ["checksum", "position"]
+    assert "run `ledger consume`" in report.checks[1].detail
