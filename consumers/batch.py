@@ -80,22 +80,28 @@ class BatchBuilder:
     ) -> None:
         self._schemas = schemas
         self._registry = registry
-        self._roles = {topics.models: "models", topics.embeddings: "embeddings",
-                       topics.decisions: "decisions"}
+        self._roles = {
+            topics.models: "models",
+            topics.embeddings: "embeddings",
+            topics.decisions: "decisions",
+        }
         self._refresh = refresh
         self._refreshed = False
-        self._cols: dict[str, dict[str, list[Any]]] = {
-            name: {f.name: [] for f in ARROW_SCHEMAS[name]} for name in TABLE_OF.values()
+        # Per table: the accepted records and where each came from; columns are cut at build().
+        self._rows: dict[str, list[tuple[dict[str, Any], str, int, int]]] = {
+            name: [] for name in TABLE_OF.values()
         }
-        self._vectors: list[bytes] = []
         self._seen: set[str] = set()
         self.rejected: list[Rejected] = []
-        self.accepted: list[tuple[str, int, int]] = []
         self.messages = 0
         self.duplicates = 0
 
     def add(self, topic: str, partition: int, offset: int, raw: bytes | None) -> Rejected | None:
-        """Decode and check one message; returns the rejection when it is dead-lettered."""
+        """Decode and check one message; returns the rejection when it is dead-lettered.
+
+        Vectors with NaN/inf are found for the whole batch in :meth:`build`; their
+        rejections appear in :attr:`rejected` then.
+        """
         self.messages += 1
         data = raw if raw is not None else b""
         try:
@@ -110,21 +116,9 @@ class BatchBuilder:
             self.duplicates += 1  # a producer retry inside this batch
             return None
         self._seen.add(event_id)
-        cols = self._cols[TABLE_OF[name]]
-        for key, column in cols.items():
-            if key == "topic":
-                column.append(topic)
-            elif key == "partition":
-                column.append(partition)
-            elif key == "offset":
-                column.append(offset)
-            elif key == "vector":
-                self._vectors.append(record["vector"])
-            elif key == "summary":
-                column.append(list(record["summary"].items()))
-            else:
-                column.append(record[key])
-        self.accepted.append((topic, partition, offset))
+        if name == "EmbeddingWritten":
+            record["_raw"] = data  # for a dead letter, should its vector fail in build()
+        self._rows[TABLE_OF[name]].append((record, topic, partition, offset))
         return None
 
     def _check(self, topic: str, data: bytes) -> tuple[str, dict[str, Any]]:
@@ -136,7 +130,10 @@ class BatchBuilder:
         if role is not None and role != expected:
             raise ContractError(
                 f"{name} travels on the {expected} topic, found on {topic}",
-                field="topic", expected=expected, got=topic, event_id=record["event_id"],
+                field="topic",
+                expected=expected,
+                got=topic,
+                event_id=record["event_id"],
             )
         try:
             self._validate(name, record)
@@ -153,7 +150,16 @@ class BatchBuilder:
     def _validate(self, name: str, record: dict[str, Any]) -> None:
         reg = self._registry
         if name == "EmbeddingWritten":
-            check_embedding_record(reg, record)
+            mv = reg.find(record["model"], record["model_version"])
+            dim = record["dimension"]
+            if (
+                mv is None
+                or mv.kind != "embedding"
+                or dim != mv.dimension
+                or (len(record["vector"]) != 4 * dim)
+            ):
+                check_embedding_record(reg, record)  # raises the contract's own error
+            # else: finite values are checked for the whole batch at once in build()
         elif name == "DecisionRecorded":
             check_decision_record(reg, record)
         elif name == "EntityDeleted":
@@ -164,13 +170,50 @@ class BatchBuilder:
                 reg.get(record["model"], record["from_version"])
         elif name == "ModelVersionRegistered":
             check_registration(
-                kind=record["kind"], dimension=record["dimension"], metric=record["metric"],
+                kind=record["kind"],
+                dimension=record["dimension"],
+                metric=record["metric"],
                 labels=record["labels"],
             )
-            reg.add(ModelVersion(
-                record["model"], record["model_version"], record["kind"], record["dimension"],
-                record["metric"], tuple(record["labels"]),
-            ))
+            reg.add(
+                ModelVersion(
+                    record["model"],
+                    record["model_version"],
+                    record["kind"],
+                    record["dimension"],
+                    record["metric"],
+                    tuple(record["labels"]),
+                )
+            )
+
+    def _check_vectors(self) -> None:
+        """NaN/inf in any vector of the batch, with one numpy pass; the rows that fail are
+        judged again by ``check_embedding_record`` (for its exact reason) and rejected."""
+        rows = self._rows["embeddings"]
+        if not rows:
+            return
+        values = np.frombuffer(b"".join(r[0]["vector"] for r in rows), dtype="<f4")
+        finite = np.isfinite(values)
+        if finite.all():
+            return
+        dims = np.asarray([r[0]["dimension"] for r in rows], dtype=np.int64)
+        starts = np.concatenate(([0], np.cumsum(dims)[:-1]))
+        row_ok = np.logical_and.reduceat(finite, starts)
+        kept = []
+        for ok, (record, topic, partition, offset) in zip(row_ok, rows, strict=True):
+            if ok:
+                kept.append((record, topic, partition, offset))
+                continue
+            try:
+                check_embedding_record(self._registry, record)
+            except ContractError as exc:
+                raw = record.pop("_raw", b"")
+                self.rejected.append(
+                    Rejected(topic, partition, offset, raw, exc.reason, type(exc).__name__)
+                )
+                continue
+            kept.append((record, topic, partition, offset))  # pragma: no cover - finite after all
+        self._rows["embeddings"] = kept
 
     def build(
         self,
@@ -180,33 +223,52 @@ class BatchBuilder:
         redriven: list[tuple[str, int, int]] | None = None,
     ) -> Batch:
         """The transaction: one Arrow table per table with rows, and the next offsets."""
+        self._check_vectors()
         tables: dict[str, pa.Table] = {}
-        for name, cols in self._cols.items():
-            n = len(cols["event_id"])
-            if n == 0:
-                continue
-            schema = ARROW_SCHEMAS[name]
-            arrays: list[pa.Array] = []
-            for fld in schema:
-                if fld.name == "vector":
-                    arrays.append(_vector_column(self._vectors, cols["dimension"]))
-                else:
-                    arrays.append(pa.array(cols[fld.name], fld.type))
-            tables[name] = pa.Table.from_arrays(arrays, schema=schema)
+        for name, rows in self._rows.items():
+            if rows:
+                tables[name] = _table(name, rows)
         if dead_letters and self.rejected:
             now = datetime.now(UTC)
             rej = self.rejected
-            tables["dead_letters"] = pa.Table.from_arrays([
-                pa.array([r.topic for r in rej], pa.string()),
-                pa.array([r.partition for r in rej], pa.int32()),
-                pa.array([r.offset for r in rej], pa.int64()),
-                pa.array([r.raw for r in rej], pa.binary()),
-                pa.array([r.reason for r in rej], pa.string()),
-                pa.array([r.error for r in rej], pa.string()),
-                pa.array([now] * len(rej), pa.timestamp("us", tz="UTC")),
-                pa.nulls(len(rej), pa.timestamp("us", tz="UTC")),
-            ], schema=ARROW_SCHEMAS["dead_letters"])
+            tables["dead_letters"] = pa.Table.from_arrays(
+                [
+                    pa.array([r.topic for r in rej], pa.string()),
+                    pa.array([r.partition for r in rej], pa.int32()),
+                    pa.array([r.offset for r in rej], pa.int64()),
+                    pa.array([r.raw for r in rej], pa.binary()),
+                    pa.array([r.reason for r in rej], pa.string()),
+                    pa.array([r.error for r in rej], pa.string()),
+                    pa.array([now] * len(rej), pa.timestamp("us", tz="UTC")),
+                    pa.nulls(len(rej), pa.timestamp("us", tz="UTC")),
+                ],
+                schema=ARROW_SCHEMAS["dead_letters"],
+            )
         return Batch(tables, dict(offsets or {}), tuple(redriven or ()))
+
+
+def _table(name: str, rows: list[tuple[dict[str, Any], str, int, int]]) -> pa.Table:
+    schema = ARROW_SCHEMAS[name]
+    arrays: list[pa.Array] = []
+    for fld in schema:
+        key = fld.name
+        if key == "topic":
+            values: list[Any] = [r[1] for r in rows]
+        elif key == "partition":
+            values = [r[2] for r in rows]
+        elif key == "offset":
+            values = [r[3] for r in rows]
+        elif key == "summary":
+            values = [list(r[0]["summary"].items()) for r in rows]
+        elif key == "vector":
+            arrays.append(
+                _vector_column([r[0]["vector"] for r in rows], [r[0]["dimension"] for r in rows])
+            )
+            continue
+        else:
+            values = [r[0][key] for r in rows]
+        arrays.append(pa.array(values, fld.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def _vector_column(vectors: list[bytes], dims: list[int]) -> pa.Array:

@@ -17,7 +17,7 @@ from ledger.errors import LedgerError
 from ledger.events import Topics
 from ledger.producer import load_registry
 from ledger.schemas import default_store
-from ledger.store import DeadLetter, Shard, shard_paths
+from ledger.store import Batch, DeadLetter, Shard, shard_paths
 from ledger.wire import decode
 
 
@@ -94,14 +94,13 @@ def redrive(
         if not pending:
             continue
         builder = BatchBuilder(schemas, registry, topics)
-        passed: list[tuple[str, int, int]] = []
         for dl in pending:
-            rejected = builder.add(dl.topic, dl.partition, dl.offset, dl.raw)
-            if rejected is None:
-                passed.append((dl.topic, dl.partition, dl.offset))
-            else:
-                failing.append((dl.id, rejected.reason))
+            builder.add(dl.topic, dl.partition, dl.offset, dl.raw)
+        batch = builder.build(dead_letters=False)  # judges the vectors too
+        still = {r.id: r.reason for r in builder.rejected}
+        failing.extend(still.items())
+        passed = [(d.topic, d.partition, d.offset) for d in pending if d.id not in still]
         if passed:
-            shard.write(builder.build(dead_letters=False, redriven=passed))
+            shard.write(Batch(batch.tables, {}, tuple(passed)))
             redriven.extend(f"{t}:{p}:{o}" for t, p, o in passed)
     return RedriveReport(tuple(redriven), tuple(failing))

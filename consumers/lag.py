@@ -29,9 +29,9 @@ class PartitionLag:
     last_event_time: datetime | None
 
 
-def true_ends(bootstrap: str, topic_names: tuple[str, ...], *, timeout: float = 30.0) -> dict[
-    tuple[str, int], int
-]:
+def true_ends(
+    bootstrap: str, topic_names: tuple[str, ...], *, timeout: float = 30.0
+) -> dict[tuple[str, int], int]:
     """The true end offset of every partition of ``topic_names``.
 
     list-offsets under-reports on Tansu (DESIGN decision 7), so this fetches from that
@@ -43,8 +43,10 @@ def true_ends(bootstrap: str, topic_names: tuple[str, ...], *, timeout: float = 
     """
     try:
         consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=50,
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=50,
         )
     except KafkaError as exc:
         raise BrokerError(f"cannot reach a Kafka broker at {bootstrap}: {exc}") from exc
@@ -92,18 +94,31 @@ def lag(
         ends = true_ends(bootstrap, topics.all)
     con = open_views(home)
     try:
-        stored = {(t, p): o for t, p, o in query(
-            con, 'SELECT topic, "partition", next_offset FROM offsets')}
-        dead = {(t, p): n for t, p, n in query(
-            con, 'SELECT topic, "partition", count(*) FROM dead_letters '
-                 "WHERE redriven_at IS NULL GROUP BY ALL")}
-        last = {(t, p): ts for t, p, ts in query(con, """
+        stored = {
+            (t, p): o
+            for t, p, o in query(con, 'SELECT topic, "partition", next_offset FROM offsets')
+        }
+        dead = {
+            (t, p): n
+            for t, p, n in query(
+                con,
+                'SELECT topic, "partition", count(*) FROM dead_letters '
+                "WHERE redriven_at IS NULL GROUP BY ALL",
+            )
+        }
+        last = {
+            (t, p): ts
+            for t, p, ts in query(
+                con,
+                """
             SELECT topic, "partition", max(event_time) FROM (
                 SELECT topic, "partition", event_time FROM model_versions UNION ALL
                 SELECT topic, "partition", event_time FROM deployments UNION ALL
                 SELECT topic, "partition", event_time FROM embeddings UNION ALL
                 SELECT topic, "partition", event_time FROM deletions UNION ALL
-                SELECT topic, "partition", event_time FROM decisions) GROUP BY ALL""")}
+                SELECT topic, "partition", event_time FROM decisions) GROUP BY ALL""",
+            )
+        }
     finally:
         con.close()
     out = []
@@ -112,9 +127,43 @@ def lag(
         behind = end - have
         if given_ends and behind < 0:
             behind = 0  # events written after the given moment, and already read
-        out.append(PartitionLag(
-            key[0], key[1], have, end, behind, int(dead.get(key, 0)), last.get(key),
-        ))
+        out.append(
+            PartitionLag(
+                key[0],
+                key[1],
+                have,
+                end,
+                behind,
+                int(dead.get(key, 0)),
+                last.get(key),
+            )
+        )
     return out
 
 
+def wait_caught_up(
+    bootstrap: str, topics: Topics, home: Path, *, timeout: float = 60.0, interval: float = 0.3
+) -> list[PartitionLag]:
+    """Wait until running materialisers have stored every partition to its true end.
+
+    For when another process (``ledger consume``) writes the shards, so :func:`catch_up`
+    cannot claim them. Returns the final lag rows.
+
+    Raises:
+        BrokerError: still behind after ``timeout`` seconds (is a materialiser running?).
+
+    Example:
+        >>> wait_caught_up(bs, Topics(), Path(".ledger"), timeout=30)  # doctest: +SKIP
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = lag(bootstrap, topics, home)
+        if all(r.lag <= 0 for r in rows):
+            return rows
+        if time.monotonic() > deadline:
+            behind = sum(r.lag for r in rows if r.lag > 0)
+            raise BrokerError(
+                f"materialisers are still {behind} events behind after {timeout}s; "
+                "is `ledger consume` running for this home?"
+            )
+        time.sleep(interval)

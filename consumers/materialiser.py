@@ -14,9 +14,11 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,8 @@ from ledger.log import partitions_of
 from ledger.schemas import SchemaStore, default_store
 from ledger.store import Shard
 from ledger.wire import decode
+
+log = logging.getLogger(__name__)
 
 #: progress(done, total): messages materialised so far, and done + the lag still known.
 Progress = Callable[[int, int], None]
@@ -76,7 +80,9 @@ class _ModelsTail:
 
     def __init__(self, bootstrap: str, topic: str, schemas: SchemaStore) -> None:
         self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
             fetch_max_wait_ms=50,
         )
         self._tp = TopicPartition(topic, 0)
@@ -94,7 +100,9 @@ class _ModelsTail:
                     except Exception:  # noqa: S112 - undecodable: the materialiser dead-letters it
                         continue
                     if name == "ModelVersionRegistered":
-                        registry.add(ModelVersion.from_event(ModelVersionRegistered.from_record(record)))
+                        registry.add(
+                            ModelVersion.from_event(ModelVersionRegistered.from_record(record))
+                        )
             hw = self._consumer.highwater(self._tp)
             if hw is not None and self._consumer.position(self._tp) >= hw:
                 return
@@ -148,8 +156,17 @@ class Materialiser:
         self._joined = False
         self._messages = self._events = self._duplicates = self._dead = self._txns = 0
         self._next: dict[tuple[str, int], int] = {}
+        # One writer thread: DuckDB writes batch N (releasing the GIL) while this thread
+        # polls and decodes batch N+1. At most one transaction is in flight.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
+        self._pending: tuple[Future[dict[str, int]], int, int, dict[tuple[str, int], int]] | None
+        self._pending = None
+        self._stored: dict[tuple[str, int], int] = {}
         try:
             self.registry = Registry(self.shard.model_versions())
+            # This process is the shard's only writer (claim), so after this one read the
+            # stored offsets are known here; the rebalance callback must not block on I/O.
+            self._stored = self.shard.stored_offsets()
             self._consumer = self._connect()
         except BaseException:
             self.close()
@@ -188,9 +205,8 @@ class Materialiser:
         a partition without a stored offset is positioned by the consumer itself from the
         group's committed offset, or, with none, ends up in :meth:`_sync_positions`.
         """
-        stored = self.shard.stored_offsets()
         for tp in tps:
-            offset = stored.get(_key(tp))
+            offset = self._stored.get(_key(tp))
             if offset is not None:
                 consumer.seek(tp, offset)
                 self._next[_key(tp)] = offset
@@ -212,10 +228,9 @@ class Materialiser:
         tps = list(tps)
         if not tps:
             return
-        stored = self.shard.stored_offsets()
         starts = consumer.beginning_offsets(tps)
         for tp in tps:
-            offset = stored.get(_key(tp), 0)
+            offset = self._stored.get(_key(tp), 0)
             if starts.get(tp, 0) > offset:
                 raise LogGapError(
                     f"{tp.topic}[{tp.partition}]: the log starts at offset {starts[tp]} but "
@@ -249,20 +264,24 @@ class Materialiser:
         consumer = self._consumer
         assert consumer is not None  # set in __init__  # noqa: S101
         started = time.monotonic()
-        while stop is None or not stop.is_set():
-            if timeout is not None and time.monotonic() - started > timeout:
-                raise BrokerError(f"not caught up after {timeout}s")
-            polled = self._poll(consumer)
-            if polled:
-                self._write(consumer, polled)
-            else:
-                self.shard.idle()  # nothing to write: let readers have the file
-            self._check_gaps(consumer)
-            if progress is not None:
-                progress(self._messages, self._messages + self._known_lag(consumer))
-            if until_caught_up and self._caught_up(consumer):
-                break
-        self.shard.idle()
+        try:
+            while stop is None or not stop.is_set():
+                if timeout is not None and time.monotonic() - started > timeout:
+                    raise BrokerError(f"not caught up after {timeout}s")
+                polled = self._poll(consumer)
+                if polled:
+                    self._write(consumer, polled)
+                else:
+                    self._drain(consumer)
+                    self.shard.idle()  # nothing to write: let readers have the file
+                self._check_gaps(consumer)
+                if progress is not None:
+                    progress(self._messages, self._messages + self._known_lag(consumer))
+                if until_caught_up and self._caught_up(consumer):
+                    break
+        finally:
+            self._drain(consumer)
+            self.shard.idle()
         return self.stats(time.monotonic() - started)
 
     def _poll(self, consumer: KafkaConsumer) -> list[Any]:
@@ -296,19 +315,38 @@ class Materialiser:
             builder.add(msg.topic, msg.partition, msg.offset, msg.value)
             key = (msg.topic, msg.partition)
             offsets[key] = max(offsets.get(key, 0), msg.offset + 1)
-        inserted = self.shard.write(builder.build(offsets))
+        batch = builder.build(offsets)
+        self._drain(consumer)
+        self._pending = (
+            self._writer.submit(self.shard.write, batch),
+            builder.messages,
+            len(builder.rejected),
+            offsets,
+        )
+        self._next.update(offsets)
+
+    def _drain(self, consumer: KafkaConsumer) -> None:
+        """Wait for the transaction in flight; then count it and commit its offsets."""
+        if self._pending is None:
+            return
+        future, messages, rejected, offsets = self._pending
+        self._pending = None
+        inserted = future.result()  # a StoreError of the writer thread surfaces here
+        self._stored.update(offsets)
         self._txns += 1
-        self._messages += builder.messages
-        self._dead += len(builder.rejected)
+        self._messages += messages
+        self._dead += rejected
         stored = sum(n for name, n in inserted.items() if name != "dead_letters")
         self._events += stored
-        self._duplicates += builder.messages - len(builder.rejected) - stored
-        self._next.update(offsets)
+        self._duplicates += messages - rejected - stored
         if self.group is not None:
             # Only after the DuckDB commit; it guides a shard that never held a partition.
-            consumer.commit_async({
-                TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()
-            })
+            consumer.commit_async(
+                {
+                    TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                    for (t, p), o in offsets.items()
+                }
+            )
 
     def _check_gaps(self, consumer: KafkaConsumer) -> None:
         # Tansu answers a fetch past the end with no records and no error: compare the
@@ -329,11 +367,15 @@ class Materialiser:
         for tp, offset in parts.items():
             start = consumer.beginning_offsets([tp]).get(tp, 0)
             if offset < start:
-                details.append(f"{tp.topic}[{tp.partition}] offsets {offset}..{start - 1} "
-                               "were deleted before being materialised")
+                details.append(
+                    f"{tp.topic}[{tp.partition}] offsets {offset}..{start - 1} "
+                    "were deleted before being materialised"
+                )
             else:
-                details.append(f"{tp.topic}[{tp.partition}] stored offset {offset} is past the "
-                               "log's end (the broker lost events)")
+                details.append(
+                    f"{tp.topic}[{tp.partition}] stored offset {offset} is past the "
+                    "log's end (the broker lost events)"
+                )
         return LogGapError("; ".join(details) or f"offset out of range: {exc}")
 
     def _known_lag(self, consumer: KafkaConsumer) -> int:
@@ -358,14 +400,19 @@ class Materialiser:
     def stats(self, seconds: float) -> Stats:
         """Counters of this materialiser so far."""
         return Stats(
-            messages=self._messages, events=self._events, duplicates=self._duplicates,
-            dead_letters=self._dead, transactions=self._txns, seconds=seconds,
+            messages=self._messages,
+            events=self._events,
+            duplicates=self._duplicates,
+            dead_letters=self._dead,
+            transactions=self._txns,
+            seconds=seconds,
             offsets={f"{t}:{p}": o for (t, p), o in sorted(self._next.items())},
         )
 
     def close(self) -> None:
         """Leave the group, close the connections and release the shard."""
         try:
+            self._writer.shutdown(wait=True)
             if self._consumer is not None:
                 self._consumer.close(autocommit=False)
             if self._tail is not None:
@@ -389,13 +436,19 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._consumer = consumer
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        # Nothing is pending: every poll is written (with its offsets) before the next one.
+        # A transaction in flight for these partitions may still commit: harmless, its
+        # rows carry event ids that the views dedupe, and its offsets are this shard's own.
         for tp in revoked:
             self._owner._next.pop(_key(tp), None)  # noqa: SLF001 - the owner's own state
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         self._owner._seek_stored(self._consumer, assigned)  # noqa: SLF001
         self._owner._joined = True  # noqa: SLF001
+        log.info(
+            "shard %s assigned %s",
+            self._owner.shard.name,
+            " ".join(sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)) or "nothing",
+        )
 
 
 def catch_up(

@@ -181,27 +181,38 @@ def init_cmd(c: Context, partitions: int, as_json: bool) -> None:
 
 @cli.command("demo")
 @click.option(
-    "--events",
-    type=click.IntRange(100, 10_000_000),
-    default=4000,
+    "--texts",
+    type=click.IntRange(200, 1_000_000),
+    default=3000,
     show_default=True,
-    help="How many embedding events to produce.",
+    help="Size of the synthetic text corpus.",
 )
 @json_option
 @pass_context
-def demo_cmd(c: Context, events: int, as_json: bool) -> None:
-    """Play the incident end to end on a throwaway embedded broker.
+def demo_cmd(c: Context, texts: int, as_json: bool) -> None:
+    """Play the incident end to end, then roll it back: the one-command tour.
+
+    On a throwaway embedded broker (or --bootstrap): v1 serves, v2 is deployed and
+    re-embeds part of the corpus, a naive redeploy of v1 leaves a mixed index with wrong
+    neighbours, then `ledger rollback` plans, rebuilds, verifies and switches, and the
+    same query is right again. The state stays in --home for `ledger sql`; the figures
+    are recorded in <home>/demo.duckdb (table demo_runs).
 
     \b
     Example:
         ledger demo
+        ledger sql "SELECT * FROM version_counts"
     """
-    from ledger.demo import run_demo
+    from dataclasses import asdict
+
+    from ledger.demo import next_commands, run_demo
 
     with broker(c.bootstrap, home=None) as bootstrap:
-        summary = run_demo(bootstrap, c.topics, events=events, echo=None if as_json else click.echo)
+        run = run_demo(bootstrap, c.topics, c.home, texts=texts,
+                       echo=None if as_json else click.echo)
     if as_json:
-        emit(summary, as_json=True, human=click.echo)
+        data = asdict(run) | {"home": str(c.home), "next_commands": next_commands(c.home)}
+        emit(data, as_json=True, human=click.echo)
 
 
 # --- index artifacts (area: index) -------------------------------------------------------------
@@ -301,7 +312,13 @@ def artifacts_gc_cmd(c: Context, keep_last: int, dry_run: bool, as_json: bool) -
 
 
 # Command modules register themselves on ``cli``; imported here so ``ledger`` sees them.
-from ledger import cli_materialiser, cli_rollback, cli_verify  # noqa: E402, F401
+from ledger import (  # noqa: E402, F401
+    cli_audit,
+    cli_materialiser,
+    cli_promote,
+    cli_rollback,
+    cli_verify,
+)
 
 
 def main() -> NoReturn:

@@ -5,6 +5,7 @@ layer over :mod:`consumers`. Registered on the ``ledger`` group by :mod:`ledger.
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 import threading
@@ -34,6 +35,7 @@ from ledger.cli import Context, cli, emit, json_option, pass_context
     is_flag=True,
     help="Stop once every assigned partition reached its true end.",
 )
+@click.option("-v", "--verbose", is_flag=True, help="Log partition assignments to stderr.")
 @json_option
 @pass_context
 def consume_cmd(
@@ -42,6 +44,7 @@ def consume_cmd(
     no_group: bool,
     shard: str,
     until_caught_up: bool,
+    verbose: bool,
     as_json: bool,
 ) -> None:
     """Materialise the ledger topics into DuckDB; runs until stopped (Ctrl-C / SIGTERM).
@@ -55,24 +58,36 @@ def consume_cmd(
     """
     from consumers.materialiser import Materialiser
 
+    if verbose:
+        logging.basicConfig(
+            level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
+        )
+        logging.getLogger("consumers").setLevel(logging.INFO)
     bootstrap = c.require_bootstrap()
     group_id = None if no_group else (group or f"{c.topics.prefix}.materialiser")
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    with Materialiser(
-        bootstrap, c.topics, c.home, shard=shard, group=group_id, lock_timeout=None
-    ) as mat:
-        if until_caught_up and sys.stdout.isatty() and not as_json:
-            with click.progressbar(length=1, label="materialising") as bar:
+    # Stop between transactions on Ctrl-C / SIGTERM (a kill is safe too, just less tidy);
+    # the previous handlers come back after, e.g. for the CliRunner's host process.
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        with Materialiser(
+            bootstrap, c.topics, c.home, shard=shard, group=group_id, lock_timeout=None
+        ) as mat:
+            if until_caught_up and sys.stdout.isatty() and not as_json:
+                with click.progressbar(length=1, label="materialising") as bar:
 
-                def progress(done: int, total: int) -> None:
-                    bar.length = max(total, 1)
-                    bar.update(done - bar.pos)
+                    def progress(done: int, total: int) -> None:
+                        bar.length = max(total, 1)
+                        bar.update(done - bar.pos)
 
-                stats = mat.run(until_caught_up=True, stop=stop, progress=progress)
-        else:
-            stats = mat.run(until_caught_up=until_caught_up, stop=stop)
+                    stats = mat.run(until_caught_up=True, stop=stop, progress=progress)
+            else:
+                stats = mat.run(until_caught_up=until_caught_up, stop=stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     emit(
         {
             "messages": stats.messages,

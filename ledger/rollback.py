@@ -47,7 +47,7 @@ from consumers.materialiser import catch_up
 from ledger.decision_table import build_decision_table
 from ledger.errors import ContractError, LedgerError, StoreError
 from ledger.events import Topics
-from ledger.index import build_index
+from ledger.index import DEFAULT_TREES, build_index
 from ledger.plan import (
     DECISIONS_SQL,
     ITEMS_SQL,
@@ -75,8 +75,10 @@ Progress = Callable[[str, int, int], None]
 ARTIFACTS_DIR = "artifacts"
 REPORTS_DIR = "reports"
 RATES_FILE = "rates.json"
-# Fallback rates (items/s) until this home has measured its own (see BENCHMARKS.md).
-DEFAULT_RATES = {"load": 150_000.0, "build": 40_000.0}
+# Fallback rates until this home has measured its own (BENCHMARKS.md, 2 cores): loading
+# vectors from the views in items/s, and building Annoy in (items x dimension x trees)/s,
+# since build time grows with all three.
+DEFAULT_RATES = {"load": 100_000.0, "build": 3.0e8}
 
 
 class RollbackFailed(LedgerError):
@@ -132,18 +134,20 @@ def _rates(home: Path) -> dict[str, float]:
         return dict(DEFAULT_RATES)
 
 
-def _record_rate(home: Path, name: str, items: int, seconds: float) -> None:
-    if items < 1000 or seconds <= 0:
-        return  # too small to say anything about the rate
+def _record_rate(home: Path, name: str, amount: float, seconds: float, *, items: int) -> None:
+    if items < 10_000 or seconds <= 0:
+        return  # small runs measure process start-up more than the work: keep the old rate
     rates = _rates(home)
-    rates[name] = items / seconds
+    rates[name] = amount / seconds
     (home / RATES_FILE).write_text(json.dumps(rates, indent=2))
 
 
 def _eta(home: Path, models: Sequence[ModelPlan]) -> float:
     rates = _rates(home)
-    items = sum(m.items for m in models if isinstance(m, EmbeddingPlan))
-    return items / rates["load"] + items / rates["build"]
+    embeddings = [m for m in models if isinstance(m, EmbeddingPlan)]
+    items = sum(m.items for m in embeddings)
+    work = sum(m.items * m.dimension * DEFAULT_TREES for m in embeddings)
+    return items / rates["load"] + work / rates["build"]
 
 
 def make_plan(home: Path, con: Any, models: Sequence[str], *, to: str) -> RollbackPlan:
@@ -290,7 +294,7 @@ def build_artifacts(
             table = arrow(con, ITEMS_SQL, **params)
             vectors = _vectors(table, mp.dimension)
             progress("load", mp.items, mp.items)
-            _record_rate(home, "load", mp.items, time.perf_counter() - started)
+            _record_rate(home, "load", mp.items, time.perf_counter() - started, items=mp.items)
             started = time.perf_counter()
             progress("build", 0, mp.items)
             manifest = build_index(
@@ -303,7 +307,8 @@ def build_artifacts(
                 log_offsets=plan.log_offsets,
             )
             progress("build", mp.items, mp.items)
-            _record_rate(home, "build", mp.items, time.perf_counter() - started)
+            work = mp.items * mp.dimension * manifest.trees
+            _record_rate(home, "build", work, time.perf_counter() - started, items=mp.items)
             out[mp.model] = root / str(manifest.relative_path)
         else:
             table = arrow(con, DECISIONS_SQL, **params)
@@ -380,9 +385,12 @@ def rollback(
             plan = make_plan(home, con, models, to=to)
         if dry_run or (confirm is not None and not confirm(plan)):
             return RollbackResult(plan)
+        planned = {mp.model: mp.summary() for mp in plan.models}  # before any gap is filled
+        filled = 0
         if embedder is not None or classifier is not None:
             with Producer(bootstrap=bootstrap, name=actor, topics=topics) as producer:
-                if fill_gaps(producer, plan, embedder=embedder, classifier=classifier):
+                filled = fill_gaps(producer, plan, embedder=embedder, classifier=classifier)
+                if filled:
                     ensure_caught_up(bootstrap, topics, home, progress=progress)
                     with open_views(home) as con:
                         plan = make_plan(home, con, models, to=to)
@@ -425,6 +433,11 @@ def rollback(
         with Producer(bootstrap=bootstrap, name=actor, topics=topics) as producer:
             for mp in plan.models:
                 flat = {k: str(v) for k, v in mp.summary().items()}
+                if filled:  # the log should say what the rollback had to fill, not just "0 left"
+                    for key in ("gap", "stale", "redecide"):
+                        if key in planned[mp.model]:
+                            flat[f"{key}_before_fill"] = str(planned[mp.model][key])
+                    flat["filled_events"] = str(filled)
                 flat["artifact"] = relative[mp.model]
                 flat["log_offsets"] = json.dumps(summary["log_offsets"], sort_keys=True)
                 event = producer.record_deployment(

@@ -13,6 +13,7 @@ import os
 import uuid
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,45 @@ def make_topics(bootstrap: str):
 def topics(make_topics) -> Topics:
     """A fresh set of ledger topics with 4 partitions for the embeddings and decisions."""
     return make_topics()
+
+
+@dataclass(frozen=True)
+class DemoHome:
+    """A home left by ``ledger demo`` (run once per session), its topics and --json output."""
+
+    home: Path
+    topics: Topics
+    run: dict
+
+    def args(self, bootstrap: str | None = None) -> list[str]:
+        """Global options pointing the CLI at this home (and a broker, if given)."""
+        out = ["--home", str(self.home), "--topic-prefix", self.topics.prefix]
+        return [*out, "--bootstrap", bootstrap] if bootstrap else out
+
+
+@pytest.fixture(scope="session")
+def demo_home(bootstrap: str, tmp_path_factory) -> DemoHome:
+    """``ledger demo`` at its default size, from a clean state, on the session's broker."""
+    import json
+
+    from click.testing import CliRunner
+
+    from ledger.cli import cli
+
+    home = tmp_path_factory.mktemp("demo") / ".ledger"
+    topics = Topics(prefix=f"demo{uuid.uuid4().hex[:10]}")
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--bootstrap",
+            bootstrap,
+            "--home",
+            str(home),
+            "--topic-prefix",
+            topics.prefix,
+            "demo",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return DemoHome(home, topics, json.loads(result.stdout))

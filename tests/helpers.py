@@ -22,15 +22,17 @@ def produce_embeddings(
     """Register ``model``/``version`` and write ``n`` embeddings of entities e<start..>."""
     rng = np.random.default_rng(seed)
     with Producer(bootstrap=bootstrap, name="test", topics=topics) as p:
-        p.register_model_version(model, version, kind="embedding", dimension=dimension,
-                                 metric="angular")
+        p.register_model_version(
+            model, version, kind="embedding", dimension=dimension, metric="angular"
+        )
         ids: list[str] = []
         for lo in range(start, start + n, 2000):
             hi = min(lo + 2000, start + n)
             ents = [f"e{i}" for i in range(lo, hi)]
             vectors = rng.random((hi - lo, dimension), dtype=np.float32)
-            ids += p.write_embeddings(model, version, ents, vectors,
-                                      content_sha256s=[content_hash(e) for e in ents])
+            ids += p.write_embeddings(
+                model, version, ents, vectors, content_sha256s=[content_hash(e) for e in ents]
+            )
     return ids
 
 
@@ -38,8 +40,14 @@ def envelope(model: str, version: str, **fields: object) -> dict[str, object]:
     """A record dict with a fresh envelope plus ``fields``."""
     from ledger.events import new_event_id, now_micros
 
-    return {"event_id": new_event_id(), "event_time": now_micros(), "producer": "raw",
-            "model": model, "model_version": version, **fields}
+    return {
+        "event_id": new_event_id(),
+        "event_time": now_micros(),
+        "producer": "raw",
+        "model": model,
+        "model_version": version,
+        **fields,
+    }
 
 
 def encoded(event_type: str, record: dict[str, object]) -> bytes:

@@ -17,25 +17,55 @@ pytestmark = pytest.mark.kafka
 
 def _embedding(version: str, entity: str, vector: np.ndarray) -> bytes:
     vec = np.asarray(vector, dtype="<f4")
-    return encoded("EmbeddingWritten", envelope(
-        "emb", version, entity_id=entity, content_sha256=content_hash(entity),
-        dimension=int(vec.size), vector=vec.tobytes()))
+    return encoded(
+        "EmbeddingWritten",
+        envelope(
+            "emb",
+            version,
+            entity_id=entity,
+            content_sha256=content_hash(entity),
+            dimension=int(vec.size),
+            vector=vec.tobytes(),
+        ),
+    )
 
 
 def _poison(topics) -> dict[str, tuple[str, bytes, str]]:
     """kind -> (topic, raw bytes, expected error class)."""
     good = _embedding("v1", "x", np.ones(8))
-    decision = encoded("DecisionRecorded", envelope(
-        "clf", "c1", subject_id="s", label="maybe", score=0.5, input_sha256=content_hash("s")))
+    decision = encoded(
+        "DecisionRecorded",
+        envelope(
+            "clf", "c1", subject_id="s", label="maybe", score=0.5, input_sha256=content_hash("s")
+        ),
+    )
     return {
         "garbage": (topics.embeddings, b"not an event at all", "CorruptMessage"),
         "truncated": (topics.embeddings, good[:-20], "CorruptMessage"),
         "unknown schema": (topics.embeddings, MARKER + b"\x00" * 8 + good[10:], "UnknownSchema"),
         "wrong dimension": (topics.embeddings, _embedding("v1", "y", np.ones(4)), "ContractError"),
         "nan": (topics.embeddings, _embedding("v1", "z", [np.nan] + [1.0] * 7), "ContractError"),
-        "unregistered": (topics.embeddings, _embedding("v9", "w", np.ones(8)),
-                         "UnknownModelVersion"),
+        "unregistered": (
+            topics.embeddings,
+            _embedding("v9", "w", np.ones(8)),
+            "UnknownModelVersion",
+        ),
         "unknown label": (topics.decisions, decision, "ContractError"),
+        "wrong topic": (
+            topics.embeddings,
+            encoded(
+                "DecisionRecorded",
+                envelope(
+                    "clf",
+                    "c1",
+                    subject_id="s",
+                    label="yes",
+                    score=0.5,
+                    input_sha256=content_hash("s"),
+                ),
+            ),
+            "ContractError",
+        ),
     }
 
 
@@ -61,8 +91,16 @@ def test_every_poison_kind_is_dead_lettered_and_the_good_events_are_stored(
     assert sorted(d.error for d in dead) == sorted(e for _, _, e in poison.values())
     assert {d.raw for d in dead} == {raw for _, raw, _ in poison.values()}
     reasons = " | ".join(d.reason for d in dead)
-    for words in ("not an Avro single-object frame", "does not decode", "unknown schema fingerprint",
-                  "field=dimension", "NaN", "version v9 is not registered", "field=label"):
+    for words in (
+        "not an Avro single-object frame",
+        "does not decode",
+        "unknown schema fingerprint",
+        "field=dimension",
+        "NaN",
+        "version v9 is not registered",
+        "field=label",
+        "travels on the decisions topic",
+    ):
         assert words in reasons
     con = open_views(tmp_path)
     try:
@@ -79,10 +117,13 @@ def test_every_poison_kind_is_dead_lettered_and_the_good_events_are_stored(
 def test_redrive_stores_what_now_passes_exactly_once(bootstrap, topics, tmp_path):
     with Producer(bootstrap=bootstrap, name="svc", topics=topics) as p:
         p.register_model_version("emb", "v1", kind="embedding", dimension=8, metric="angular")
-    send_raw(bootstrap, [
-        (topics.embeddings, b"w", _embedding("v9", "w", np.ones(8))),
-        (topics.embeddings, b"g", b"garbage"),
-    ])
+    send_raw(
+        bootstrap,
+        [
+            (topics.embeddings, b"w", _embedding("v9", "w", np.ones(8))),
+            (topics.embeddings, b"g", b"garbage"),
+        ],
+    )
     catch_up(bootstrap, topics, tmp_path)
     assert redrive(tmp_path, topics=topics).redriven == ()  # v9 still unknown
 

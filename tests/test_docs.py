@@ -44,3 +44,56 @@ def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one() -> Non
     assert tests.endswith("python -m pytest")
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert tests in ci
+
+
+def _sql_examples() -> list[tuple[str, str, str | None]]:
+    """(file, sql, documented output or None) for every ```sql block of docs/ and README."""
+    out = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text()
+        pattern = r"^```sql\n(?P<sql>.*?)^```\n(?:\n?```text\n(?P<out>.*?)^```\n)?"
+        for m in re.finditer(pattern, text, flags=re.M | re.S):
+            out.append((path.name, m["sql"], m["out"]))
+    return out
+
+
+@pytest.mark.kafka
+def test_every_sql_example_in_the_docs_runs_on_the_demo_home(demo_home) -> None:
+    from ledger.cli_audit import home_views, render_table
+    from ledger.store import read_only_query
+
+    examples = _sql_examples()
+    assert len(examples) >= 20
+    with home_views(demo_home.home) as con:
+        for name, sql, documented in examples:
+            result = read_only_query(con, sql)  # raises on an example that does not run
+            if documented is not None:
+                # Same columns (widths depend on the data: topic names, times).
+                header = render_table(result.columns, result.rows).splitlines()[0]
+                assert documented.splitlines()[0].split() == header.split(), f"{name}: {sql}"
+
+
+_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+
+
+@pytest.mark.kafka
+def test_readme_rollback_transcript_is_the_real_output(bootstrap, tmp_path) -> None:
+    import shlex
+
+    from click.testing import CliRunner
+
+    from ledger.cli import cli
+    from ledger.demo import play
+    from ledger.log import init_topics
+
+    (block,) = [b for b in _blocks("text") if b.startswith("$ ledger rollback")]
+    command, *expected = block.splitlines()
+    topics = Topics(f"readme{uuid.uuid4().hex[:10]}")
+    init_topics(bootstrap, topics)
+    play(bootstrap, topics)
+    args = ["--bootstrap", bootstrap, "--home", str(tmp_path), "--topic-prefix", topics.prefix]
+    result = CliRunner().invoke(cli, [*args, *shlex.split(command)[2:]])
+    assert result.exit_code == 0, result.output
+    assert [_TIME.sub("T", x) for x in result.stdout.splitlines()] == [
+        _TIME.sub("T", x) for x in expected
+    ]

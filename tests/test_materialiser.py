@@ -14,6 +14,8 @@ from tests.helpers import encoded, envelope, produce_embeddings, send_raw
 
 pytestmark = pytest.mark.kafka
 
+COUNT_IDS = "SELECT count(*), count(DISTINCT event_id) FROM embeddings"
+
 
 def test_catch_up_stores_every_event_once_with_its_content(bootstrap, topics, tmp_path):
     rng = np.random.default_rng(1)
@@ -21,13 +23,25 @@ def test_catch_up_stores_every_event_once_with_its_content(bootstrap, topics, tm
     with Producer(bootstrap=bootstrap, name="svc", topics=topics) as p:
         p.register_model_version("emb", "v1", kind="embedding", dimension=8, metric="angular")
         p.register_model_version("clf", "c1", kind="classifier", labels=["spam", "ham"])
-        ids = p.write_embeddings("emb", "v1", [f"e{i}" for i in range(300)], vectors,
-                                 content_sha256s=[content_hash(str(i)) for i in range(300)])
+        ids = p.write_embeddings(
+            "emb",
+            "v1",
+            [f"e{i}" for i in range(300)],
+            vectors,
+            content_sha256s=[content_hash(str(i)) for i in range(300)],
+        )
         deleted = p.delete_entity("emb", "v1", "e7")
-        decision = p.record_decision("clf", "c1", "s1", "spam", score=0.9,
-                                     input_sha256=content_hash("x"))
-        p.record_deployment("emb", to_version="v1", from_version=None, reason="launch",
-                            actor="ops", summary={"items": "300"})
+        decision = p.record_decision(
+            "clf", "c1", "s1", "spam", score=0.9, input_sha256=content_hash("x")
+        )
+        p.record_deployment(
+            "emb",
+            to_version="v1",
+            from_version=None,
+            reason="launch",
+            actor="ops",
+            summary={"items": "300"},
+        )
 
     stats = catch_up(bootstrap, topics, tmp_path)
 
@@ -43,11 +57,14 @@ def test_catch_up_stores_every_event_once_with_its_content(bootstrap, topics, tm
             assert np.array_equal(np.asarray(vec, dtype=np.float32), vectors[i])
         assert con.execute("SELECT event_id FROM deletions").fetchall() == [(deleted,)]
         assert con.execute("SELECT event_id, label, score FROM decisions").fetchall() == [
-            (decision, "spam", 0.9)]
+            (decision, "spam", 0.9)
+        ]
         assert con.execute("SELECT model, model_version, summary FROM deployments").fetchall() == [
-            ("emb", "v1", {"items": "300"})]
+            ("emb", "v1", {"items": "300"})
+        ]
         assert con.execute("SELECT labels FROM model_versions WHERE model = 'clf'").fetchall() == [
-            (["spam", "ham"],)]
+            (["spam", "ham"],)
+        ]
     finally:
         con.close()
     assert all(p.lag == 0 for p in lag(bootstrap, topics, tmp_path))
@@ -63,16 +80,21 @@ def test_second_catch_up_after_restart_adds_no_rows(bootstrap, topics, tmp_path)
     assert more.events == 100 + 1  # the (idempotent) re-registration is an event too
     con = open_views(tmp_path)
     try:
-        assert con.execute("SELECT count(*), count(DISTINCT event_id) FROM embeddings").fetchone() == (
-            600, 600)
+        assert con.execute(COUNT_IDS).fetchone() == (600, 600)
     finally:
         con.close()
 
 
 def test_a_resent_event_id_is_stored_once(bootstrap, topics, tmp_path):
     produce_embeddings(bootstrap, topics, 1)
-    record = envelope("emb", "v1", entity_id="dup", content_sha256=content_hash("d"),
-                      dimension=8, vector=np.ones(8, "<f4").tobytes())
+    record = envelope(
+        "emb",
+        "v1",
+        entity_id="dup",
+        content_sha256=content_hash("d"),
+        dimension=8,
+        vector=np.ones(8, "<f4").tobytes(),
+    )
     raw = encoded("EmbeddingWritten", record)
     send_raw(bootstrap, [(topics.embeddings, b"dup", raw)] * 3)  # a producer retrying
     stats = catch_up(bootstrap, topics, tmp_path)
@@ -81,7 +103,8 @@ def test_a_resent_event_id_is_stored_once(bootstrap, topics, tmp_path):
     assert (stats.duplicates, later.duplicates, later.events) == (2, 1, 0)
     con = open_views(tmp_path)
     try:
-        assert con.execute("SELECT count(*) FROM embeddings WHERE entity_id = 'dup'").fetchone() == (1,)
+        sql = "SELECT count(*) FROM embeddings WHERE entity_id = 'dup'"
+        assert con.execute(sql).fetchone() == (1,)
     finally:
         con.close()
 
@@ -92,8 +115,7 @@ def test_views_show_each_event_once_across_shards(bootstrap, topics, tmp_path):
     catch_up(bootstrap, topics, tmp_path, shard="b")  # the same events, as after a handover
     con = open_views(tmp_path)
     try:
-        assert con.execute("SELECT count(*), count(DISTINCT event_id) FROM embeddings").fetchone() == (
-            400, 400)
+        assert con.execute(COUNT_IDS).fetchone() == (400, 400)
         assert con.execute("SELECT count(*) FROM model_versions").fetchone() == (1,)
         ends = dict(((t, p), o) for t, p, o in con.execute("SELECT * FROM offsets").fetchall())
         assert sum(o for (t, _), o in ends.items() if t == topics.embeddings) == 400
@@ -109,6 +131,32 @@ def test_stored_offset_past_the_log_end_stops_with_a_log_gap(bootstrap, topics, 
         catch_up(bootstrap, topics, tmp_path)
 
 
+class _LogStartsAt10:
+    """A consumer whose log start moved past the stored offset (retention deleted events)."""
+
+    def __init__(self) -> None:
+        self.seeks: list[tuple[object, int]] = []
+
+    def beginning_offsets(self, tps):
+        return {tp: 10 for tp in tps}
+
+    def seek(self, tp, offset):
+        self.seeks.append((tp, offset))
+
+
+def test_log_start_past_the_stored_offset_stops_with_a_log_gap(bootstrap, topics, tmp_path):
+    from kafka import TopicPartition
+
+    from consumers.materialiser import Materialiser
+
+    Shard(tmp_path, "main").write(Batch({}, {(topics.decisions, 1): 4}))
+    with Materialiser(bootstrap, topics, tmp_path) as mat:
+        fake = _LogStartsAt10()
+        with pytest.raises(LogGapError, match=rf"{topics.decisions}\[1\].*offsets 4\.\.9"):
+            mat._seek(fake, [TopicPartition(topics.decisions, 1)])
+        assert fake.seeks == []  # never positioned past the missing range
+
+
 def test_one_writer_process_per_shard(tmp_path):
     first = Shard(tmp_path, "main")
     first.claim()
@@ -117,3 +165,22 @@ def test_one_writer_process_per_shard(tmp_path):
             Shard(tmp_path, "main").claim()
     finally:
         first.release()
+
+
+def test_replaying_a_partition_from_zero_adds_no_rows_and_no_dead_letters(
+    bootstrap, make_topics, tmp_path
+):
+    topics = make_topics(1)
+    produce_embeddings(bootstrap, topics, 300)
+    send_raw(bootstrap, [(topics.embeddings, b"k", b"junk")])
+    first = catch_up(bootstrap, topics, tmp_path)
+    Shard(tmp_path, "main").write(Batch({}, {(topics.embeddings, 0): 0}))  # rewind
+    replay = catch_up(bootstrap, topics, tmp_path)
+    assert (first.events, first.dead_letters) == (301, 1)
+    assert (replay.messages, replay.events, replay.duplicates) == (301, 0, 300)
+    con = open_views(tmp_path)
+    try:
+        assert con.execute(COUNT_IDS).fetchone() == (300, 300)
+        assert con.execute("SELECT count(*) FROM shard_0.dead_letters").fetchone() == (1,)
+    finally:
+        con.close()

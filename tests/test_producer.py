@@ -246,3 +246,22 @@ def test_bad_input_raises_its_error_and_sends_nothing(
 
     names = [name for _, _, name, _ in _read(bootstrap, topics)]
     assert names == ["ModelVersionRegistered", "ModelVersionRegistered"]
+
+
+def test_event_ids_in_a_forked_child_are_not_the_parents() -> None:
+    import os
+
+    from ledger.events import new_event_id
+
+    new_event_id()  # the pool now holds ids the parent will hand out next
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: write its next ids and leave at once
+        os.write(write, "\n".join(new_event_id() for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = set(os.read(read, 4096).decode().split("\n"))
+    os.close(read)
+    parent = {new_event_id() for _ in range(5)}
+    assert len(child) == 5 and not child & parent

@@ -243,6 +243,10 @@ def test_embedder_hook_fills_the_gap_through_the_log(bootstrap, topics, tmp_path
     refreshed = {r["entity_id"] for r in v1_writes if r["model_version"] == "v1"
                  and r["producer"] == "ledger"}
     assert refreshed == todo  # the log stays the source of truth
+    (event,) = [d for d in _deployments(bootstrap, topics) if d["reason"] == "rollback"]
+    assert int(event["summary"]["gap_before_fill"]) == len(incident.gap("v1"))
+    assert int(event["summary"]["stale_before_fill"]) == len(incident.stale("v1"))
+    assert event["summary"]["gap"] == "0"
 
 
 def test_cli_rollback_asks_first_and_a_no_changes_nothing(bootstrap, topics, tmp_path, incident):
@@ -257,3 +261,12 @@ def test_cli_rollback_asks_first_and_a_no_changes_nothing(bootstrap, topics, tmp
     assert "Not confirmed: nothing was changed." in result.output
     assert current(tmp_path, EMBEDDER) is None
     assert not (tmp_path / "artifacts").exists()
+
+
+def test_plan_eta_comes_from_the_homes_measured_rates(bootstrap, topics, tmp_path, incident):
+    (tmp_path / "rates.json").write_text(json.dumps({"load": 100.0, "build": 16_000.0}))
+    result = rollback(bootstrap, topics, tmp_path, [EMBEDDER], to="v1", dry_run=True)
+
+    items = len(incident.items("v1"))
+    trees = 50  # ledger.index.DEFAULT_TREES
+    assert result.plan.eta_seconds == pytest.approx(items / 100 + items * 16 * trees / 16_000)

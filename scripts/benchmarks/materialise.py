@@ -1,0 +1,94 @@
+"""materialise: events/s of catch_up() into a fresh shard (384-d embeddings) / a raw
+KafkaConsumer reading the same messages with the same fetch settings (~30 s on 2 cores)."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from kafka import KafkaConsumer
+
+from consumers.materialiser import FETCH_CONFIG, catch_up
+from ledger import Producer, Topics, content_hash, init_topics
+from ledger.log import partitions_of
+
+NEEDS_BROKER = True
+
+
+def _figure(name: str, value: str, goal: str) -> None:
+    print(f"{name}: {value} (goal {goal})", flush=True)
+
+
+def _produce(bootstrap: str, topics: Topics, events: int, dimension: int) -> float:
+    rng = np.random.default_rng(0)
+    started = time.perf_counter()
+    with Producer(bootstrap=bootstrap, name="bench", topics=topics) as p:
+        p.register_model_version(
+            "bench", "v1", kind="embedding", dimension=dimension, metric="angular"
+        )
+        for lo in range(0, events, 5000):
+            ids = [f"e{i}" for i in range(lo, min(lo + 5000, events))]
+            p.write_embeddings(
+                "bench",
+                "v1",
+                ids,
+                rng.random((len(ids), dimension), np.float32),
+                content_sha256s=[content_hash(i) for i in ids],
+            )
+    return time.perf_counter() - started
+
+
+def _raw_read(bootstrap: str, topics: Topics, total: int) -> float:
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=5000,
+        **FETCH_CONFIG,
+    )
+    try:
+        consumer.assign(partitions_of(consumer, topics.all))
+        seen, started = 0, time.perf_counter()
+        while seen < total:
+            for records in consumer.poll(timeout_ms=200).values():
+                seen += len(records)
+        return time.perf_counter() - started
+    finally:
+        consumer.close()
+
+
+def bench_materialise(bootstrap: str, *, events: int, dimension: int, partitions: int) -> None:
+    """Produce ``events`` embeddings, read them raw, then materialise them into a new home."""
+    topics = Topics(f"bench{uuid.uuid4().hex[:8]}")
+    init_topics(bootstrap, topics, partitions=partitions)
+    produced = _produce(bootstrap, topics, events, dimension)
+    total = events + 1  # and the registration
+    raw = total / _raw_read(bootstrap, topics, total)
+    with tempfile.TemporaryDirectory() as home:
+        stats = catch_up(bootstrap, topics, Path(home))
+        size = sum(f.stat().st_size for f in (Path(home) / "shards").glob("*.duckdb"))
+    if stats.events != total:
+        raise SystemExit(f"materialised {stats.events} events, expected {total}")
+    rate = total / stats.seconds
+    _figure(f"produce events/s ({dimension}-d)", f"{events / produced:,.0f}", "n/a, input")
+    _figure("raw KafkaConsumer read events/s", f"{raw:,.0f}", "n/a, the ceiling")
+    _figure("shard MB", f"{size / 1e6:,.1f}", "n/a")
+    _figure("transactions", f"{stats.transactions}", "n/a")
+    _figure(f"materialise events/s ({dimension}-d)", f"{rate:,.0f}", ">= 20,000")
+    _figure("materialise / raw read", f"{rate / raw:.2f}", "as close to 1 as possible")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--events", type=int, default=100_000, help="embedding events")
+    parser.add_argument("--dimension", type=int, default=384)
+    parser.add_argument("--partitions", type=int, default=4)
+
+
+def run(args: argparse.Namespace) -> None:
+    bench_materialise(
+        args.bootstrap, events=args.events, dimension=args.dimension, partitions=args.partitions
+    )
