@@ -510,14 +510,21 @@ def open_views(
         position = None
         if at is not None:
             position = POSITION_TABLE
-            _run(con, f'CREATE TABLE {position} (topic VARCHAR, "partition" INTEGER, '
-                 "next_offset BIGINT)")
+            _run(
+                con,
+                f'CREATE TABLE {position} (topic VARCHAR, "partition" INTEGER, next_offset BIGINT)',
+            )
             keys = [str(k).rsplit(":", 1) for k in at]
-            con.register("_position", pa.table({
-                "topic": pa.array([k[0] for k in keys], pa.string()),
-                "partition": pa.array([int(k[1]) for k in keys], pa.int32()),
-                "next_offset": pa.array([int(v) for v in at.values()], pa.int64()),
-            }))
+            con.register(
+                "_position",
+                pa.table(
+                    {
+                        "topic": pa.array([k[0] for k in keys], pa.string()),
+                        "partition": pa.array([int(k[1]) for k in keys], pa.int32()),
+                        "next_offset": pa.array([int(v) for v in at.values()], pa.int64()),
+                    }
+                ),
+            )
             _run(con, f"INSERT INTO {position} SELECT * FROM _position")  # noqa: S608 - fixed
             con.unregister("_position")
         for statement in view_statements(sources, position=position):

@@ -76,7 +76,7 @@ def view_statements(sources: Sequence[str], *, position: str | None = None) -> l
     if position is not None:
         offsets = (
             'SELECT o.topic, o."partition", least(o.next_offset, p.next_offset) AS next_offset '
-            f"FROM ({offsets}) o JOIN {position} p USING (topic, \"partition\")"
+            f'FROM ({offsets}) o JOIN {position} p USING (topic, "partition")'
         )
     out.append(f"CREATE VIEW offsets AS {offsets}")
     out.extend(_LINEAGE)
