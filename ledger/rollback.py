@@ -363,10 +363,12 @@ def rollback(
     progress: Progress = _noop,
     recall_threshold: float = DEFAULT_RECALL_THRESHOLD,
     sample: int = DEFAULT_SAMPLE,
+    search_k: int = -1,
 ) -> RollbackResult:
     """Roll ``models`` back (or forward) to version ``to``; see the module docstring.
 
-    ``recall_threshold`` and ``sample`` configure the recall check (as ``ledger verify``).
+    ``recall_threshold``, ``sample`` and ``search_k`` configure the recall check (as
+    ``ledger verify``; for millions of items Annoy's default ``search_k`` gives low recall).
 
     Example:
         >>> r = rollback(bs, Topics(), Path(".ledger"), ["text-embedder"], to="v1",
@@ -412,6 +414,7 @@ def rollback(
                         artifacts[mp.model],
                         recall_threshold=recall_threshold,
                         sample=sample,
+                        search_k=search_k,
                     )
                 )
             checks.append(lag_check)
