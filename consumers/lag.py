@@ -70,16 +70,28 @@ def true_ends(
         consumer.close()
 
 
-def lag(bootstrap: str, topics: Topics, home: Path) -> list[PartitionLag]:
+def lag(
+    bootstrap: str,
+    topics: Topics,
+    home: Path,
+    *,
+    ends: dict[tuple[str, int], int] | None = None,
+) -> list[PartitionLag]:
     """Per topic-partition: stored offset (max over shards), true end, lag, pending dead
     letters and the time of the last materialised event. A negative lag means the
     shards hold offsets the log no longer has (the broker lost its log).
+
+    ``ends`` (from :func:`true_ends`, taken earlier) measures the lag against that moment
+    instead of now: a rollback asks whether its catch-up got everything written before it
+    started, whatever producers wrote since.
 
     Example:
         >>> sum(p.lag for p in lag(bs, Topics(), Path(".ledger")))  # doctest: +SKIP
         0
     """
-    ends = true_ends(bootstrap, topics.all)
+    given_ends = ends is not None
+    if ends is None:
+        ends = true_ends(bootstrap, topics.all)
     con = open_views(home)
     try:
         stored = {
@@ -112,13 +124,16 @@ def lag(bootstrap: str, topics: Topics, home: Path) -> list[PartitionLag]:
     out = []
     for key in sorted(ends):
         end, have = ends[key], int(stored.get(key, 0))
+        behind = end - have
+        if given_ends and behind < 0:
+            behind = 0  # events written after the given moment, and already read
         out.append(
             PartitionLag(
                 key[0],
                 key[1],
                 have,
                 end,
-                end - have,
+                behind,
                 int(dead.get(key, 0)),
                 last.get(key),
             )

@@ -312,7 +312,13 @@ def artifacts_gc_cmd(c: Context, keep_last: int, dry_run: bool, as_json: bool) -
 
 
 # Command modules register themselves on ``cli``; imported here so ``ledger`` sees them.
-from ledger import cli_audit, cli_materialiser, cli_promote, cli_rollback  # noqa: E402, F401
+from ledger import (  # noqa: E402, F401
+    cli_audit,
+    cli_materialiser,
+    cli_promote,
+    cli_rollback,
+    cli_verify,
+)
 
 
 def main() -> NoReturn:

@@ -124,6 +124,7 @@ class EmbeddingWritten(_Envelope):
     content_sha256: str
     dimension: int
     vector: bytes  # little-endian float32
+    shadow: bool = False  # written by a candidate version that does not serve
 
     topic = "embeddings"
     key_field = "entity_id"
@@ -148,6 +149,7 @@ class DecisionRecorded(_Envelope):
     label: str
     score: float
     input_sha256: str
+    shadow: bool = False  # made by a candidate version that does not serve
 
     topic = "decisions"
     key_field = "subject_id"

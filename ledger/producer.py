@@ -73,6 +73,8 @@ class Producer:
         bootstrap: Kafka bootstrap servers, e.g. ``"kafka-1:9092"``.
         name: this service's name, recorded in every event's ``producer`` field.
         topics: the topic names (prefix) of the ledger.
+        shadow: mark this producer's embeddings and decisions as shadow writes (a candidate
+            version running beside the serving one); each call can override it.
         **kafka_config: passed to ``kafka.KafkaProducer`` (e.g. ``linger_ms``).
 
     Example:
@@ -80,6 +82,9 @@ class Producer:
         ...     p.register_model_version("text-embedder", "v1", kind="embedding",
         ...                              dimension=384, metric="angular")
         ...     p.write_embedding("text-embedder", "v1", "doc-1", vector,
+        ...                       content_sha256=content_hash(text))
+        >>> with Producer(bootstrap=bs, name="canary", shadow=True) as p:  # doctest: +SKIP
+        ...     p.write_embedding("text-embedder", "v2", "doc-1", vector_v2,
         ...                       content_sha256=content_hash(text))
     """
 
@@ -89,15 +94,19 @@ class Producer:
         bootstrap: str,
         name: str = "ledger",
         topics: Topics | None = None,
+        shadow: bool = False,
         **kafka_config: Any,
     ) -> None:
         self.bootstrap = bootstrap
+        self.shadow = bool(shadow)
         self.name = check_id("name", name)
         self.topics = topics or Topics()
         self._store = default_store()
         self._schemas = {n: self._store.current[n] for n in self._store.current}
         self._registry: Registry | None = None
-        self._embedding_targets: dict[tuple[str, str], tuple[ModelVersion, RowTemplate | None]] = {}
+        self._embedding_targets: dict[
+            tuple[str, str, bool], tuple[ModelVersion, RowTemplate | None]
+        ] = {}
         self._failures: list[BaseException] = []
         self._lock = threading.Lock()
         config: dict[str, Any] = {
@@ -209,17 +218,26 @@ class Producer:
         return event
 
     def write_embedding(
-        self, model: str, version: str, entity_id: str, vector: Any, *, content_sha256: str
+        self,
+        model: str,
+        version: str,
+        entity_id: str,
+        vector: Any,
+        *,
+        content_sha256: str,
+        shadow: bool | None = None,
     ) -> str:
         """Record that ``entity_id``'s content was embedded by ``model`` ``version``.
 
+        ``shadow`` (default: the producer's) marks a write by a version that does not serve.
         Returns the event id. For many vectors at once, :meth:`write_embeddings` is faster.
         """
-        target = self._embedding_targets.get((model, version))
+        shadow = self.shadow if shadow is None else bool(shadow)
+        target = self._embedding_targets.get((model, version, shadow))
         if target is None:
             mv = self._version(model, version, "embedding")
             # Versions never change their contract, so the lookup and template are kept.
-            target = self._embedding_targets[(model, version)] = (
+            target = self._embedding_targets[(model, version, shadow)] = (
                 mv,
                 row_template(
                     self._schemas["EmbeddingWritten"],
@@ -228,6 +246,7 @@ class Producer:
                         "model": model,
                         "model_version": version,
                         "dimension": mv.dimension,
+                        "shadow": shadow,
                     },
                 ),
             )
@@ -253,7 +272,12 @@ class Producer:
         if template is not None:  # only id, time, entity, hash and vector are encoded
             value = template.encode_one(row)
         else:  # the schema gained a non-primitive field: the general encoder
-            record = {**self._envelope(model, version), **row, "dimension": mv.dimension}
+            record = {
+                **self._envelope(model, version),
+                **row,
+                "dimension": mv.dimension,
+                "shadow": shadow,
+            }
             value = encode(self._schemas["EmbeddingWritten"], record)
         self._kafka.send(
             self.topics.embeddings, key=entity_id.encode("utf-8"), value=value
@@ -268,10 +292,12 @@ class Producer:
         vectors: Any,
         *,
         content_sha256s: Sequence[str],
+        shadow: bool | None = None,
     ) -> list[str]:
         """The batch fast path: ``vectors`` is an ``(n, d)`` array, one row per id.
 
-        The whole batch is validated before anything is sent. Returns the event ids.
+        The whole batch is validated before anything is sent. ``shadow`` as in
+        :meth:`write_embedding`. Returns the event ids.
         """
         if len(entity_ids) == 0 and len(content_sha256s) == 0 and np.size(vectors) == 0:
             return []  # an empty batch (e.g. the tail of a chunked loop) sends nothing
@@ -301,6 +327,7 @@ class Producer:
                 "model": model,
                 "model_version": version,
                 "dimension": dim,
+                "shadow": self.shadow if shadow is None else bool(shadow),
             },
             {
                 "event_id": event_ids,
@@ -332,14 +359,25 @@ class Producer:
         *,
         score: float,
         input_sha256: str,
+        shadow: bool | None = None,
     ) -> str:
-        """Record a classifier decision about ``subject_id``. Returns the event id."""
+        """Record a classifier decision about ``subject_id``. Returns the event id.
+
+        ``shadow`` (default: the producer's) marks a decision by a version that does not
+        serve (it was not acted upon).
+        """
         mv = self._version(model, version, "classifier")
         check_id("subject_id", subject_id)
         label, score = check_label(mv, label, score)
         check_sha256("input_sha256", input_sha256)
         record = self._envelope(model, version)
-        record.update(subject_id=subject_id, label=label, score=score, input_sha256=input_sha256)
+        record.update(
+            subject_id=subject_id,
+            label=label,
+            score=score,
+            input_sha256=input_sha256,
+            shadow=self.shadow if shadow is None else bool(shadow),
+        )
         self._send("DecisionRecorded", self.topics.decisions, subject_id, record)
         return str(record["event_id"])
 

@@ -13,11 +13,14 @@ The protocol, for ``rollback(models, to=V)``:
    truth), materialised, and the plan is made again.
 5. Build the artifacts at the plan's log position: an Annoy index per embedding model, a
    decision table per classifier, and the report files (gap, stale, re-decide, blast radius).
-6. Verify every artifact; nothing is switched unless all checks pass.
+6. Verify every artifact (:mod:`ledger.verify`: checksum, count, purity, recall, decisions)
+   and that step 2 materialised every event written before the rollback started (lag);
+   nothing is switched unless all checks pass.
 7. Switch all serving pointers (each atomic), then publish one ``DeploymentChanged`` per
    model with the plan's summary. A crash between 7's steps leaves pointers switched and
    the log not told: running the rollback again is a no-op build, re-verifies, and
    publishes the events.
+8. Catch up once more, so the views show the deployment right away.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from consumers.lag import lag
+from consumers.lag import lag, true_ends
 from consumers.materialiser import catch_up
 from ledger.decision_table import build_decision_table
 from ledger.errors import ContractError, LedgerError, StoreError
@@ -59,7 +62,13 @@ from ledger.plan import (
 from ledger.producer import Producer
 from ledger.serving import rollback_lock, switch
 from ledger.store import open_views
-from ledger.verify import Check, verify_artifact_for
+from ledger.verify import (
+    DEFAULT_RECALL_THRESHOLD,
+    DEFAULT_SAMPLE,
+    Check,
+    check_lag,
+    verify_artifact_for,
+)
 
 #: ``progress(phase, done, total)``; phases: catch-up, plan, load, build, verify, switch.
 Progress = Callable[[str, int, int], None]
@@ -352,8 +361,14 @@ def rollback(
     actor: str = "ledger",
     reason: str = "rollback",
     progress: Progress = _noop,
+    recall_threshold: float = DEFAULT_RECALL_THRESHOLD,
+    sample: int = DEFAULT_SAMPLE,
+    search_k: int = -1,
 ) -> RollbackResult:
     """Roll ``models`` back (or forward) to version ``to``; see the module docstring.
+
+    ``recall_threshold``, ``sample`` and ``search_k`` configure the recall check (as
+    ``ledger verify``; for millions of items Annoy's default ``search_k`` gives low recall).
 
     Example:
         >>> r = rollback(bs, Topics(), Path(".ledger"), ["text-embedder"], to="v1",
@@ -363,7 +378,11 @@ def rollback(
     """
     home.mkdir(parents=True, exist_ok=True)
     with _locked(home, models):
+        # The log's end before catching up: the lag check asks whether the catch-up got
+        # everything written before the rollback started (producers may go on writing).
+        ends = true_ends(bootstrap, topics.all)
         ensure_caught_up(bootstrap, topics, home, progress=progress)
+        lag_check = check_lag(lag(bootstrap, topics, home, ends=ends))
         with open_views(home) as con:
             plan = make_plan(home, con, models, to=to)
         if dry_run or (confirm is not None and not confirm(plan)):
@@ -388,7 +407,17 @@ def rollback(
             checks: list[Check] = []
             for i, mp in enumerate(plan.models):
                 progress("verify", i, len(plan.models))
-                checks.extend(verify_artifact_for(con, mp, artifacts[mp.model]))
+                checks.extend(
+                    verify_artifact_for(
+                        con,
+                        mp,
+                        artifacts[mp.model],
+                        recall_threshold=recall_threshold,
+                        sample=sample,
+                        search_k=search_k,
+                    )
+                )
+            checks.append(lag_check)
             progress("verify", len(plan.models), len(plan.models))
         report = write_reports(home, plan).relative_to(home).as_posix()
         relative = {m: p.relative_to(home).as_posix() for m, p in artifacts.items()}
@@ -425,4 +454,7 @@ def rollback(
                     summary=flat,
                 )
                 event_ids.append(event.event_id)
+        # 8. Materialise the DeploymentChanged events too, so the views (serving history)
+        #    and `ledger verify` (lag) agree with the switch as soon as this returns.
+        ensure_caught_up(bootstrap, topics, home, progress=progress)
         return RollbackResult(plan, relative, tuple(checks), True, report, tuple(event_ids))

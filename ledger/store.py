@@ -63,6 +63,10 @@ CREATE TABLE IF NOT EXISTS decisions ({_ENVELOPE}
     subject_id VARCHAR, label VARCHAR, score DOUBLE, input_sha256 VARCHAR,{_SOURCE});
 CREATE TABLE IF NOT EXISTS deployments ({_ENVELOPE}
     from_version VARCHAR, reason VARCHAR, actor VARCHAR, summary MAP(VARCHAR, VARCHAR),{_SOURCE});
+-- Shadow mode (schema 2 of EmbeddingWritten / DecisionRecorded): last, so shards created
+-- before it gain the column in the same place.
+ALTER TABLE embeddings ADD COLUMN IF NOT EXISTS shadow BOOLEAN DEFAULT false;
+ALTER TABLE decisions ADD COLUMN IF NOT EXISTS shadow BOOLEAN DEFAULT false;
 CREATE TABLE IF NOT EXISTS dead_letters (
     topic VARCHAR, "partition" INTEGER, "offset" BIGINT, raw BLOB, reason VARCHAR,
     error VARCHAR, received_at TIMESTAMPTZ, redriven_at TIMESTAMPTZ);
@@ -103,6 +107,7 @@ ARROW_SCHEMAS: dict[str, pa.Schema] = {
             ("vector", pa.list_(pa.float32())),
         ]
         + _SRC_TYPES
+        + [("shadow", pa.bool_())]
     ),
     "deletions": pa.schema(_ENV_TYPES + [("entity_id", pa.string())] + _SRC_TYPES),
     "decisions": pa.schema(
@@ -114,6 +119,7 @@ ARROW_SCHEMAS: dict[str, pa.Schema] = {
             ("input_sha256", pa.string()),
         ]
         + _SRC_TYPES
+        + [("shadow", pa.bool_())]
     ),
     "deployments": pa.schema(
         _ENV_TYPES
@@ -462,8 +468,13 @@ def empty_table(name: str) -> pa.Table:
 
 # -- the read side -------------------------------------------------------------------
 
+#: The table :func:`open_views` creates for ``at=``: the position the views stop at.
+POSITION_TABLE = "log_position"
 
-def open_views(home: Path, *, timeout: float = 30.0) -> duckdb.DuckDBPyConnection:
+
+def open_views(
+    home: Path, *, timeout: float = 30.0, at: Mapping[str, int] | None = None
+) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with every shard of ``home`` attached read-only.
 
     The views carry the shard tables' names (``embeddings``, ``deletions``, ``decisions``,
@@ -472,10 +483,16 @@ def open_views(home: Path, *, timeout: float = 30.0) -> duckdb.DuckDBPyConnectio
     ``docs/sql.md`` come with them. While this connection is open the materialisers
     cannot write these shards (they wait): close it when done.
 
+    With ``at`` (``{"topic:partition": next offset}``, e.g. an artifact manifest's
+    ``log_offsets``) every view and macro shows the log as of that position: events at
+    or past it, and partitions it does not name, are left out (table ``log_position``).
+
     Example:
         >>> con = open_views(Path(".ledger"))                      # doctest: +SKIP
         >>> con.execute("SELECT count(*) FROM embeddings").fetchall()  # doctest: +SKIP
         [(4000,)]
+        >>> manifest = load_manifest(artifact)                     # doctest: +SKIP
+        >>> as_built = open_views(Path(".ledger"), at=manifest.log_offsets)  # doctest: +SKIP
     """
     from ledger.views import view_statements  # the SQL text lives in its own module
 
@@ -491,7 +508,27 @@ def open_views(home: Path, *, timeout: float = 30.0) -> duckdb.DuckDBPyConnectio
             _run(con, DDL)
             _run(con, "SET schema = 'main'")
             sources.append("empty")
-        for statement in view_statements(sources):
+        position = None
+        if at is not None:
+            position = POSITION_TABLE
+            _run(
+                con,
+                f'CREATE TABLE {position} (topic VARCHAR, "partition" INTEGER, next_offset BIGINT)',
+            )
+            keys = [str(k).rsplit(":", 1) for k in at]
+            con.register(
+                "_position",
+                pa.table(
+                    {
+                        "topic": pa.array([k[0] for k in keys], pa.string()),
+                        "partition": pa.array([int(k[1]) for k in keys], pa.int32()),
+                        "next_offset": pa.array([int(v) for v in at.values()], pa.int64()),
+                    }
+                ),
+            )
+            _run(con, f"INSERT INTO {position} SELECT * FROM _position")  # noqa: S608 - fixed
+            con.unregister("_position")
+        for statement in view_statements(sources, position=position):
             _run(con, statement)
     except duckdb.Error as exc:
         con.close()

@@ -35,26 +35,50 @@ def _union_all(table: str, sources: Sequence[str]) -> str:
     return "\nUNION ALL\n".join(f"SELECT * FROM {s}.{table}" for s in sources)
 
 
-def view_statements(sources: Sequence[str]) -> list[str]:
+def _at(sql: str, position: str | None) -> str:
+    # Keep only rows before the position: offset < next_offset of their topic-partition;
+    # a partition the position does not name contributes nothing.
+    if position is None:
+        return sql
+    return (
+        f"SELECT r.* FROM (\n{sql}\n) r SEMI JOIN {position} p ON r.topic = p.topic "
+        'AND r."partition" = p."partition" AND r."offset" < p.next_offset'
+    )
+
+
+def view_statements(sources: Sequence[str], *, position: str | None = None) -> list[str]:
     """The statements that create the views and macros over ``sources`` (attached shards).
+
+    With ``position`` (a table of ``topic, "partition", next_offset``) every view shows the
+    log as it was at that position, so the same macros answer "as of" an artifact's
+    ``log_offsets`` (see :func:`ledger.store.open_views`).
 
     Example:
         >>> view_statements(["shard_0"])[0].startswith("CREATE VIEW model_versions")
         True
     """
-    out = [f"CREATE VIEW {table} AS\n{_union_by_event_id(table, sources)}" for table in EVENT_VIEWS]
+    out = [
+        f"CREATE VIEW {table} AS\n{_at(_union_by_event_id(table, sources), position)}"
+        for table in EVENT_VIEWS
+    ]
     out.append(
         # A message is dead-lettered once per shard that read it; show it once, re-driven
         # if any shard re-drove it.
         "CREATE VIEW dead_letters AS SELECT * FROM (\n"
-        f"{_union_all('dead_letters', sources)}\n"
+        f"{_at(_union_all('dead_letters', sources), position)}\n"
         ') QUALIFY row_number() OVER (PARTITION BY topic, "partition", "offset" '
         "ORDER BY redriven_at NULLS LAST, received_at) = 1"
     )
-    out.append(
-        'CREATE VIEW offsets AS SELECT topic, "partition", max(next_offset) AS next_offset '
+    offsets = (
+        'SELECT topic, "partition", max(next_offset) AS next_offset '
         f"FROM (\n{_union_all('offsets', sources)}\n) GROUP BY ALL"
     )
+    if position is not None:
+        offsets = (
+            'SELECT o.topic, o."partition", least(o.next_offset, p.next_offset) AS next_offset '
+            f'FROM ({offsets}) o JOIN {position} p USING (topic, "partition")'
+        )
+    out.append(f"CREATE VIEW offsets AS {offsets}")
     out.extend(_LINEAGE)
     return out
 

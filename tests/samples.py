@@ -1,6 +1,8 @@
 """One fixed record of each event type (fixed event id and time), shared by the wire tests.
 
-The golden files in ``tests/golden/`` are these records encoded with the current schemas.
+The golden files in ``tests/golden/`` are these records encoded with the current schemas;
+``tests/golden/history/<Type>.<n>.bin`` are :data:`HISTORY` encoded with the schemas of
+``schemas/history/`` (bytes written before a field was added: they must keep decoding).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "content_sha256": "b" * 64,
         "dimension": 4,
         "vector": struct.pack("<4f", 0.5, -1.0, 2.0, 0.25),
+        "shadow": True,
     },
     "EntityDeleted": {
         "event_id": "00000000-0000-4000-8000-000000000003",
@@ -47,6 +50,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "label": "spam",
         "score": 0.875,
         "input_sha256": "c" * 64,
+        "shadow": True,
     },
     "DeploymentChanged": {
         "event_id": "00000000-0000-4000-8000-000000000005",
@@ -57,4 +61,18 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "actor": "ops@example.com",
         "summary": {"items": "3"},
     },
+}
+
+
+#: Records as written with an earlier schema, ``"<Type>.<n>"`` -> (record, the fields the
+#: current schema fills with their defaults when it reads them).
+HISTORY: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "EmbeddingWritten.1": (
+        {k: v for k, v in SAMPLES["EmbeddingWritten"].items() if k != "shadow"},
+        {"shadow": False},
+    ),
+    "DecisionRecorded.1": (
+        {k: v for k, v in SAMPLES["DecisionRecorded"].items() if k != "shadow"},
+        {"shadow": False},
+    ),
 }

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from kafka import KafkaProducer
-from samples import SAMPLES
+from samples import HISTORY, SAMPLES
 
 from ledger.errors import CorruptMessage, UnknownSchema, WireError
 from ledger.events import Topics, new_event_id, new_event_ids
@@ -53,6 +53,33 @@ def test_decode_reads_the_golden_bytes(name: str) -> None:
 
 def test_every_event_type_has_a_golden_file() -> None:
     assert {p.stem for p in GOLDEN.glob("*.bin")} == set(EVENT_TYPES)
+
+
+# -- schema history: bytes written before a field was added -----------------------------
+
+
+@pytest.mark.parametrize("key", sorted(HISTORY))
+def test_history_schema_fingerprint_equals_the_committed_value(key: str) -> None:
+    committed = json.loads((GOLDEN / "history" / "fingerprints.json").read_text())[key]
+    old = EventSchema.from_json(json.loads((schema_dir() / "history" / f"{key}.avsc").read_text()))
+    assert old.fingerprint.hex() == committed
+    assert old.fingerprint in default_store().by_fingerprint
+
+
+@pytest.mark.parametrize("key", sorted(HISTORY))
+def test_golden_bytes_of_an_old_schema_decode_into_the_current_one_with_defaults(
+    key: str,
+) -> None:
+    record, defaults = HISTORY[key]
+    golden = (GOLDEN / "history" / f"{key}.bin").read_bytes()
+    old = EventSchema.from_json(json.loads((schema_dir() / "history" / f"{key}.avsc").read_text()))
+    assert encode(old, record) == golden  # the committed bytes are what that schema wrote
+    assert decode(default_store(), golden) == (key.split(".")[0], {**record, **defaults})
+
+
+def test_every_history_schema_has_golden_bytes() -> None:
+    assert {p.stem for p in (schema_dir() / "history").glob("*.avsc")} == set(HISTORY)
+    assert {p.stem for p in (GOLDEN / "history").glob("*.bin")} == set(HISTORY)
 
 
 # -- evolution ------------------------------------------------------------------------
@@ -170,7 +197,9 @@ def test_encode_batch_gives_the_same_bytes_as_encode(name: str) -> None:
 
 def test_row_template_encodes_unicode_big_numbers_and_long_strings_like_fastavro() -> None:
     schema = default_store().current["EmbeddingWritten"]
-    template = row_template(schema, {"producer": "prodüction", "model": "m", "dimension": 1})
+    template = row_template(
+        schema, {"producer": "prodüction", "model": "m", "dimension": 1, "shadow": False}
+    )
     assert template is not None  # EmbeddingWritten is primitive-only: the fast path
     values = {
         "event_id": ["é" * 70, "x"],
@@ -187,6 +216,7 @@ def test_row_template_encodes_unicode_big_numbers_and_long_strings_like_fastavro
                 "producer": "prodüction",
                 "model": "m",
                 "dimension": 1,
+                "shadow": False,
                 **{k: v[i] for k, v in values.items()},
             },
         )

@@ -1,0 +1,105 @@
+"""``ledger verify``: check what serves now, as a thin layer over :func:`ledger.verify.verify`.
+Registered on the ``ledger`` group by :mod:`ledger.cli`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ledger.cli import Context, cli, emit, json_option, pass_context
+from ledger.verify import DEFAULT_RECALL_THRESHOLD, DEFAULT_SAMPLE, VerifyReport, verify
+
+
+def print_report(report: VerifyReport) -> None:
+    """One line per check with its figures, then the mixed state, then the verdict."""
+    for model, s in report.serving.items():
+        click.echo(f"{model}: serving {s['version']} ({s['kind']}) from {s['artifact']}")
+    for check in report.checks:
+        mark = "ok  " if check.passed else "FAIL"
+        click.echo(f"  {mark} {check.model} {check.name}: {check.detail}")
+    for m in report.mixed:
+        what = (
+            "live entities' latest vector" if m.kind == "embedding" else "subjects' latest decision"
+        )
+        whose = ", ".join(f"{v} {n}" for v, n in m.by_version.items()) or "-"
+        shadow = f", {m.shadow_only} with shadow writes only" if m.shadow_only else ""
+        click.echo(
+            f"  mixed state {m.model}: {m.mixed} of {m.total} {what} is not "
+            f"{m.serving_version} (by version: {whose}{shadow})"
+        )
+    failed = sum(not c.passed for c in report.checks)
+    click.echo("verify: all checks passed" if not failed else f"verify: {failed} check(s) FAILED")
+
+
+@cli.command("verify")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    help="Model whose serving artifact to verify; repeat for several.",
+)
+@click.option(
+    "--recall-threshold",
+    type=click.FloatRange(0.0, 1.0),
+    default=DEFAULT_RECALL_THRESHOLD,
+    show_default=True,
+    help="Lowest acceptable recall@10 of the index against exact search.",
+)
+@click.option(
+    "--sample",
+    type=click.IntRange(1),
+    default=DEFAULT_SAMPLE,
+    show_default=True,
+    help="Sampled queries for the recall check.",
+)
+@click.option(
+    "--search-k",
+    type=int,
+    default=-1,
+    show_default=True,
+    help="Annoy search_k for the recall queries, as serving uses it (-1: trees x k).",
+)
+@click.option(
+    "--fail-on-mixed",
+    is_flag=True,
+    help="Also fail when live entities' latest served vectors (or decisions) are not all "
+    "from the serving version (by default the mixed state is a figure only).",
+)
+@json_option
+@pass_context
+def verify_cmd(
+    c: Context,
+    models: tuple[str, ...],
+    recall_threshold: float,
+    sample: int,
+    search_k: int,
+    fail_on_mixed: bool,
+    as_json: bool,
+) -> None:
+    """Verify what serves: checksum, position, count, purity, recall, decisions, lag.
+
+    Also reports the mixed state: how many live entities' latest (non-shadow) embedding is
+    not from the serving version. Exit 0 when every check passes, 1 when one fails, 2 when
+    verify could not run (no broker, nothing serving, unreadable state).
+
+    \b
+    Example:
+        ledger verify --model text-embedder --model spam-filter
+        ledger verify --model text-embedder --recall-threshold 0.95 --sample 500 --json
+    """
+    report = verify(
+        c.require_bootstrap(),
+        c.topics,
+        c.home,
+        list(models),
+        recall_threshold=recall_threshold,
+        sample=sample,
+        search_k=search_k,
+        fail_on_mixed=fail_on_mixed,
+    )
+    emit(report.summary(), as_json=as_json, human=lambda _: print_report(report))
+    if not report.passed:
+        sys.exit(1)
