@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from ledger.cli import Context, cli, emit, json_option, pass_context
+from ledger.cli_verify import recall_options
 from ledger.plan import DecisionPlan, EmbeddingPlan
 from ledger.rollback import Progress, RollbackPlan, RollbackResult, load_function, rollback
 
@@ -141,6 +142,7 @@ def print_result(result: RollbackResult) -> None:
     "--reason", default="rollback", show_default=True, help="Recorded in DeploymentChanged."
 )
 @click.option("--actor", default="ledger-cli", show_default=True, help="Who runs it (recorded).")
+@recall_options
 @json_option
 @pass_context
 def rollback_cmd(
@@ -154,6 +156,9 @@ def rollback_cmd(
     classifier: str | None,
     reason: str,
     actor: str,
+    recall_threshold: float,
+    sample: int,
+    search_k: int,
     as_json: bool,
 ) -> None:
     """Roll models back (or forward) to a version, rebuilt from the log.
@@ -191,6 +196,9 @@ def rollback_cmd(
             actor=actor,
             reason=reason,
             progress=progress,
+            recall_threshold=recall_threshold,
+            sample=sample,
+            search_k=search_k,
         )
     if as_json:
         emit(result.summary(), as_json=True, human=click.echo)

@@ -5,6 +5,8 @@ Registered on the ``ledger`` group by :mod:`ledger.cli`.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -33,6 +35,39 @@ def print_report(report: VerifyReport) -> None:
     click.echo("verify: all checks passed" if not failed else f"verify: {failed} check(s) FAILED")
 
 
+def recall_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--recall-threshold``, ``--sample`` and ``--search-k``: the recall check's knobs,
+    shared by ``verify`` and ``rollback`` (which runs the same checks before it switches)."""
+    for option in reversed(_RECALL_OPTIONS):
+        command = option(command)
+    return command
+
+
+_RECALL_OPTIONS = [
+    click.option(
+        "--recall-threshold",
+        type=click.FloatRange(0.0, 1.0),
+        default=DEFAULT_RECALL_THRESHOLD,
+        show_default=True,
+        help="Lowest acceptable recall@10 of the index against exact search.",
+    ),
+    click.option(
+        "--sample",
+        type=click.IntRange(1),
+        default=DEFAULT_SAMPLE,
+        show_default=True,
+        help="Sampled queries for the recall check.",
+    ),
+    click.option(
+        "--search-k",
+        type=int,
+        default=-1,
+        show_default=True,
+        help="Annoy search_k for the recall queries, as serving uses it (-1: trees x k).",
+    ),
+]
+
+
 @cli.command("verify")
 @click.option(
     "--model",
@@ -41,27 +76,7 @@ def print_report(report: VerifyReport) -> None:
     required=True,
     help="Model whose serving artifact to verify; repeat for several.",
 )
-@click.option(
-    "--recall-threshold",
-    type=click.FloatRange(0.0, 1.0),
-    default=DEFAULT_RECALL_THRESHOLD,
-    show_default=True,
-    help="Lowest acceptable recall@10 of the index against exact search.",
-)
-@click.option(
-    "--sample",
-    type=click.IntRange(1),
-    default=DEFAULT_SAMPLE,
-    show_default=True,
-    help="Sampled queries for the recall check.",
-)
-@click.option(
-    "--search-k",
-    type=int,
-    default=-1,
-    show_default=True,
-    help="Annoy search_k for the recall queries, as serving uses it (-1: trees x k).",
-)
+@recall_options
 @click.option(
     "--fail-on-mixed",
     is_flag=True,

@@ -12,7 +12,8 @@ Definitions (DESIGN.md, "What a rollback must produce"), for model M and target 
 - decisions: each subject's latest V decision is kept; *re-decide* are subjects whose
   decisions all came from other versions;
 - *blast radius*: decisions made by the outgoing version (the latest version other than V
-  that served M) while it was serving, that disagree with V's decision for the subject.
+  that served M) while it was serving, that disagree with V's decision for the subject
+  (shadow decisions were never acted on and do not count).
 
 All of it is set-based SQL over the views of :func:`ledger.store.open_views`.
 """
@@ -74,6 +75,7 @@ _BLAST_RADIUS_SQL = """
      AND d.event_time >= w.served_from AND (w.served_until IS NULL OR d.event_time < w.served_until)
     JOIN version_decisions($model, $version) target ON target.subject_id = d.subject_id
     WHERE d.model = $model AND d.model_version = $outgoing AND d.label <> target.label
+      AND NOT d.shadow  -- a shadow decision was never acted on
     ORDER BY d.subject_id, d.event_time
 """
 

@@ -402,7 +402,9 @@ def rollback(
                 con = stack.enter_context(open_views(source))
                 plan = make_plan(home, con, models, to=to)
             else:
-                con = stack.enter_context(open_views(home))
+                # Build exactly what was planned: a running materialiser may have added
+                # events since, and the artifact must match the log position it records.
+                con = stack.enter_context(open_views(home, at=plan.log_offsets))
             artifacts = build_artifacts(home, con, plan, progress=progress)
             checks: list[Check] = []
             for i, mp in enumerate(plan.models):

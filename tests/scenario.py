@@ -91,11 +91,20 @@ def play_incident(producer: Producer, *, n: int = 200, dim: int = 16, seed: int 
         producer.delete_entity(EMBEDDER, version, e)
         exp.history[e].append(("delete", version))
 
-    def decide(version: str, subject: str, label: str) -> None:
+    def decide(version: str, subject: str, label: str, *, shadow: bool = False) -> None:
         producer.record_decision(
-            CLASSIFIER, version, subject, label, score=0.75, input_sha256=content_hash(subject)
+            CLASSIFIER,
+            version,
+            subject,
+            label,
+            score=0.75,
+            input_sha256=content_hash(subject),
+            shadow=shadow,
         )
-        exp.decisions.setdefault(subject, []).append((version, label, exp.serving))
+        # a shadow decision was never acted on: it is nobody's serving decision
+        exp.decisions.setdefault(subject, []).append(
+            (version, label, "shadow" if shadow else exp.serving)
+        )
 
     def deploy(version: str, previous: str | None, reason: str) -> None:
         producer.flush()  # decisions before the switch are decided under the old version
@@ -133,6 +142,8 @@ def play_incident(producer: Producer, *, n: int = 200, dim: int = 16, seed: int 
         decide("v2", s, LABELS[(i + (1 if i % 5 == 0 else 0)) % 2])  # every 5th disagrees with v1
     for s in new:
         decide("v2", s, "spam")  # only v2 decided: v1 must re-decide
+    for s in ids[int(n * 0.6) : int(n * 0.65)]:
+        decide("v2", s, "spam", shadow=True)  # a shadow run of v2's pipeline: never acted on
 
     deploy("v1", "v2", "quality drop: naive redeploy")
     for s in ids[:10]:

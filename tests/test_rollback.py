@@ -317,3 +317,31 @@ def test_model_names_that_are_not_file_names_roll_back(bootstrap, topics, tmp_pa
     assert result.switched and current(tmp_path, model).version == "v1"
     assert (tmp_path / result.report_dir / "team%2Femb.gap.csv").is_file()
     assert all(p.is_relative_to(tmp_path / "reports") for p in (tmp_path / "reports").rglob("*"))
+
+
+def test_events_materialised_after_the_plan_stay_out_of_the_build(
+    bootstrap, topics, tmp_path, incident
+):
+    from consumers.materialiser import catch_up
+    from ledger.manifest import load_manifest
+
+    def more_events_arrive(plan) -> bool:
+        with Producer(bootstrap=bootstrap, name="late", topics=topics) as producer:
+            producer.write_embeddings(
+                EMBEDDER,
+                "v1",
+                ["late-1", "late-2"],
+                np.ones((2, 16)),
+                content_sha256s=[content_hash("l1"), content_hash("l2")],
+            )
+        catch_up(bootstrap, topics, tmp_path)  # as a running `ledger consume` would
+        return True
+
+    result = rollback(
+        bootstrap, topics, tmp_path, [EMBEDDER], to="v1", dry_run=False, confirm=more_events_arrive
+    )
+
+    manifest = load_manifest(tmp_path / result.artifacts[EMBEDDER])
+    assert manifest.items == len(incident.items("v1")) == result.plan.models[0].items
+    assert dict(manifest.log_offsets) == dict(result.plan.log_offsets)
+    assert result.switched and all(c.passed for c in result.checks)
