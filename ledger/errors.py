@@ -13,6 +13,7 @@ into one line and exit code 2; anything else is a bug and keeps its traceback.
     │   └── CorruptMessage        bad marker, short frame, or a body that does not decode
     ├── BrokerError          no Kafka-protocol broker could be reached or started
     ├── StoreError           DuckDB failed (``transient`` says whether a retry may help)
+    │   └── ShardBusy             another live process is the writer of that shard
     ├── LogGapError          stored offsets point outside the log: events would be skipped
     ├── ArtifactError        an index artifact cannot be built, read or trusted
     │   └── ChecksumMismatch      files differ from what the manifest recorded
@@ -112,6 +113,14 @@ class StoreError(LedgerError):
     def __init__(self, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+
+
+class ShardBusy(StoreError):
+    """Another live materialiser process is the one writer of this shard (``shard``)."""
+
+    def __init__(self, message: str, *, shard: str) -> None:
+        super().__init__(message)
+        self.shard = shard
 
 
 class LogGapError(LedgerError):

@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from consumers.lag import lag, true_ends
 from consumers.materialiser import catch_up
 from ledger.decision_table import build_decision_table
-from ledger.errors import ContractError, LedgerError, StoreError
+from ledger.errors import ContractError, LedgerError, ShardBusy, StoreError
 from ledger.events import Topics
 from ledger.index import DEFAULT_TREES, build_index
 from ledger.manifest import path_part
@@ -61,7 +61,7 @@ from ledger.plan import (
 )
 from ledger.producer import Producer
 from ledger.serving import rollback_lock, switch
-from ledger.store import open_views
+from ledger.store import busy_shards, open_views
 from ledger.verify import (
     DEFAULT_RECALL_THRESHOLD,
     DEFAULT_SAMPLE,
@@ -177,16 +177,17 @@ def ensure_caught_up(
 ) -> None:
     """Bring ``home``'s views to the true end of the log.
 
-    Normally this materialises the rest itself (shard ``main``). When a ``ledger consume``
-    process owns that shard, it waits for that process to reach the end instead: two
-    writers of one DuckDB file are impossible, and a second shard would re-read the log.
+    Normally this materialises the rest itself (shard ``main``). When ``ledger consume``
+    processes are running on this home (any shard, any group), it waits for them to reach
+    the end instead: two writers of one DuckDB file are impossible, and a shard of its own
+    would re-read the whole log.
     """
-    try:
-        catch_up(bootstrap, topics, home, progress=_phase(progress, "catch-up"))
-        return
-    except StoreError as exc:
-        if "another materialiser process" not in str(exc):
-            raise
+    if not busy_shards(home):
+        try:
+            catch_up(bootstrap, topics, home, progress=_phase(progress, "catch-up"))
+            return
+        except ShardBusy:
+            pass  # a materialiser started meanwhile: wait for it below
     deadline = time.monotonic() + timeout
     while True:
         behind = sum(max(p.lag, 0) for p in lag(bootstrap, topics, home))

@@ -33,7 +33,7 @@ import duckdb
 import pyarrow as pa
 
 from ledger.contract import ModelVersion
-from ledger.errors import StoreError
+from ledger.errors import ShardBusy, StoreError
 
 #: Event tables, in the order a batch writes them (registrations first).
 EVENT_TABLES = ("model_versions", "deployments", "embeddings", "deletions", "decisions")
@@ -227,6 +227,21 @@ def shard_dir(home: Path) -> Path:
     return Path(home) / "shards"
 
 
+def busy_shards(home: Path) -> list[str]:
+    """Shards of ``home`` whose writer claim a live process holds (a running materialiser)."""
+    busy = []
+    for path in shard_paths(home):
+        try:
+            with open(path.with_suffix(".writer"), "rb") as handle:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    busy.append(path.stem)
+        except FileNotFoundError:
+            continue  # never claimed since it was created: nobody writes it
+    return busy
+
+
 def shard_paths(home: Path) -> list[Path]:
     """Every shard file under ``home``, sorted by name."""
     folder = shard_dir(home)
@@ -289,9 +304,10 @@ class Shard:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise StoreError(
+            raise ShardBusy(
                 f"shard {self.name} is being written by another materialiser process; "
-                "give this one its own --shard name"
+                "give this one its own --shard name",
+                shard=self.name,
             ) from None
         self._owner = handle
 

@@ -215,14 +215,14 @@ def test_rollback_waits_for_a_running_materialiser_instead_of_writing_its_shard(
             "consume",
             "--no-group",
             "--shard",
-            "main",
+            "b",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 30
-        while not (tmp_path / "shards" / "main.duckdb").exists():  # it claimed the shard
+        while not (tmp_path / "shards" / "b.duckdb").exists():  # it claimed its shard
             assert time.monotonic() < deadline and consume.poll() is None
             time.sleep(0.05)
         result = rollback(bootstrap, topics, tmp_path, MODELS, to="v1", dry_run=True)
@@ -231,7 +231,7 @@ def test_rollback_waits_for_a_running_materialiser_instead_of_writing_its_shard(
         consume.terminate()
         consume.wait(30)
     assert set(result.plan.models[0].gap) == incident.gap("v1")
-    assert not (tmp_path / "shards" / "rollback.duckdb").exists()
+    assert sorted(p.name for p in (tmp_path / "shards").glob("*.duckdb")) == ["b.duckdb"]
 
 
 def test_embedder_hook_fills_the_gap_through_the_log(bootstrap, topics, tmp_path, incident):
@@ -345,3 +345,34 @@ def test_events_materialised_after_the_plan_stay_out_of_the_build(
     assert manifest.items == len(incident.items("v1")) == result.plan.models[0].items
     assert dict(manifest.log_offsets) == dict(result.plan.log_offsets)
     assert result.switched and all(c.passed for c in result.checks)
+
+
+def test_rolling_to_a_version_with_no_embeddings_gives_an_empty_index_and_the_whole_gap(
+    bootstrap, topics, tmp_path
+):
+    with Producer(bootstrap=bootstrap, name="svc", topics=topics) as producer:
+        for version in ("v1", "v2"):
+            producer.register_model_version(
+                EMBEDDER, version, kind="embedding", dimension=4, metric="angular"
+            )
+            producer.register_model_version(
+                CLASSIFIER, version, kind="classifier", labels=["ham", "spam"]
+            )
+        producer.write_embeddings(
+            EMBEDDER,
+            "v1",
+            ["a", "b"],
+            np.eye(2, 4),
+            content_sha256s=[content_hash("a"), content_hash("b")],
+        )
+        producer.record_decision(
+            CLASSIFIER, "v1", "a", "ham", score=1.0, input_sha256=content_hash("a")
+        )
+    result = rollback(bootstrap, topics, tmp_path, MODELS, to="v2", dry_run=False)
+
+    emb, clf = result.plan.models
+    assert (emb.items, set(emb.gap)) == (0, {"a", "b"})
+    assert (clf.keep, clf.redecide) == (0, ("a",))
+    assert result.switched, [c for c in result.checks if not c.passed]
+    with open_index(tmp_path, EMBEDDER) as index:
+        assert len(index) == 0
