@@ -24,6 +24,7 @@ PUBLIC = {
     "Registry",
     "RollbackInProgress",
     "ServingError",
+    "ShardBusy",
     "StoreError",
     "Topics",
     "UnknownModelVersion",
