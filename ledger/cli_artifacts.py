@@ -11,10 +11,11 @@ from typing import Any
 import click
 
 from ledger.cli import Context, cli, emit, json_option, pass_context
+from ledger.serving import ARTIFACTS_DIR
 
 
 def _artifacts_root(c: Context) -> Path:
-    return c.home / "artifacts"
+    return c.home / ARTIFACTS_DIR
 
 
 @cli.group("artifacts")
@@ -86,7 +87,7 @@ def artifacts_list_cmd(c: Context, model: str | None, as_json: bool) -> None:
 @json_option
 @pass_context
 def artifacts_gc_cmd(c: Context, keep_last: int, dry_run: bool, as_json: bool) -> None:
-    """Remove old artifacts; serving artifacts are never removed.
+    """Remove old artifacts; the serving and previous artifact of each model are kept.
 
     Also removes staging folders left by builds that crashed.
 
@@ -94,12 +95,9 @@ def artifacts_gc_cmd(c: Context, keep_last: int, dry_run: bool, as_json: bool) -
     Example:
         ledger artifacts gc --keep-last 2 --dry-run
     """
-    from ledger.artifacts import gc
-    from ledger.serving import serving_artifacts
+    from ledger.serving import collect_garbage
 
-    result = gc(
-        _artifacts_root(c), keep=serving_artifacts(c.home), keep_last=keep_last, dry_run=dry_run
-    )
+    result = collect_garbage(c.home, keep_last=keep_last, dry_run=dry_run)
 
     def rel(paths: tuple[Path, ...]) -> list[str]:
         return [p.relative_to(c.home).as_posix() for p in paths]

@@ -60,7 +60,7 @@ from ledger.plan import (
     plan_model,
 )
 from ledger.producer import Producer
-from ledger.serving import rollback_lock, switch
+from ledger.serving import ARTIFACTS_DIR, rollback_lock, switch
 from ledger.store import busy_shards, open_views
 from ledger.verify import (
     DEFAULT_RECALL_THRESHOLD,
@@ -73,7 +73,7 @@ from ledger.verify import (
 #: ``progress(phase, done, total)``; phases: catch-up, plan, load, build, verify, switch.
 Progress = Callable[[str, int, int], None]
 
-ARTIFACTS_DIR = "artifacts"
+
 REPORTS_DIR = "reports"
 RATES_FILE = "rates.json"
 # Fallback rates until this home has measured its own (BENCHMARKS.md, 2 cores): loading

@@ -22,11 +22,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ledger.artifacts import GcResult, gc, list_artifacts
 from ledger.errors import ArtifactError, RollbackInProgress, ServingError
 from ledger.index import IndexReader, open_artifact
 from ledger.manifest import fsync_path, load_manifest, path_part, verify_artifact
 
 SERVING_DIR = "serving"
+ARTIFACTS_DIR = "artifacts"
 LOCKS_DIR = "locks"
 
 
@@ -141,17 +143,43 @@ def history(home: Path | str, model: str) -> list[ServingPointer]:
     return out
 
 
-def serving_artifacts(home: Path | str) -> set[Path]:
-    """The artifact folder of every model's current pointer (what gc must keep).
+def serving_artifacts(home: Path | str, *, with_previous: bool = False) -> set[Path]:
+    """The artifact folder of every model's current pointer (what gc must keep), and with
+    ``with_previous`` also each model's previous one (what ``switch-back`` needs).
 
     Example:
-        >>> gc(Path(home) / "artifacts", keep=serving_artifacts(home))  # doctest: +SKIP
+        >>> serving_artifacts(".ledger", with_previous=True)  # doctest: +SKIP
+        {PosixPath('.ledger/artifacts/embedder/v1/0c5e1d7a9b3f2e41'), ...}
     """
     base = Path(home)
-    return {
-        ServingPointer.from_json(p.read_text(encoding="utf-8")).artifact_path(base)
+    pointers = [
+        ServingPointer.from_json(p.read_text(encoding="utf-8"))
         for p in sorted((base / SERVING_DIR).glob("*.json"))
-    }
+    ]
+    if with_previous:
+        pointers += [b for p in pointers if (b := previous(base, p.model)) is not None]
+    return {p.artifact_path(base) for p in pointers}
+
+
+def collect_garbage(home: Path | str, *, keep_last: int = 1, dry_run: bool = False) -> GcResult:
+    """``ledger artifacts gc``: remove artifacts nothing needs, under every model's rollback
+    lock (a running rollback's new, not yet switched artifact is never removed); the
+    serving and previous artifacts of each model are kept, so switching back stays instant.
+
+    Raises:
+        RollbackInProgress: a rollback of some model is running; run gc after it.
+    """
+    base = Path(home)
+    root = base / ARTIFACTS_DIR
+    models = sorted(
+        {e.manifest.model for e in list_artifacts(root)}
+        | {p.stem for p in (base / SERVING_DIR).glob("*.json")}
+    )
+    with contextlib.ExitStack() as locks:
+        for model in models:
+            locks.enter_context(rollback_lock(base, model))
+        keep = serving_artifacts(base, with_previous=True)
+        return gc(root, keep=keep, keep_last=keep_last, dry_run=dry_run)
 
 
 def switch(

@@ -91,3 +91,25 @@ def test_artifacts_commands_have_help_with_an_example():
     for args in (["artifacts"], ["artifacts", "list"], ["artifacts", "gc"]):
         result = run(*args, "--help")
         assert result.exit_code == 0 and "Example:" in result.output
+
+
+def test_artifacts_gc_keeps_the_previous_artifact_that_switch_back_needs(home):
+    root, paths = home
+    switch(root, "embedder", root / paths[2])  # v2 serves; v1 (paths[0]) is what switch-back uses
+
+    done = run("--home", root, "artifacts", "gc", "--keep-last", "0", "--json")
+
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["removed"] == [paths[1]]
+    assert [(root / p).exists() for p in paths] == [True, False, True]
+
+
+def test_artifacts_gc_refuses_while_a_rollback_runs(home):
+    from ledger.serving import rollback_lock
+
+    root, paths = home
+    with rollback_lock(root, "embedder"):
+        result = run("--home", root, "artifacts", "gc", "--keep-last", "0")
+    assert result.exit_code == 2
+    assert "rollback" in result.output and "Traceback" not in result.output
+    assert all((root / p).exists() for p in paths)
