@@ -7,28 +7,14 @@ immutable, checksummed, and switched to by the same serving pointer.
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
+import hashlib
 from collections.abc import Mapping
-from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ledger.errors import ArtifactError
-from ledger.manifest import (
-    MANIFEST,
-    STAGING_PREFIX,
-    Manifest,
-    fsync_path,
-    load_manifest,
-    overall_checksum,
-    position_of,
-    sha256_file,
-)
+from ledger.manifest import Manifest, position_of, publish
 
 DECISIONS_FILE = "decisions.parquet"
 
@@ -51,6 +37,12 @@ def build_decision_table(
         >>> m.kind, m.items  # doctest: +SKIP
         ('decisions', 1)
     """
+    # Parquet written by pyarrow is byte-deterministic for the same table and options, so
+    # the same log gives the same file, and its digest names the input.
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    data = sink.getvalue().to_pybytes()
+    digest = hashlib.sha256(data).hexdigest()
     plan = Manifest(
         model=model,
         version=version,
@@ -64,46 +56,18 @@ def build_decision_table(
         items=table.num_rows,
         shard_items=(),
         files={},
-        input_sha256="",
+        input_sha256=digest,
         checksum="",
         created_at="",
         annoy_version="",
         kind="decisions",
     )
-    final = Path(out_dir) / plan.relative_path
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.parent / f"{STAGING_PREFIX}{plan.position}-{os.getpid()}-{secrets.token_hex(4)}"
-    staging.mkdir()
-    try:
-        # Parquet written by pyarrow is byte-deterministic for the same table and options,
-        # so the same log gives the same file (and the same checksum) on every path.
-        pq.write_table(table, staging / DECISIONS_FILE, compression="zstd")
-        fsync_path(staging / DECISIONS_FILE)
-        sha = sha256_file(staging / DECISIONS_FILE)
-        files = {DECISIONS_FILE: sha}
-        manifest = replace(
-            plan,
-            files=files,
-            input_sha256=sha,
-            checksum=overall_checksum(files),
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
-        if final.exists():
-            existing = load_manifest(final)
-            if existing.checksum != manifest.checksum:
-                raise ArtifactError(
-                    f"a different decision table exists for this log position at {final}; "
-                    "artifacts are immutable: remove it with `ledger artifacts gc` if it is bad"
-                )
-            return existing
-        (staging / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
-        fsync_path(staging / MANIFEST)
-        fsync_path(staging, directory=True)
-        staging.rename(final)
-        fsync_path(final.parent, directory=True)
-        return manifest
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    def write(folder: Path) -> dict[str, str]:
+        (folder / DECISIONS_FILE).write_bytes(data)
+        return {DECISIONS_FILE: digest}
+
+    return publish(out_dir, plan, write)
 
 
 def read_decision_table(folder: Path | str) -> pa.Table:

@@ -17,14 +17,11 @@ import hashlib
 import heapq
 import multiprocessing
 import os
-import secrets
-import shutil
 import zlib
 from array import array
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
 from types import TracebackType
@@ -40,14 +37,12 @@ from ledger.contract import METRICS
 from ledger.errors import ArtifactError, ChecksumMismatch, ContractError
 from ledger.manifest import (
     ID_MAP,
-    MANIFEST,
-    STAGING_PREFIX,
     Manifest,
     artifact_path,
     fsync_path,
     load_manifest,
-    overall_checksum,
     position_of,
+    publish,
     sha256_file,
     shard_file,
     verify_artifact,
@@ -265,90 +260,14 @@ def build_index(
         created_at="",
         annoy_version=package_version("annoy"),
     )
-    final = Path(out_dir) / plan.relative_path
-    if final.exists():
-        return _existing(final, plan)
-
-    # Build in a hidden staging folder next to the final one, so that readers see either
-    # no artifact or a complete one: (1) write the id map, (2) build the shards (each
-    # written under a temporary name, fsynced, renamed), (3) write the manifest last,
-    # (4) fsync the folder and rename it into place, (5) fsync the parent so the rename
-    # survives a power cut. Any failure removes the staging folder.
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.parent / f"{STAGING_PREFIX}{plan.position}-{os.getpid()}-{secrets.token_hex(4)}"
-    staging.mkdir()
-    try:
-        files = {ID_MAP: _write_id_map(staging, sorted_ids, where)}
-        files.update(_build_shards(staging, sorted_vectors, where, plan, jobs=jobs))
-        manifest = _finish(plan, files)
-        (staging / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
-        fsync_path(staging / MANIFEST)
-        fsync_path(staging, directory=True)
-        try:
-            staging.rename(final)
-        except OSError:
-            if not final.exists():
-                raise
-            # Another builder published the same position first: theirs must equal ours.
-            shutil.rmtree(staging, ignore_errors=True)
-            return _existing(final, plan)
-        fsync_path(final.parent, directory=True)
-        return manifest
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def _finish(plan: Manifest, files: Mapping[str, str]) -> Manifest:
-    data = {name: getattr(plan, name) for name in Manifest.__dataclass_fields__}
-    data.update(
-        files=dict(sorted(files.items())),
-        checksum=overall_checksum(files),
-        created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+    return publish(
+        out_dir,
+        plan,
+        lambda staging: {
+            ID_MAP: _write_id_map(staging, sorted_ids, where),
+            **_build_shards(staging, sorted_vectors, where, plan, jobs=jobs),
+        },
     )
-    return Manifest(**data)
-
-
-def _existing(final: Path, plan: Manifest) -> Manifest:
-    """The manifest of an artifact that already exists, after checking it is what we'd build."""
-    existing = load_manifest(final)
-    mine = (
-        plan.model,
-        plan.version,
-        dict(plan.log_offsets),
-        plan.dimension,
-        plan.metric,
-        plan.trees,
-        plan.seed,
-        plan.shards,
-        plan.items,
-        plan.input_sha256,
-    )
-    theirs = (
-        existing.model,
-        existing.version,
-        dict(existing.log_offsets),
-        existing.dimension,
-        existing.metric,
-        existing.trees,
-        existing.seed,
-        existing.shards,
-        existing.items,
-        existing.input_sha256,
-    )
-    if mine != theirs:
-        raise ArtifactError(
-            f"artifact {final} exists with different input or parameters; artifacts are "
-            "immutable and the log position should determine the input (remove it with "
-            "`ledger artifacts gc` if it is not serving, or investigate the log)"
-        )
-    bad = verify_artifact(final)
-    if bad:
-        raise ChecksumMismatch(
-            f"artifact {final} exists but is corrupt ({', '.join(bad)}); remove it and rebuild",
-            files=tuple(bad),
-        )
-    return existing
 
 
 def _write_id_map(staging: Path, sorted_ids: list[str], where: npt.NDArray[np.int64]) -> str:

@@ -17,13 +17,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+import secrets
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from ledger.errors import ArtifactError
+from ledger.errors import ArtifactError, ChecksumMismatch
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -230,3 +233,88 @@ def verify_artifact(path: Path | str) -> list[str]:
         if not ok:
             bad.append(name)
     return bad
+
+
+def publish(
+    root: Path | str, plan: Manifest, write_files: Callable[[Path], Mapping[str, str]]
+) -> Manifest:
+    """Write the artifact ``plan`` describes under ``root``, atomically; its manifest.
+
+    ``plan`` is the manifest without files, checksum and time (its ``input_sha256`` names
+    the input); ``write_files(folder)`` writes the artifact's files into ``folder`` and
+    returns their sha256 by name. An artifact that exists is reused after checking it is
+    this input built this way (artifacts are immutable).
+
+    The protocol, so that readers see either no artifact or a complete one:
+    1. write the files into a hidden staging folder next to the final one;
+    2. write the manifest last (its checksum pins every file), fsync files and folder;
+    3. rename the folder into place (atomic), and fsync the parent so the rename survives
+       a power cut. If another builder published the same position first, theirs must
+       equal ours. Any failure removes the staging folder.
+    """
+    final = Path(root) / plan.relative_path
+    if final.exists():
+        return existing_artifact(final, plan)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.parent / f"{STAGING_PREFIX}{plan.position}-{os.getpid()}-{secrets.token_hex(4)}"
+    staging.mkdir()
+    try:
+        files = dict(sorted(write_files(staging).items()))
+        manifest = replace(
+            plan,
+            files=files,
+            checksum=overall_checksum(files),
+            created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+        )
+        (staging / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
+        for name in [*files, MANIFEST]:
+            fsync_path(staging / name)
+        fsync_path(staging, directory=True)
+        try:
+            staging.rename(final)
+        except OSError:
+            if not final.exists():
+                raise
+            shutil.rmtree(staging, ignore_errors=True)
+            return existing_artifact(final, plan)
+        fsync_path(final.parent, directory=True)
+        return manifest
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def existing_artifact(final: Path, plan: Manifest) -> Manifest:
+    """The manifest of an artifact that already exists, after checking it is what ``plan``
+    would build (same input, same parameters) and that its files are intact."""
+    existing = load_manifest(final)
+    if _build_identity(existing) != _build_identity(plan):
+        raise ArtifactError(
+            f"artifact {final} exists with different input or parameters; artifacts are "
+            "immutable and the log position should determine the input (remove it with "
+            "`ledger artifacts gc` if it is not serving, or investigate the log)"
+        )
+    bad = verify_artifact(final)
+    if bad:
+        raise ChecksumMismatch(
+            f"artifact {final} exists but is corrupt ({', '.join(bad)}); remove it and rebuild",
+            files=tuple(bad),
+        )
+    return existing
+
+
+def _build_identity(m: Manifest) -> tuple[Any, ...]:
+    # What determines the bytes: input and parameters (not the time or the file hashes).
+    return (
+        m.kind,
+        m.model,
+        m.version,
+        dict(m.log_offsets),
+        m.dimension,
+        m.metric,
+        m.trees,
+        m.seed,
+        m.shards,
+        m.items,
+        m.input_sha256,
+    )

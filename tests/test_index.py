@@ -16,6 +16,7 @@ import pytest
 from annoy import AnnoyIndex
 
 import ledger.index
+import ledger.manifest
 from ledger.artifacts import gc, list_artifacts
 from ledger.errors import ArtifactError, ChecksumMismatch, ContractError
 from ledger.index import (
@@ -193,7 +194,9 @@ def test_exception_mid_build_leaves_no_partial_artifact(tmp_path, data, monkeypa
     def crash(*args, **kwargs):
         raise RuntimeError("simulated crash after the shards were written")
 
-    monkeypatch.setattr(ledger.index, "_finish", crash)
+    monkeypatch.setattr(
+        ledger.manifest, "overall_checksum", crash
+    )  # after the files, before the manifest
     with pytest.raises(RuntimeError, match="simulated crash"):
         build(tmp_path, ids, vectors)
     assert list_artifacts(tmp_path) == []

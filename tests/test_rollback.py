@@ -376,3 +376,27 @@ def test_rolling_to_a_version_with_no_embeddings_gives_an_empty_index_and_the_wh
     assert result.switched, [c for c in result.checks if not c.passed]
     with open_index(tmp_path, EMBEDDER) as index:
         assert len(index) == 0
+
+
+def test_a_decision_table_for_a_position_is_immutable(tmp_path):
+    import pyarrow as pa
+
+    from ledger.decision_table import build_decision_table
+    from ledger.errors import ArtifactError
+
+    table = pa.table({"subject_id": ["a", "b"], "label": ["ham", "spam"]})
+    first = build_decision_table(
+        tmp_path, model="clf", version="v1", table=table, log_offsets={"t:0": 2}
+    )
+    again = build_decision_table(
+        tmp_path, model="clf", version="v1", table=table, log_offsets={"t:0": 2}
+    )
+    assert again == first  # reused, not rewritten
+    with pytest.raises(ArtifactError, match="different input"):
+        build_decision_table(
+            tmp_path,
+            model="clf",
+            version="v1",
+            log_offsets={"t:0": 2},
+            table=pa.table({"subject_id": ["a"], "label": ["spam"]}),
+        )
