@@ -122,28 +122,11 @@ class Manifest:
             raise ArtifactError(f"not a valid index manifest: {exc!r}") from exc
 
     def same_build(self, other: Manifest) -> bool:
-        """True when both describe the same input built the same way (ignores created_at)."""
-        return _identity(self) == _identity(other)
-
-
-def _identity(m: Manifest) -> tuple[Any, ...]:
-    return (
-        m.model,
-        m.version,
-        m.position,
-        dict(m.log_offsets),
-        m.dimension,
-        m.metric,
-        m.trees,
-        m.seed,
-        m.shards,
-        m.items,
-        m.shard_items,
-        dict(m.files),
-        m.input_sha256,
-        m.checksum,
-        m.kind,
-    )
+        """True when both describe the same input built the same way into the same files
+        (ignores created_at)."""
+        return _build_identity(self) == _build_identity(other) and dict(self.files) == dict(
+            other.files
+        )
 
 
 def path_part(name: str) -> str:
