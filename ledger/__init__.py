@@ -29,6 +29,10 @@ from ledger.events import (
 )
 from ledger.log import init_topics
 from ledger.producer import Producer, content_hash, load_registry
+from ledger.rollback import RollbackPlan, RollbackResult, rollback
+from ledger.serving import open_index
+from ledger.store import open_views
+from ledger.verify import VerifyReport, verify
 
 __version__ = "0.1.0"
 
@@ -51,14 +55,21 @@ __all__ = [
     "Producer",
     "Registry",
     "RollbackInProgress",
+    "RollbackPlan",
+    "RollbackResult",
     "ServingError",
     "ShardBusy",
     "StoreError",
     "Topics",
     "UnknownModelVersion",
     "UnknownSchema",
+    "VerifyReport",
     "WireError",
     "content_hash",
     "init_topics",
     "load_registry",
+    "open_index",
+    "open_views",
+    "rollback",
+    "verify",
 ]

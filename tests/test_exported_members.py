@@ -23,16 +23,23 @@ PUBLIC = {
     "Producer",
     "Registry",
     "RollbackInProgress",
+    "RollbackPlan",
+    "RollbackResult",
     "ServingError",
     "ShardBusy",
     "StoreError",
     "Topics",
     "UnknownModelVersion",
     "UnknownSchema",
+    "VerifyReport",
     "WireError",
     "content_hash",
     "init_topics",
     "load_registry",
+    "open_index",
+    "open_views",
+    "rollback",
+    "verify",
 }
 
 
