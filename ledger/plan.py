@@ -23,10 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 
 from ledger.errors import ContractError, UnknownModelVersion
+from ledger.store import Connection, arrow, rows
 
 # The SQL below builds on the views and macros of ledger.views (documented in docs/sql.md):
 # live_entities, version_embeddings, version_decisions, serving_history.
@@ -138,38 +138,27 @@ class DecisionPlan:
 ModelPlan = EmbeddingPlan | DecisionPlan
 
 
-def arrow(con: duckdb.DuckDBPyConnection, sql: str, **params: Any) -> pa.Table:
-    """Run ``sql`` with named ``params``; the result as an Arrow table (no extra copy)."""
-    return con.sql(sql, params=params).to_arrow_table()
-
-
-def _params(con: duckdb.DuckDBPyConnection, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-    return con.execute(sql, params).fetchall()
-
-
-def log_offsets(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+def log_offsets(con: Connection) -> dict[str, int]:
     """The log position the views cover: ``{"topic:partition": next offset}``."""
-    rows = con.execute(
-        'SELECT topic, "partition", next_offset FROM offsets ORDER BY ALL'
-    ).fetchall()
-    return {f"{topic}:{partition}": int(offset) for topic, partition, offset in rows}
+    found = rows(con, 'SELECT topic, "partition", next_offset FROM offsets ORDER BY ALL')
+    return {f"{topic}:{partition}": int(offset) for topic, partition, offset in found}
 
 
 def registered_version(
-    con: duckdb.DuckDBPyConnection, model: str, version: str
+    con: Connection, model: str, version: str
 ) -> tuple[str, int | None, str | None]:
     """``(kind, dimension, metric)`` of a registered version, or UnknownModelVersion."""
-    rows = _params(
+    found = rows(
         con,
         "SELECT kind, dimension, metric FROM model_versions "
         'WHERE model = $model AND model_version = $version ORDER BY "partition", "offset" LIMIT 1',
         model=model,
         version=version,
     )
-    if not rows:
+    if not found:
         known = [
             r[0]
-            for r in _params(
+            for r in rows(
                 con,
                 "SELECT DISTINCT model_version FROM model_versions WHERE model = $model ORDER BY 1",
                 model=model,
@@ -186,38 +175,38 @@ def registered_version(
             expected="a registered version",
             got=f"{model}/{version}",
         )
-    kind, dimension, metric = rows[0]
+    kind, dimension, metric = found[0]
     return str(kind), dimension, metric
 
 
-def serving_version(con: duckdb.DuckDBPyConnection, model: str) -> str | None:
+def serving_version(con: Connection, model: str) -> str | None:
     """The version of ``model`` serving now according to the log's deployments."""
-    rows = _params(
+    found = rows(
         con,
         'SELECT model_version FROM deployments WHERE model = $model ORDER BY "offset" DESC LIMIT 1',
         model=model,
     )
-    return str(rows[0][0]) if rows else None
+    return str(found[0][0]) if found else None
 
 
-def outgoing_version(con: duckdb.DuckDBPyConnection, model: str, target: str) -> str | None:
+def outgoing_version(con: Connection, model: str, target: str) -> str | None:
     """The latest version other than ``target`` that served ``model`` (None if none did)."""
-    rows = _params(
+    found = rows(
         con,
         "SELECT model_version FROM deployments WHERE model = $model AND model_version <> $version "
         'ORDER BY "offset" DESC LIMIT 1',
         model=model,
         version=target,
     )
-    return str(rows[0][0]) if rows else None
+    return str(found[0][0]) if found else None
 
 
-def plan_model(con: duckdb.DuckDBPyConnection, model: str, version: str) -> ModelPlan:
+def plan_model(con: Connection, model: str, version: str) -> ModelPlan:
     """Plan the rollback of one model to ``version`` from the views on ``con``."""
     kind, dimension, metric = registered_version(con, model, version)
     serving = serving_version(con, model)
     if kind == "embedding":
-        rows = _params(con, _EMBEDDING_SETS, model=model, version=version)
+        sets = rows(con, _EMBEDDING_SETS, model=model, version=version)
         if dimension is None or metric is None:
             raise ContractError(f"{model} {version} is registered without dimension/metric")
         return EmbeddingPlan(
@@ -226,23 +215,23 @@ def plan_model(con: duckdb.DuckDBPyConnection, model: str, version: str) -> Mode
             serving_version=serving,
             dimension=int(dimension),
             metric=str(metric),
-            live=len(rows),
-            items=sum(1 for _, has, _ in rows if has),
-            gap=tuple(e for e, has, _ in rows if not has),
-            stale=tuple(e for e, _, stale in rows if stale),
+            live=len(sets),
+            items=sum(1 for _, has, _ in sets if has),
+            gap=tuple(e for e, has, _ in sets if not has),
+            stale=tuple(e for e, _, stale in sets if stale),
         )
     outgoing = outgoing_version(con, model, version)
-    subjects = _params(
+    subjects = rows(
         con, "SELECT count(DISTINCT subject_id) FROM decisions WHERE model = $model", model=model
     )
-    keep = _params(
+    keep = rows(
         con,
         "SELECT count(DISTINCT subject_id) FROM decisions "
         "WHERE model = $model AND model_version = $version",
         model=model,
         version=version,
     )
-    redecide = tuple(r[0] for r in _params(con, _REDECIDE_SQL, model=model, version=version))
+    redecide = tuple(r[0] for r in rows(con, _REDECIDE_SQL, model=model, version=version))
     blast = arrow(con, _BLAST_RADIUS_SQL, model=model, version=version, outgoing=outgoing or "")
     return DecisionPlan(
         model=model,
