@@ -29,14 +29,11 @@ from ledger.errors import ContractError, UnknownModelVersion
 from ledger.store import Connection, arrow, rows
 
 # The SQL below builds on the views and macros of ledger.views (documented in docs/sql.md):
-# live_entities, version_embeddings, version_decisions, serving_history.
+# live_entities, latest_embeddings, version_embeddings, version_decisions, serving_now,
+# serving_history.
 
 _EMBEDDING_SETS = """
-    WITH any_w AS (
-        SELECT entity_id, content_sha256 FROM embeddings WHERE model = $model
-        QUALIFY row_number() OVER (
-            PARTITION BY entity_id ORDER BY "partition" DESC, "offset" DESC) = 1
-    ),
+    WITH any_w AS (SELECT entity_id, content_sha256 FROM latest_embeddings($model)),
     v_w AS (SELECT entity_id, content_sha256 FROM version_embeddings($model, $version))
     SELECT live.entity_id,
            v_w.entity_id IS NOT NULL AS has_version,
@@ -180,12 +177,8 @@ def registered_version(
 
 
 def serving_version(con: Connection, model: str) -> str | None:
-    """The version of ``model`` serving now according to the log's deployments."""
-    found = rows(
-        con,
-        'SELECT model_version FROM deployments WHERE model = $model ORDER BY "offset" DESC LIMIT 1',
-        model=model,
-    )
+    """The version of ``model`` serving now according to the log's deployments (``serving_now``)."""
+    found = rows(con, "SELECT model_version FROM serving_now WHERE model = $model", model=model)
     return str(found[0][0]) if found else None
 
 
@@ -193,8 +186,8 @@ def outgoing_version(con: Connection, model: str, target: str) -> str | None:
     """The latest version other than ``target`` that served ``model`` (None if none did)."""
     found = rows(
         con,
-        "SELECT model_version FROM deployments WHERE model = $model AND model_version <> $version "
-        'ORDER BY "offset" DESC LIMIT 1',
+        "SELECT model_version FROM serving_history WHERE model = $model "
+        'AND model_version <> $version ORDER BY "partition" DESC, "offset" DESC LIMIT 1',
         model=model,
         version=target,
     )

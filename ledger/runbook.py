@@ -28,6 +28,8 @@ from ledger.rollback import RATES_FILE, Progress, RollbackPlan, rollback
 from ledger.serving import ServingPointer, current
 from ledger.store import open_views, rows
 
+# serving_now's rows (served_until IS NULL) with the deployment's reason and actor, which
+# serving_now does not carry.
 _SERVING_NOW_SQL = """
     SELECT model, model_version, served_from, reason, actor
     FROM serving_history WHERE served_until IS NULL AND list_contains($models, model)
