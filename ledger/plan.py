@@ -32,16 +32,24 @@ from ledger.store import Connection, arrow, rows
 # live_entities, latest_embeddings, version_embeddings, version_decisions, serving_now,
 # serving_history.
 
+# One row: the counts, and only the ids a plan lists (gap, stale), each in entity-id order.
 _EMBEDDING_SETS = """
     WITH any_w AS (SELECT entity_id, content_sha256 FROM latest_embeddings($model)),
-    v_w AS (SELECT entity_id, content_sha256 FROM version_embeddings($model, $version))
-    SELECT live.entity_id,
-           v_w.entity_id IS NOT NULL AS has_version,
-           v_w.entity_id IS NOT NULL AND any_w.content_sha256 <> v_w.content_sha256 AS is_stale
-    FROM live_entities($model) live
-    JOIN any_w USING (entity_id)
-    LEFT JOIN v_w USING (entity_id)
-    ORDER BY live.entity_id
+    v_w AS (SELECT entity_id, content_sha256 FROM version_embeddings($model, $version)),
+    sets AS (
+        SELECT live.entity_id,
+               v_w.entity_id IS NOT NULL AS has_version,
+               v_w.entity_id IS NOT NULL AND any_w.content_sha256 <> v_w.content_sha256
+                   AS is_stale
+        FROM live_entities($model) live
+        JOIN any_w USING (entity_id)
+        LEFT JOIN v_w USING (entity_id))
+    SELECT count(*) AS live,
+           count(*) FILTER (WHERE has_version) AS items,
+           coalesce(list(entity_id ORDER BY entity_id) FILTER (WHERE NOT has_version), [])
+               AS gap,
+           coalesce(list(entity_id ORDER BY entity_id) FILTER (WHERE is_stale), []) AS stale
+    FROM sets
 """
 
 #: The index items of (model, version): live entities' latest V vectors, in entity-id order.
@@ -199,7 +207,7 @@ def plan_model(con: Connection, model: str, version: str) -> ModelPlan:
     kind, dimension, metric = registered_version(con, model, version)
     serving = serving_version(con, model)
     if kind == "embedding":
-        sets = rows(con, _EMBEDDING_SETS, model=model, version=version)
+        ((live, items, gap, stale),) = rows(con, _EMBEDDING_SETS, model=model, version=version)
         if dimension is None or metric is None:
             raise ContractError(f"{model} {version} is registered without dimension/metric")
         return EmbeddingPlan(
@@ -208,10 +216,10 @@ def plan_model(con: Connection, model: str, version: str) -> ModelPlan:
             serving_version=serving,
             dimension=int(dimension),
             metric=str(metric),
-            live=len(sets),
-            items=sum(1 for _, has, _ in sets if has),
-            gap=tuple(e for e, has, _ in sets if not has),
-            stale=tuple(e for e, _, stale in sets if stale),
+            live=int(live),
+            items=int(items),
+            gap=tuple(gap),
+            stale=tuple(stale),
         )
     outgoing = outgoing_version(con, model, version)
     subjects = rows(
