@@ -40,6 +40,9 @@ def list_dead_letters(home: Path, *, pending_only: bool = True) -> list[DeadLett
         >>> [d.id for d in list_dead_letters(Path(".ledger"))]  # doctest: +SKIP
         ['ledger.embeddings:2:1017']
     """
+    # Not the dead_letters view: it has no shard column (`ledger dlq list --json` shows the
+    # shard), and it counts a message re-driven once any shard re-drove it, while a re-drive
+    # works per shard, so here a copy still pending in its own shard is listed as pending.
     seen: dict[str, DeadLetter] = {}
     for shard in _shards(home):
         for dl in shard.dead_letters(pending_only=pending_only):

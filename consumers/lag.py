@@ -13,7 +13,7 @@ from kafka.errors import KafkaError
 from ledger.errors import BrokerError
 from ledger.events import Topics
 from ledger.log import partitions_of
-from ledger.store import open_views, query
+from ledger.store import open_views, rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +96,11 @@ def lag(
     try:
         stored = {
             (t, p): o
-            for t, p, o in query(con, 'SELECT topic, "partition", next_offset FROM offsets')
+            for t, p, o in rows(con, 'SELECT topic, "partition", next_offset FROM offsets')
         }
         dead = {
             (t, p): n
-            for t, p, n in query(
+            for t, p, n in rows(
                 con,
                 'SELECT topic, "partition", count(*) FROM dead_letters '
                 "WHERE redriven_at IS NULL GROUP BY ALL",
@@ -108,7 +108,7 @@ def lag(
         }
         last = {
             (t, p): ts
-            for t, p, ts in query(
+            for t, p, ts in rows(
                 con,
                 """
             SELECT topic, "partition", max(event_time) FROM (

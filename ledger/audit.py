@@ -22,7 +22,7 @@ import pyarrow as pa
 import ledger
 from ledger.errors import UnknownModelVersion
 from ledger.events import Topics
-from ledger.plan import arrow
+from ledger.store import Connection, arrow, rows
 
 #: One row per event about ``$id`` (an entity of embeddings / deletions, a subject of
 #: decisions), in log order per topic, with the version of its model serving at its time.
@@ -73,13 +73,13 @@ RUN_NAMESPACE = uuid.UUID("6c1e5a3e-1b7e-5a0e-9f3c-6c0ad1e5d9b2")
 _FACET_SCHEMA = "https://github.com/lineage-ledger/lineage-ledger/blob/main/docs/events.md"
 
 
-def known_models(con: Any) -> list[str]:
+def known_models(con: Connection) -> list[str]:
     """Every model with a registered version."""
-    rows = con.execute("SELECT DISTINCT model FROM model_versions ORDER BY model").fetchall()
-    return [str(r[0]) for r in rows]
+    found = rows(con, "SELECT DISTINCT model FROM model_versions ORDER BY model")
+    return [str(r[0]) for r in found]
 
 
-def _require_model(con: Any, model: str) -> None:
+def _require_model(con: Connection, model: str) -> None:
     models = known_models(con)
     if model not in models:
         raise UnknownModelVersion(
@@ -89,7 +89,7 @@ def _require_model(con: Any, model: str) -> None:
         )
 
 
-def lineage(con: Any, entity_id: str, *, model: str | None = None) -> pa.Table:
+def lineage(con: Connection, entity_id: str, *, model: str | None = None) -> pa.Table:
     """Every event about ``entity_id`` (optionally of one ``model``), oldest first.
 
     Example:
@@ -101,7 +101,7 @@ def lineage(con: Any, entity_id: str, *, model: str | None = None) -> pa.Table:
     return arrow(con, LINEAGE_SQL, id=entity_id, model=model)
 
 
-def versions(con: Any, model: str, *, version: str | None = None) -> list[dict[str, Any]]:
+def versions(con: Connection, model: str, *, version: str | None = None) -> list[dict[str, Any]]:
     """A model's registered versions: counts (see ``version_counts``) and serving windows.
 
     Raises :class:`UnknownModelVersion` for a model or version that was never registered.
@@ -111,16 +111,16 @@ def versions(con: Any, model: str, *, version: str | None = None) -> list[dict[s
         ['v1', 'v2']
     """
     _require_model(con, model)
-    rows: list[dict[str, Any]] = arrow(con, _VERSIONS_SQL, model=model).to_pylist()
+    found: list[dict[str, Any]] = arrow(con, _VERSIONS_SQL, model=model).to_pylist()
     if version is not None:
-        rows = [r for r in rows if r["version"] == version]
-        if not rows:
+        found = [r for r in found if r["version"] == version]
+        if not found:
             raise UnknownModelVersion(
                 f"model {model!r} has no version {version!r}", field="model_version", got=version
             )
-    for row in rows:
+    for row in found:
         row["windows"] = row["windows"] or []
-    return rows
+    return found
 
 
 def _iso(ts: datetime) -> str:
@@ -144,7 +144,7 @@ def openlineage_events(
         ('COMPLETE', 'text-embedder.deployment')
     """
     out = []
-    kinds = dict(con.execute("SELECT DISTINCT model, kind FROM model_versions").fetchall())
+    kinds = dict(rows(con, "SELECT DISTINCT model, kind FROM model_versions"))
     for row in arrow(con, _DEPLOYMENTS_SQL).to_pylist():
         summary: Mapping[str, str] = {e["key"]: e["value"] for e in row["summary"] or []}
         artifact = summary.get("artifact")

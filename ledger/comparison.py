@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
@@ -39,9 +38,9 @@ from ledger.compare import (
 from ledger.errors import ContractError
 from ledger.events import Topics
 from ledger.manifest import path_part
-from ledger.plan import DECISIONS_SQL, ITEMS_SQL, arrow, log_offsets, registered_version
+from ledger.plan import DECISIONS_SQL, ITEMS_SQL, log_offsets, registered_version
 from ledger.rollback import Progress, ensure_caught_up
-from ledger.store import open_views
+from ledger.store import Connection, arrow, open_views
 
 REPORTS_DIR = "reports"
 
@@ -112,7 +111,7 @@ def _vectors(table: pa.Table) -> npt.NDArray[np.float32]:
 
 
 def compare_versions(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     models: Sequence[str],
     version_a: str,
     version_b: str,

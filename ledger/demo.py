@@ -42,11 +42,11 @@ from ledger.events import Topics
 from ledger.exact import exact_topk, recall_at_k
 from ledger.index import IndexReader, build_index, open_artifact
 from ledger.log import init_topics
-from ledger.plan import DecisionPlan, EmbeddingPlan, arrow, log_offsets
+from ledger.plan import DecisionPlan, EmbeddingPlan, log_offsets
 from ledger.producer import Producer, content_hash
 from ledger.rollback import rollback
 from ledger.serving import open_index
-from ledger.store import append_rows, open_views, shard_paths
+from ledger.store import Connection, append_rows, arrow, open_views, shard_paths
 from ledger.textembed import Corpus, TextEmbedder, ToyClassifier, synthetic_corpus
 
 EMBEDDER = "text-embedder"
@@ -284,7 +284,7 @@ def _right_example(texts: _Texts, live: Sequence[str]) -> set[str]:
     return {live[j] for j in found[0]}
 
 
-def _mixed_index(con: Any, folder: Path, offsets: dict[str, int]) -> tuple[IndexReader, int]:
+def _mixed_index(con: Connection, folder: Path, offsets: dict[str, int]) -> tuple[IndexReader, int]:
     """The naive "vector DB" as an Annoy index, and how many of its items are not v1."""
     table = arrow(con, _MIXED_SQL, model=EMBEDDER)
     vectors = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)

@@ -28,7 +28,7 @@ from ledger.events import Topics
 from ledger.log import reader
 from ledger.manifest import load_manifest, verify_artifact
 from ledger.serving import SERVING_DIR, ServingPointer
-from ledger.store import open_views, query, shard_paths
+from ledger.store import open_views, rows, shard_paths
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -113,8 +113,8 @@ def check_store(home: Path) -> tuple[Finding, dict[str, int]]:
     try:
         con = open_views(home, timeout=5.0)
         try:
-            ((events,),) = query(con, "SELECT count(*) FROM embeddings")
-            ((dead,),) = query(con, "SELECT count(*) FROM dead_letters WHERE redriven_at IS NULL")
+            ((events,),) = rows(con, "SELECT count(*) FROM embeddings")
+            ((dead,),) = rows(con, "SELECT count(*) FROM dead_letters WHERE redriven_at IS NULL")
         finally:
             con.close()
     except LedgerError as exc:

@@ -29,7 +29,7 @@ from annoy import AnnoyIndex
 from ledger.exact import exact_topk, recall_at_k
 from ledger.index import AnnoyMetric, IndexReader
 from ledger.manifest import ID_MAP, Manifest, shard_file
-from ledger.plan import arrow
+from ledger.store import Connection, arrow, registered
 
 # Annoy stores item i as node i at offset i * node_size: a header of 32-bit words
 # (n_descendants, children[2], plus ``a`` for euclidean / ``dot_factor`` for dot)
@@ -146,7 +146,7 @@ _SOURCE_SQL = """
 """
 
 
-def compare_items(con: Any, facts: IndexFacts, model: str, version: str) -> PurityFacts:
+def compare_items(con: Connection, facts: IndexFacts, model: str, version: str) -> PurityFacts:
     """Every item against the latest ``version`` vector of its entity, at ``con``'s position."""
     r = _projection(facts.manifest.dimension)
     n = facts.id_map.num_rows
@@ -163,11 +163,8 @@ def compare_items(con: Any, facts: IndexFacts, model: str, version: str) -> Puri
         {"entity_id": facts.id_map.column("entity_id"), "fp": fp, "tolerance": tolerance}
     )
     params = {"model": model, "version": version, "r": r.tolist()}
-    con.register("_index_fp", index_fp)
-    try:
+    with registered(con, "_index_fp", index_fp):
         problems = arrow(con, _COMPARE_SQL, **params)
-    finally:
-        con.unregister("_index_fp")
     ids = problems.column("entity_id").to_pylist()
     kinds = problems.column("problem").to_pylist()
     # The full outer join partitions both sides: the view's count follows from it.
@@ -178,21 +175,18 @@ def compare_items(con: Any, facts: IndexFacts, model: str, version: str) -> Puri
         # Whose vectors are they? Match each against every event of its entity (any version).
         pos = {e: i for i, e in enumerate(facts.id_map.column("entity_id").to_pylist())}
         rows = np.array([pos[e] for e in differs], np.int64)
-        con.register(
-            "_differs",
-            pa.table({"entity_id": list(differs), "fp": fp[rows], "tolerance": tolerance[rows]}),
+        differing = pa.table(
+            {"entity_id": list(differs), "fp": fp[rows], "tolerance": tolerance[rows]}
         )
-        try:
+        with registered(con, "_differs", differing):
             found = arrow(con, _SOURCE_SQL, model=model, r=r.tolist())
-            source = dict(
-                zip(
-                    found.column("entity_id").to_pylist(),
-                    found.column("version").to_pylist(),
-                    strict=True,
-                )
+        source = dict(
+            zip(
+                found.column("entity_id").to_pylist(),
+                found.column("version").to_pylist(),
+                strict=True,
             )
-        finally:
-            con.unregister("_differs")
+        )
         for e in differs:
             key = source.get(e, "?")
             by_version[key] = by_version.get(key, 0) + 1

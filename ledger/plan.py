@@ -23,28 +23,33 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 
 from ledger.errors import ContractError, UnknownModelVersion
+from ledger.store import Connection, arrow, rows
 
 # The SQL below builds on the views and macros of ledger.views (documented in docs/sql.md):
-# live_entities, version_embeddings, version_decisions, serving_history.
+# live_entities, latest_embeddings, version_embeddings, version_decisions, serving_now,
+# serving_history.
 
+# One row: the counts, and only the ids a plan lists (gap, stale), each in entity-id order.
 _EMBEDDING_SETS = """
-    WITH any_w AS (
-        SELECT entity_id, content_sha256 FROM embeddings WHERE model = $model
-        QUALIFY row_number() OVER (
-            PARTITION BY entity_id ORDER BY "partition" DESC, "offset" DESC) = 1
-    ),
-    v_w AS (SELECT entity_id, content_sha256 FROM version_embeddings($model, $version))
-    SELECT live.entity_id,
-           v_w.entity_id IS NOT NULL AS has_version,
-           v_w.entity_id IS NOT NULL AND any_w.content_sha256 <> v_w.content_sha256 AS is_stale
-    FROM live_entities($model) live
-    JOIN any_w USING (entity_id)
-    LEFT JOIN v_w USING (entity_id)
-    ORDER BY live.entity_id
+    WITH any_w AS (SELECT entity_id, content_sha256 FROM latest_embeddings($model)),
+    v_w AS (SELECT entity_id, content_sha256 FROM version_embeddings($model, $version)),
+    sets AS (
+        SELECT live.entity_id,
+               v_w.entity_id IS NOT NULL AS has_version,
+               v_w.entity_id IS NOT NULL AND any_w.content_sha256 <> v_w.content_sha256
+                   AS is_stale
+        FROM live_entities($model) live
+        JOIN any_w USING (entity_id)
+        LEFT JOIN v_w USING (entity_id))
+    SELECT count(*) AS live,
+           count(*) FILTER (WHERE has_version) AS items,
+           coalesce(list(entity_id ORDER BY entity_id) FILTER (WHERE NOT has_version), [])
+               AS gap,
+           coalesce(list(entity_id ORDER BY entity_id) FILTER (WHERE is_stale), []) AS stale
+    FROM sets
 """
 
 #: The index items of (model, version): live entities' latest V vectors, in entity-id order.
@@ -138,38 +143,27 @@ class DecisionPlan:
 ModelPlan = EmbeddingPlan | DecisionPlan
 
 
-def arrow(con: duckdb.DuckDBPyConnection, sql: str, **params: Any) -> pa.Table:
-    """Run ``sql`` with named ``params``; the result as an Arrow table (no extra copy)."""
-    return con.sql(sql, params=params).to_arrow_table()
-
-
-def _params(con: duckdb.DuckDBPyConnection, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-    return con.execute(sql, params).fetchall()
-
-
-def log_offsets(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+def log_offsets(con: Connection) -> dict[str, int]:
     """The log position the views cover: ``{"topic:partition": next offset}``."""
-    rows = con.execute(
-        'SELECT topic, "partition", next_offset FROM offsets ORDER BY ALL'
-    ).fetchall()
-    return {f"{topic}:{partition}": int(offset) for topic, partition, offset in rows}
+    found = rows(con, 'SELECT topic, "partition", next_offset FROM offsets ORDER BY ALL')
+    return {f"{topic}:{partition}": int(offset) for topic, partition, offset in found}
 
 
 def registered_version(
-    con: duckdb.DuckDBPyConnection, model: str, version: str
+    con: Connection, model: str, version: str
 ) -> tuple[str, int | None, str | None]:
     """``(kind, dimension, metric)`` of a registered version, or UnknownModelVersion."""
-    rows = _params(
+    found = rows(
         con,
         "SELECT kind, dimension, metric FROM model_versions "
         'WHERE model = $model AND model_version = $version ORDER BY "partition", "offset" LIMIT 1',
         model=model,
         version=version,
     )
-    if not rows:
+    if not found:
         known = [
             r[0]
-            for r in _params(
+            for r in rows(
                 con,
                 "SELECT DISTINCT model_version FROM model_versions WHERE model = $model ORDER BY 1",
                 model=model,
@@ -186,38 +180,34 @@ def registered_version(
             expected="a registered version",
             got=f"{model}/{version}",
         )
-    kind, dimension, metric = rows[0]
+    kind, dimension, metric = found[0]
     return str(kind), dimension, metric
 
 
-def serving_version(con: duckdb.DuckDBPyConnection, model: str) -> str | None:
-    """The version of ``model`` serving now according to the log's deployments."""
-    rows = _params(
-        con,
-        'SELECT model_version FROM deployments WHERE model = $model ORDER BY "offset" DESC LIMIT 1',
-        model=model,
-    )
-    return str(rows[0][0]) if rows else None
+def serving_version(con: Connection, model: str) -> str | None:
+    """The version of ``model`` serving now according to the log's deployments (``serving_now``)."""
+    found = rows(con, "SELECT model_version FROM serving_now WHERE model = $model", model=model)
+    return str(found[0][0]) if found else None
 
 
-def outgoing_version(con: duckdb.DuckDBPyConnection, model: str, target: str) -> str | None:
+def outgoing_version(con: Connection, model: str, target: str) -> str | None:
     """The latest version other than ``target`` that served ``model`` (None if none did)."""
-    rows = _params(
+    found = rows(
         con,
-        "SELECT model_version FROM deployments WHERE model = $model AND model_version <> $version "
-        'ORDER BY "offset" DESC LIMIT 1',
+        "SELECT model_version FROM serving_history WHERE model = $model "
+        'AND model_version <> $version ORDER BY "partition" DESC, "offset" DESC LIMIT 1',
         model=model,
         version=target,
     )
-    return str(rows[0][0]) if rows else None
+    return str(found[0][0]) if found else None
 
 
-def plan_model(con: duckdb.DuckDBPyConnection, model: str, version: str) -> ModelPlan:
+def plan_model(con: Connection, model: str, version: str) -> ModelPlan:
     """Plan the rollback of one model to ``version`` from the views on ``con``."""
     kind, dimension, metric = registered_version(con, model, version)
     serving = serving_version(con, model)
     if kind == "embedding":
-        rows = _params(con, _EMBEDDING_SETS, model=model, version=version)
+        ((live, items, gap, stale),) = rows(con, _EMBEDDING_SETS, model=model, version=version)
         if dimension is None or metric is None:
             raise ContractError(f"{model} {version} is registered without dimension/metric")
         return EmbeddingPlan(
@@ -226,23 +216,23 @@ def plan_model(con: duckdb.DuckDBPyConnection, model: str, version: str) -> Mode
             serving_version=serving,
             dimension=int(dimension),
             metric=str(metric),
-            live=len(rows),
-            items=sum(1 for _, has, _ in rows if has),
-            gap=tuple(e for e, has, _ in rows if not has),
-            stale=tuple(e for e, _, stale in rows if stale),
+            live=int(live),
+            items=int(items),
+            gap=tuple(gap),
+            stale=tuple(stale),
         )
     outgoing = outgoing_version(con, model, version)
-    subjects = _params(
+    subjects = rows(
         con, "SELECT count(DISTINCT subject_id) FROM decisions WHERE model = $model", model=model
     )
-    keep = _params(
+    keep = rows(
         con,
         "SELECT count(DISTINCT subject_id) FROM decisions "
         "WHERE model = $model AND model_version = $version",
         model=model,
         version=version,
     )
-    redecide = tuple(r[0] for r in _params(con, _REDECIDE_SQL, model=model, version=version))
+    redecide = tuple(r[0] for r in rows(con, _REDECIDE_SQL, model=model, version=version))
     blast = arrow(con, _BLAST_RADIUS_SQL, model=model, version=version, outgoing=outgoing or "")
     return DecisionPlan(
         model=model,

@@ -55,13 +55,12 @@ from ledger.plan import (
     DecisionPlan,
     EmbeddingPlan,
     ModelPlan,
-    arrow,
     log_offsets,
     plan_model,
 )
 from ledger.producer import Producer
 from ledger.serving import ARTIFACTS_DIR, rollback_lock, switch
-from ledger.store import busy_shards, open_views
+from ledger.store import Connection, arrow, busy_shards, open_views
 from ledger.verify import (
     DEFAULT_RECALL_THRESHOLD,
     DEFAULT_SAMPLE,
@@ -151,7 +150,7 @@ def _eta(home: Path, models: Sequence[ModelPlan]) -> float:
     return items / rates["load"] + work / rates["build"]
 
 
-def make_plan(home: Path, con: Any, models: Sequence[str], *, to: str) -> RollbackPlan:
+def make_plan(home: Path, con: Connection, models: Sequence[str], *, to: str) -> RollbackPlan:
     """Plan a rollback of ``models`` to ``to`` from the views on ``con``."""
     if not models:
         raise ContractError("name at least one model (--model)", field="model")

@@ -26,8 +26,10 @@ from ledger.events import Topics
 from ledger.plan import DecisionPlan, EmbeddingPlan, ModelPlan, outgoing_version
 from ledger.rollback import RATES_FILE, Progress, RollbackPlan, rollback
 from ledger.serving import ServingPointer, current
-from ledger.store import open_views
+from ledger.store import open_views, rows
 
+# serving_now's rows (served_until IS NULL) with the deployment's reason and actor, which
+# serving_now does not carry.
 _SERVING_NOW_SQL = """
     SELECT model, model_version, served_from, reason, actor
     FROM serving_history WHERE served_until IS NULL AND list_contains($models, model)
@@ -254,7 +256,7 @@ def make_runbook(
     plan = rollback(bootstrap, topics, home, names, to=to, dry_run=True, progress=progress).plan
     serving = {mp.model: mp.serving_version for mp in plan.models}
     with open_views(home) as con:
-        rows = con.execute(_SERVING_NOW_SQL, {"models": names}).fetchall()
+        now = rows(con, _SERVING_NOW_SQL, models=names)
         before = {
             m: outgoing_version(con, m, to) if serving[m] == to else serving[m] for m in names
         }
@@ -295,7 +297,7 @@ def make_runbook(
         "",
         "## What serves now",
         "",
-        *_serving(home, names, rows),
+        *_serving(home, names, now),
         "",
         "## Target",
         "",

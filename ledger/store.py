@@ -577,14 +577,63 @@ def _sql_str(text: str) -> str:
     return text.replace("'", "''")
 
 
-def query(
-    con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()
-) -> list[tuple[Any, ...]]:
-    """Run ``sql`` on a views connection; DuckDB errors become :class:`StoreError`."""
+#: The type of a DuckDB connection (e.g. one from :func:`open_views`), for type hints
+#: outside this module.
+Connection = duckdb.DuckDBPyConnection
+
+
+def arrow(con: Connection, sql: str, **params: Any) -> pa.Table:
+    """Run ``sql`` with named ``$params`` on ``con``; the whole result as an Arrow table.
+
+    DuckDB errors become :class:`StoreError`.
+
+    Example:
+        >>> arrow(duckdb.connect(), "SELECT $n * 2 AS twice", n=21).to_pylist()
+        [{'twice': 42}]
+    """
     try:
-        return con.execute(sql, list(params)).fetchall()
+        # A relation straight to Arrow: no DB-API result left behind, no extra copy.
+        return con.sql(sql, params=params).to_arrow_table()
     except duckdb.Error as exc:
         raise _store_error(exc, "query") from exc
+
+
+def rows(con: Connection, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """Run ``sql`` with named ``$params`` on ``con``; every row, fetched.
+
+    DuckDB errors become :class:`StoreError`.
+
+    Example:
+        >>> rows(duckdb.connect(), "SELECT $n * 2, 'x'", n=21)
+        [(42, 'x')]
+    """
+    try:
+        return con.execute(sql, params).fetchall()
+    except duckdb.Error as exc:
+        raise _store_error(exc, "query") from exc
+
+
+@contextmanager
+def registered(con: Connection, name: str, table: pa.Table) -> Iterator[None]:
+    """Show ``table`` to the queries on ``con`` as view ``name`` while the block runs.
+
+    Example:
+        >>> con = duckdb.connect()
+        >>> with registered(con, "_t", pa.table({"a": [1, 2]})):
+        ...     rows(con, "SELECT sum(a) FROM _t")
+        [(3,)]
+    """
+    try:
+        con.register(name, table)
+    except duckdb.Error as exc:
+        raise _store_error(exc, f"registering {name}") from exc
+    try:
+        yield
+    finally:
+        try:
+            con.unregister(name)
+        except duckdb.Error as exc:
+            raise _store_error(exc, f"unregistering {name}") from exc
 
 
 # -- files of the user's own (the demo's record) and the read-only SQL of ``ledger sql`` ----

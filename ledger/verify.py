@@ -35,9 +35,9 @@ from ledger.events import Topics
 from ledger.index import open_artifact
 from ledger.index_checks import IndexFacts, compare_items, measure_recall, read_facts
 from ledger.manifest import Manifest, load_manifest, verify_artifact
-from ledger.plan import DECISIONS_SQL, DecisionPlan, ModelPlan, arrow
+from ledger.plan import DECISIONS_SQL, DecisionPlan, ModelPlan
 from ledger.serving import current
-from ledger.store import open_views
+from ledger.store import Connection, arrow, open_views, registered, rows
 
 DEFAULT_RECALL_THRESHOLD = 0.9
 DEFAULT_SAMPLE = 200
@@ -107,7 +107,7 @@ def check_count(model: str, facts: IndexFacts, view_items: int) -> Check:
     )
 
 
-def check_purity(con: Any, model: str, version: str, facts: IndexFacts) -> tuple[Check, int]:
+def check_purity(con: Connection, model: str, version: str, facts: IndexFacts) -> tuple[Check, int]:
     """Every item is the latest ``version`` vector of a live entity; also the view's count."""
     m = facts.manifest
     p = compare_items(con, facts, model, version)
@@ -189,18 +189,13 @@ _DECISION_CHECK_SQL = """
 """
 
 
-def check_decisions(con: Any, model: str, version: str, folder: Path) -> list[Check]:
+def check_decisions(con: Connection, model: str, version: str, folder: Path) -> list[Check]:
     """The decision table holds only ``version`` decisions: each subject's latest, and every
     subject that has one (views at the table's log position)."""
     table = read_decision_table(folder)
     expected = arrow(con, DECISIONS_SQL, model=model, version=version)
-    con.register("_artifact_decisions", table)
-    try:
-        foreign, other_version = con.execute(
-            _DECISION_CHECK_SQL, {"model": model, "version": version}
-        ).fetchall()[0]
-    finally:
-        con.unregister("_artifact_decisions")
+    with registered(con, "_artifact_decisions", table):
+        ((foreign, other_version),) = rows(con, _DECISION_CHECK_SQL, model=model, version=version)
     manifest = load_manifest(folder)
     version_ok = (manifest.model, manifest.version, manifest.kind) == (model, version, "decisions")
     want = dict(
@@ -416,7 +411,7 @@ class MixedState:
         }
 
 
-def mixed_state(con: Any, model: str, serving_version: str, *, kind: str) -> MixedState:
+def mixed_state(con: Connection, model: str, serving_version: str, *, kind: str) -> MixedState:
     """The mixed-state figure of ``model`` from the views on ``con`` (the log as it is now).
 
     Example:
@@ -426,9 +421,9 @@ def mixed_state(con: Any, model: str, serving_version: str, *, kind: str) -> Mix
         (52, {'v1': 135, 'v2': 52})
     """
     sql = _MIXED_EMBEDDINGS_SQL if kind == "embedding" else _MIXED_DECISIONS_SQL
-    rows = con.execute(sql, {"model": model}).fetchall()
-    by_version = {str(v): int(n) for v, n in rows if v is not None}
-    shadow_only = sum(int(n) for v, n in rows if v is None)
+    found = rows(con, sql, model=model)
+    by_version = {str(v): int(n) for v, n in found if v is not None}
+    shadow_only = sum(int(n) for v, n in found if v is None)
     served = sum(by_version.values())
     return MixedState(
         model,
@@ -546,9 +541,7 @@ def verify(
     with _views(home) as con:
         stored = {
             f"{t}:{p}": int(o)
-            for t, p, o in con.execute(
-                'SELECT topic, "partition", next_offset FROM offsets'
-            ).fetchall()
+            for t, p, o in rows(con, 'SELECT topic, "partition", next_offset FROM offsets')
         }
     for m, pointer in pointers.items():
         folder = pointer.artifact_path(home)

@@ -90,7 +90,7 @@ _LINEAGE = [
 SELECT model, model_version, from_version,
        event_time AS served_from,
        lead(event_time) OVER w AS served_until,
-       reason, actor, summary, event_id, "offset"
+       reason, actor, summary, event_id, "partition", "offset"
 FROM deployments
 WINDOW w AS (PARTITION BY model ORDER BY "partition", "offset")""",
     # The version serving now, per model.
@@ -119,6 +119,10 @@ SELECT e.* FROM embeddings e SEMI JOIN live_entities(m) l ON e.entity_id = l.ent
 WHERE e.model = m AND e.model_version = v
 QUALIFY row_number() OVER (
     PARTITION BY e.entity_id ORDER BY e."partition" DESC, e."offset" DESC) = 1""",
+    # Each entity's latest embedding of model m, any version (also of entities deleted since).
+    """CREATE MACRO latest_embeddings(m) AS TABLE
+SELECT * FROM embeddings WHERE model = m
+QUALIFY row_number() OVER (PARTITION BY entity_id ORDER BY "partition" DESC, "offset" DESC) = 1""",
     # The latest decision of each subject made by version v of model m.
     """CREATE MACRO version_decisions(m, v) AS TABLE
 SELECT * FROM decisions WHERE model = m AND model_version = v
@@ -130,20 +134,11 @@ QUALIFY row_number() OVER (PARTITION BY subject_id ORDER BY "partition" DESC, "o
     # Per model and version: how much of the current state each version produced. A model
     # whose live entities' current vectors come from two versions is in a mixed state.
     """CREATE VIEW version_counts AS
-WITH current_vectors AS (
-    SELECT model, model_version FROM (
-        SELECT model, model_version, entity_id, false AS deleted, "partition", "offset"
-        FROM embeddings
-        UNION ALL
-        SELECT model, model_version, entity_id, true AS deleted, "partition", "offset"
-        FROM deletions)
-    QUALIFY row_number() OVER (
-        PARTITION BY model, entity_id ORDER BY "partition" DESC, "offset" DESC) = 1
-        AND NOT deleted),
+WITH models AS (SELECT DISTINCT model FROM model_versions),
+current_vectors AS (
+    SELECT m.model, l.current_version AS model_version FROM models m, live_entities(m.model) l),
 current_decisions AS (
-    SELECT model, model_version FROM decisions
-    QUALIFY row_number() OVER (
-        PARTITION BY model, subject_id ORDER BY "partition" DESC, "offset" DESC) = 1),
+    SELECT m.model, d.model_version FROM models m, latest_decisions(m.model) d),
 n_vectors AS (SELECT model, model_version, count(*) AS n FROM current_vectors GROUP BY ALL),
 n_decisions AS (SELECT model, model_version, count(*) AS n FROM current_decisions GROUP BY ALL),
 n_embedding_events AS (SELECT model, model_version, count(*) AS n FROM embeddings GROUP BY ALL),

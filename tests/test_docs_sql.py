@@ -33,6 +33,7 @@ def test_the_doc_has_an_example_for_every_view_and_macro():
         "serving_version(",
         "live_entities(",
         "version_embeddings(",
+        "latest_embeddings(",
         "version_decisions(",
         "latest_decisions(",
         "version_counts",

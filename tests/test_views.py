@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import duckdb
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from consumers.materialiser import catch_up
+from ledger.errors import StoreError
 from ledger.producer import Producer, content_hash
-from ledger.store import Batch, Shard, empty_table, open_views
+from ledger.store import Batch, Shard, arrow, empty_table, open_views, registered, rows
 
 pytestmark = pytest.mark.kafka
 
@@ -131,6 +134,18 @@ def test_views_exist_before_any_shard(tmp_path):
             assert con.execute(f"SELECT count(*) FROM {name}").fetchone() == (0,)
     finally:
         con.close()
+
+
+def test_a_bad_query_through_the_store_helpers_raises_store_error(tmp_path):
+    with open_views(tmp_path) as con:
+        for run in (arrow, rows):
+            with pytest.raises(StoreError) as info:
+                run(con, "SELECT no_such_column FROM embeddings WHERE model = $m", m="x")
+            assert not isinstance(info.value, duckdb.Error) and not info.value.transient
+        with pytest.raises(StoreError), registered(con, "_t", pa.table({"a": [1]})):
+            rows(con, "SELECT b FROM _t")
+        # the registered table is gone again, also after the failed query
+        assert rows(con, "SELECT count(*) FROM duckdb_views() WHERE view_name = '_t'") == [(0,)]
 
 
 def test_writer_waits_for_a_reader_then_writes(tmp_path):
