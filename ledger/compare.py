@@ -54,7 +54,10 @@ GATE_METRICS: dict[str, str] = {
     "coverage_b": "share of version B's entities (or subjects) that version A also has",
 }
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {
-    ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
 }
 _GATE = re.compile(r"\s*([A-Za-z_]\w*)\s*(>=|<=|>|<)\s*(\S+)\s*")
 _QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
@@ -90,8 +93,11 @@ class Coverage:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "only_a": self.only_a, "only_b": self.only_b, "both": self.both,
-            "coverage_a": self.coverage_a, "coverage_b": self.coverage_b,
+            "only_a": self.only_a,
+            "only_b": self.only_b,
+            "both": self.both,
+            "coverage_a": self.coverage_a,
+            "coverage_b": self.coverage_b,
         }
 
 
@@ -130,11 +136,16 @@ class EmbeddingComparison:
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": "embeddings",
-            "version_a": self.version_a, "version_b": self.version_b,
-            "metric_a": self.metric_a, "metric_b": self.metric_b,
-            "k": self.k, "seed": self.seed, "sample_size": self.sample_size,
+            "version_a": self.version_a,
+            "version_b": self.version_b,
+            "metric_a": self.metric_a,
+            "metric_b": self.metric_b,
+            "k": self.k,
+            "seed": self.seed,
+            "sample_size": self.sample_size,
             "coverage": self.coverage.to_dict(),
-            "overlap_mean": self.overlap_mean, "overlap_stderr": self.overlap_stderr,
+            "overlap_mean": self.overlap_mean,
+            "overlap_stderr": self.overlap_stderr,
             "overlap_quantiles": dict(self.overlap_quantiles),
             "overlap_histogram": list(self.overlap_histogram),
             "most_changed": [{"entity_id": e, "overlap": o} for e, o in self.most_changed],
@@ -170,12 +181,16 @@ class DecisionComparison:
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": "decisions",
-            "version_a": self.version_a, "version_b": self.version_b,
+            "version_a": self.version_a,
+            "version_b": self.version_b,
             "coverage": self.coverage.to_dict(),
-            "agreed": self.agreed, "flipped": self.flipped.num_rows,
+            "agreed": self.agreed,
+            "flipped": self.flipped.num_rows,
             "agreement": self.agreement,
-            "confusion": {"labels": list(self.labels),
-                          "counts": [list(row) for row in self.confusion]},
+            "confusion": {
+                "labels": list(self.labels),
+                "counts": [list(row) for row in self.confusion],
+            },
         }
 
 
@@ -205,8 +220,12 @@ class GateResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "gate": str(self.gate), "metric": self.gate.metric, "op": self.gate.op,
-            "threshold": self.gate.threshold, "value": self.value, "passed": self.passed,
+            "gate": str(self.gate),
+            "metric": self.gate.metric,
+            "op": self.gate.op,
+            "threshold": self.gate.threshold,
+            "value": self.value,
+            "passed": self.passed,
         }
 
 
@@ -278,16 +297,32 @@ def compare_embeddings(
     width = nb_a.shape[1]
     if size == 0 or width == 0:
         return EmbeddingComparison(
-            version_a, version_b, metric, metric_b, width, seed, size, coverage,
-            None, None, (), (), (),
+            version_a,
+            version_b,
+            metric,
+            metric_b,
+            width,
+            seed,
+            size,
+            coverage,
+            None,
+            None,
+            (),
+            (),
+            (),
         )
     overlaps = overlap_per_query(nb_b, nb_a)
     shared = np.rint(overlaps * width).astype(np.int64)
     worst = np.lexsort((picked, overlaps))[:10]
     return EmbeddingComparison(
-        version_a=version_a, version_b=version_b,
-        metric_a=metric, metric_b=metric_b,
-        k=width, seed=seed, sample_size=size, coverage=coverage,
+        version_a=version_a,
+        version_b=version_b,
+        metric_a=metric,
+        metric_b=metric_b,
+        k=width,
+        seed=seed,
+        sample_size=size,
+        coverage=coverage,
         overlap_mean=float(overlaps.mean()),
         overlap_stderr=_stderr(overlaps, len(common)),
         overlap_quantiles=tuple(
@@ -323,23 +358,30 @@ def compare_decisions(
     coverage = Coverage(len(sa) - len(common), len(sb) - len(common), len(common))
     label_a = la.take(pa.array(_positions(common, sa)))
     label_b = lb.take(pa.array(_positions(common, sb)))
-    labels = pa.array(sorted(set(pc.unique(label_a).to_pylist()) |
-                             set(pc.unique(label_b).to_pylist())), pa.string())
+    labels = pa.array(
+        sorted(set(pc.unique(label_a).to_pylist()) | set(pc.unique(label_b).to_pylist())),
+        pa.string(),
+    )
     code_a = np.asarray(pc.index_in(label_a, value_set=labels), dtype=np.int64)
     code_b = np.asarray(pc.index_in(label_b, value_set=labels), dtype=np.int64)
     n = len(labels)
     confusion = np.bincount(code_a * n + code_b, minlength=n * n).reshape(n, n)
     same = code_a == code_b
     differ = pa.array(~same)
-    flipped = pa.table({
-        "subject_id": common.filter(differ),
-        "label_a": label_a.filter(differ),
-        "label_b": label_b.filter(differ),
-    })
+    flipped = pa.table(
+        {
+            "subject_id": common.filter(differ),
+            "label_a": label_a.filter(differ),
+            "label_b": label_b.filter(differ),
+        }
+    )
     agreed = int(same.sum())
     return DecisionComparison(
-        version_a=version_a, version_b=version_b, coverage=coverage,
-        agreed=agreed, agreement=_share(agreed, len(common)),
+        version_a=version_a,
+        version_b=version_b,
+        coverage=coverage,
+        agreed=agreed,
+        agreement=_share(agreed, len(common)),
         labels=tuple(labels.to_pylist()),
         confusion=tuple(tuple(int(c) for c in row) for row in confusion),
         flipped=flipped,
@@ -403,20 +445,21 @@ def _parse_gate(spec: str, item: str) -> Gate:
     match = _GATE.fullmatch(item)
     if match is None:
         why = "empty part" if not item.strip() else "expected METRIC OP VALUE"
-        raise GateSpecError(f"bad gate {item.strip()!r} ({why}); {_VALID_SPEC}",
-                            spec=spec, item=item)
+        raise GateSpecError(
+            f"bad gate {item.strip()!r} ({why}); {_VALID_SPEC}", spec=spec, item=item
+        )
     metric, op, text = match.groups()
     if metric not in GATE_METRICS:
-        raise GateSpecError(f"unknown gate metric {metric!r}; {_VALID_SPEC}",
-                            spec=spec, item=item)
+        raise GateSpecError(f"unknown gate metric {metric!r}; {_VALID_SPEC}", spec=spec, item=item)
     try:
         threshold = float(text)
     except ValueError:
         threshold = math.nan
     # A share outside [0, 1] is a typo ("agreement>=95"), never a real bar.
     if not 0.0 <= threshold <= 1.0:
-        raise GateSpecError(f"bad gate value {text!r} in {item.strip()!r}; {_VALID_SPEC}",
-                            spec=spec, item=item)
+        raise GateSpecError(
+            f"bad gate value {text!r} in {item.strip()!r}; {_VALID_SPEC}", spec=spec, item=item
+        )
     return Gate(metric, op, threshold)
 
 
@@ -484,8 +527,9 @@ def _neighbours(
         allowed = None if pos.size == vectors.shape[0] else np.zeros(vectors.shape[0], bool)
         if allowed is not None:
             allowed[pos] = True
-        rows, _ = exact_topk(vectors, vectors[pos[picked]], k, metric,
-                             exclude=pos[picked], allowed=allowed)
+        rows, _ = exact_topk(
+            vectors, vectors[pos[picked]], k, metric, exclude=pos[picked], allowed=allowed
+        )
         to_common = np.full(vectors.shape[0], -1, np.int64)
         to_common[pos] = np.arange(pos.size)
         return to_common[rows]

@@ -79,7 +79,9 @@ class Registry:
                 f"(dimension={existing.dimension}, metric={existing.metric}, "
                 f"labels={list(existing.labels)}); a version's contract never changes: "
                 "register a new version",
-                field="model_version", expected=str(existing), got=str(mv),
+                field="model_version",
+                expected=str(existing),
+                got=str(mv),
             )
         self._versions[(mv.model, mv.version)] = mv
 

@@ -108,8 +108,13 @@ def exact_topk(
     for qs in range(0, nq, query_block):
         qe = min(nq, qs + query_block)
         rows = _coarse(
-            base, q32[qs:qe], metric, keep,
-            None if excl is None else excl[qs:qe], mask, corpus_block,
+            base,
+            q32[qs:qe],
+            metric,
+            keep,
+            None if excl is None else excl[qs:qe],
+            mask,
+            corpus_block,
         )
         out_idx[qs:qe], out_dist[qs:qe] = _refine(base, q64[qs:qe], rows, metric, width)
     return out_idx, out_dist
@@ -239,7 +244,8 @@ def _coarse(
                 np.concatenate([np.nonzero(old)[0]] + [p[0] for p in pending]),
                 np.concatenate([best_score[old]] + [p[1] for p in pending]),
                 np.concatenate([best_row[old]] + [p[2] for p in pending]),
-                nq, keep,
+                nq,
+                keep,
             )
             pending, pending_size = [], 0
     return best_row

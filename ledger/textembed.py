@@ -24,26 +24,138 @@ import numpy.typing as npt
 import pyarrow as pa
 
 TOPICS: dict[str, tuple[str, ...]] = {
-    "finance": ("bank", "loan", "interest", "mortgage", "savings", "credit", "budget",
-                "invoice", "payment", "account", "deposit", "tax"),
-    "sports": ("football", "match", "goal", "league", "coach", "stadium", "tennis",
-               "season", "tournament", "player", "referee", "score"),
-    "cooking": ("recipe", "oven", "garlic", "pasta", "simmer", "butter", "flour",
-                "onion", "roast", "sauce", "kitchen", "spices"),
-    "travel": ("flight", "airport", "hotel", "passport", "beach", "luggage", "museum",
-               "train", "itinerary", "island", "tourist", "visa"),
-    "health": ("doctor", "clinic", "vaccine", "symptom", "fever", "nurse", "therapy",
-               "diet", "sleep", "exercise", "pharmacy", "allergy"),
-    "tech": ("laptop", "software", "server", "python", "database", "network", "cloud",
-             "keyboard", "compiler", "kernel", "router", "upgrade"),
-    "garden": ("tomato", "compost", "seedling", "shovel", "hedge", "tulip", "watering",
-               "greenhouse", "soil", "orchard", "lawn", "pruning"),
-    "offers": ("winner", "prize", "free", "discount", "voucher", "bonus", "claim",
-               "exclusive", "jackpot", "cashback", "coupon", "urgent"),
+    "finance": (
+        "bank",
+        "loan",
+        "interest",
+        "mortgage",
+        "savings",
+        "credit",
+        "budget",
+        "invoice",
+        "payment",
+        "account",
+        "deposit",
+        "tax",
+    ),
+    "sports": (
+        "football",
+        "match",
+        "goal",
+        "league",
+        "coach",
+        "stadium",
+        "tennis",
+        "season",
+        "tournament",
+        "player",
+        "referee",
+        "score",
+    ),
+    "cooking": (
+        "recipe",
+        "oven",
+        "garlic",
+        "pasta",
+        "simmer",
+        "butter",
+        "flour",
+        "onion",
+        "roast",
+        "sauce",
+        "kitchen",
+        "spices",
+    ),
+    "travel": (
+        "flight",
+        "airport",
+        "hotel",
+        "passport",
+        "beach",
+        "luggage",
+        "museum",
+        "train",
+        "itinerary",
+        "island",
+        "tourist",
+        "visa",
+    ),
+    "health": (
+        "doctor",
+        "clinic",
+        "vaccine",
+        "symptom",
+        "fever",
+        "nurse",
+        "therapy",
+        "diet",
+        "sleep",
+        "exercise",
+        "pharmacy",
+        "allergy",
+    ),
+    "tech": (
+        "laptop",
+        "software",
+        "server",
+        "python",
+        "database",
+        "network",
+        "cloud",
+        "keyboard",
+        "compiler",
+        "kernel",
+        "router",
+        "upgrade",
+    ),
+    "garden": (
+        "tomato",
+        "compost",
+        "seedling",
+        "shovel",
+        "hedge",
+        "tulip",
+        "watering",
+        "greenhouse",
+        "soil",
+        "orchard",
+        "lawn",
+        "pruning",
+    ),
+    "offers": (
+        "winner",
+        "prize",
+        "free",
+        "discount",
+        "voucher",
+        "bonus",
+        "claim",
+        "exclusive",
+        "jackpot",
+        "cashback",
+        "coupon",
+        "urgent",
+    ),
 }
 # Shared by every topic: they make texts of different topics look alike a little.
-FILLER = ("the", "a", "about", "today", "with", "new", "my", "our", "some", "more",
-          "after", "before", "this", "week", "great", "quick")
+FILLER = (
+    "the",
+    "a",
+    "about",
+    "today",
+    "with",
+    "new",
+    "my",
+    "our",
+    "some",
+    "more",
+    "after",
+    "before",
+    "this",
+    "week",
+    "great",
+    "quick",
+)
 SPAM_TOPICS = frozenset({"offers", "finance"})
 LABELS = ("ham", "spam")
 
@@ -83,11 +195,13 @@ class Corpus:
 
     def to_table(self) -> pa.Table:
         """Columns ``entity_id``, ``text``, ``topic``."""
-        return pa.table({
-            "entity_id": pa.array(self.ids, pa.string()),
-            "text": pa.array(self.texts, pa.string()),
-            "topic": pa.array([self.topics[c] for c in self.clusters], pa.string()),
-        })
+        return pa.table(
+            {
+                "entity_id": pa.array(self.ids, pa.string()),
+                "text": pa.array(self.texts, pa.string()),
+                "topic": pa.array([self.topics[c] for c in self.clusters], pa.string()),
+            }
+        )
 
 
 def synthetic_corpus(n: int, *, seed: int = 0, words: int = 8) -> Corpus:
@@ -118,7 +232,7 @@ def synthetic_corpus(n: int, *, seed: int = 0, words: int = 8) -> Corpus:
         # Five words in eight from the topic: same-topic texts share about two topic words.
         topical = rng.random((_CHUNK, words))[:rows] < 0.625
         topic_word = rng.integers(0, per_topic, (_CHUNK, words))[:rows]
-        topic_word += clusters[start:start + rows, None] * per_topic
+        topic_word += clusters[start : start + rows, None] * per_topic
         filler_word = len(topics) * per_topic + rng.integers(0, len(FILLER), (_CHUNK, words))
         chosen = vocab[np.where(topical, topic_word, filler_word[:rows])]
         texts.extend(" ".join(row) for row in chosen.tolist())
@@ -167,7 +281,7 @@ class TextEmbedder:
             # Counts of a chunk, dense (rows x BUCKETS, 16 MB at most), times the projection.
             flat = (docs[lo:hi] - start) * BUCKETS + buckets[lo:hi]
             counts = np.bincount(flat, minlength=rows * BUCKETS).astype(np.float32)
-            out[start:start + rows] = counts.reshape(rows, BUCKETS) @ self._projection
+            out[start : start + rows] = counts.reshape(rows, BUCKETS) @ self._projection
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         np.divide(out, norms, out=out, where=norms > 0)
         return out
@@ -229,6 +343,7 @@ def _ngram_buckets(texts: Sequence[str]) -> tuple[npt.NDArray[np.int64], npt.NDA
     distinct, inverse = np.unique(code, return_inverse=True)
     bucket_of = np.fromiter(
         (zlib.crc32(int(c).to_bytes(3, "big")) % BUCKETS for c in distinct),
-        np.int64, distinct.size,
+        np.int64,
+        distinct.size,
     )
     return doc, bucket_of[inverse]

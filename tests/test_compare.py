@@ -59,8 +59,11 @@ def test_half_rotated_neighbourhoods_report_overlap_one_half(metric):
     ids_a, va, ids_b, vb = planted_pair()
     report = compare_embeddings(ids_a, va, ids_b, vb, metric=metric, k=10, sample=300, seed=1)
     assert report.coverage.to_dict() == {
-        "only_a": 30, "only_b": 25, "both": 800,
-        "coverage_a": 800 / 830, "coverage_b": 800 / 825,
+        "only_a": 30,
+        "only_b": 25,
+        "both": 800,
+        "coverage_a": 800 / 830,
+        "coverage_b": 800 / 825,
     }
     assert report.sample_size == 300 and report.k == 10
     # Each sampled entity shares all or none of its neighbours: nothing in between.
@@ -134,8 +137,12 @@ def planted_decisions():
     labels_b = labels_a.copy()
     swap = {"ham": "spam", "spam": "ham", "unsure": "ham"}
     labels_b[flipped] = [swap[x] for x in labels_a[flipped]]
-    a = pa.table({"subject_id": subjects + [f"x{i}" for i in range(50)],
-                  "label": list(labels_a) + ["ham"] * 50})
+    a = pa.table(
+        {
+            "subject_id": subjects + [f"x{i}" for i in range(50)],
+            "label": list(labels_a) + ["ham"] * 50,
+        }
+    )
     perm = rng.permutation(2030)
     b_subjects = np.array(subjects + [f"y{i}" for i in range(30)])[perm]
     b_labels = np.array(list(labels_b) + ["spam"] * 30)[perm]
@@ -148,8 +155,11 @@ def test_seven_percent_flipped_labels_report_agreement_093_and_the_flips():
     report = compare_decisions(a, b, version_a="v2", version_b="v1")
     assert report.agreement == 0.93 and report.agreed == 1860
     assert report.coverage.to_dict() == {
-        "only_a": 50, "only_b": 30, "both": 2000,
-        "coverage_a": 2000 / 2050, "coverage_b": 2000 / 2030,
+        "only_a": 50,
+        "only_b": 30,
+        "both": 2000,
+        "coverage_a": 2000 / 2050,
+        "coverage_b": 2000 / 2030,
     }
     assert report.labels == ("ham", "spam", "unsure")
     for i, la in enumerate(report.labels):
@@ -159,8 +169,10 @@ def test_seven_percent_flipped_labels_report_agreement_093_and_the_flips():
     assert table.column_names == ["subject_id", "label_a", "label_b"]
     assert set(table["subject_id"].to_pylist()) == flipped
     assert table["subject_id"].to_pylist() == sorted(flipped)
-    assert all(x != y for x, y in zip(table["label_a"].to_pylist(),
-                                      table["label_b"].to_pylist(), strict=True))
+    assert all(
+        x != y
+        for x, y in zip(table["label_a"].to_pylist(), table["label_b"].to_pylist(), strict=True)
+    )
     assert json.loads(json.dumps(report.to_dict()))["flipped"] == 140
 
 
@@ -200,17 +212,31 @@ def test_a_gate_on_a_figure_the_comparison_lacks_fails():
 def test_gate_spec_parses_every_metric_and_operator():
     gates = parse_gates("agreement>=0.95,overlap>0.6, coverage_a <= 1 ,coverage_b<0.5")
     assert [(g.metric, g.op, g.threshold) for g in gates] == [
-        ("agreement", ">=", 0.95), ("overlap", ">", 0.6),
-        ("coverage_a", "<=", 1.0), ("coverage_b", "<", 0.5),
+        ("agreement", ">=", 0.95),
+        ("overlap", ">", 0.6),
+        ("coverage_a", "<=", 1.0),
+        ("coverage_b", "<", 0.5),
     ]
     assert {g.metric for g in gates} == set(GATE_METRICS)
 
 
-@pytest.mark.parametrize("spec", [
-    "", "  ", "agreement", "agreemnt>=0.9", "agreement=>0.9", "agreement==0.9",
-    "agreement>=95", "agreement>=-0.1", "agreement>=abc", "agreement>=nan",
-    "agreement>=0.9,", "agreement>=0.9 overlap>=0.5",
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "",
+        "  ",
+        "agreement",
+        "agreemnt>=0.9",
+        "agreement=>0.9",
+        "agreement==0.9",
+        "agreement>=95",
+        "agreement>=-0.1",
+        "agreement>=abc",
+        "agreement>=nan",
+        "agreement>=0.9,",
+        "agreement>=0.9 overlap>=0.5",
+    ],
+)
 def test_bad_gate_spec_says_what_a_valid_one_looks_like(spec):
     with pytest.raises(GateSpecError) as info:
         parse_gates(spec)
@@ -220,17 +246,26 @@ def test_bad_gate_spec_says_what_a_valid_one_looks_like(spec):
 
 
 def test_decisions_accept_the_arrow_string_types_a_store_returns():
-    a = pa.table({"subject_id": pa.array(["s1", "s2"], pa.large_string()),
-                  "label": pa.array(["ham", "spam"]).dictionary_encode()})
-    b = pa.table({"subject_id": pa.chunked_array([["s2"], ["s1", "s3"]]),
-                  "label": pa.chunked_array([["ham"], ["ham", "spam"]])})
+    a = pa.table(
+        {
+            "subject_id": pa.array(["s1", "s2"], pa.large_string()),
+            "label": pa.array(["ham", "spam"]).dictionary_encode(),
+        }
+    )
+    b = pa.table(
+        {
+            "subject_id": pa.chunked_array([["s2"], ["s1", "s3"]]),
+            "label": pa.chunked_array([["ham"], ["ham", "spam"]]),
+        }
+    )
     report = compare_decisions(a, b)
     assert (report.agreed, report.coverage.only_b) == (1, 1)
-    assert report.flipped.to_pylist() == [
-        {"subject_id": "s2", "label_a": "spam", "label_b": "ham"}]
+    assert report.flipped.to_pylist() == [{"subject_id": "s2", "label_a": "spam", "label_b": "ham"}]
 
 
 def test_no_common_subjects_give_no_agreement_figure():
-    report = compare_decisions(pa.table({"subject_id": ["x"], "label": ["ham"]}),
-                               pa.table({"subject_id": ["y"], "label": ["ham"]}))
+    report = compare_decisions(
+        pa.table({"subject_id": ["x"], "label": ["ham"]}),
+        pa.table({"subject_id": ["y"], "label": ["ham"]}),
+    )
     assert report.agreement is None and report.confusion == () and report.flipped.num_rows == 0

@@ -45,11 +45,13 @@ def corpus_with_ties(seed=0, n=2000, d=12):
 @pytest.mark.parametrize("blocks", [(1024, 8192), (37, 101)])
 def test_exact_topk_equals_brute_force_with_ties_for_every_metric(metric, blocks):
     corpus = corpus_with_ties()
-    queries = np.concatenate([corpus[:40], corpus[[7, 100, 500]],
-                              np.random.default_rng(1).standard_normal((60, 12))])
+    queries = np.concatenate(
+        [corpus[:40], corpus[[7, 100, 500]], np.random.default_rng(1).standard_normal((60, 12))]
+    )
     want_idx, want_dist = brute_force(corpus, queries, 10, metric)
-    idx, dist = exact_topk(corpus, queries, 10, metric,
-                           query_block=blocks[0], corpus_block=blocks[1])
+    idx, dist = exact_topk(
+        corpus, queries, 10, metric, query_block=blocks[0], corpus_block=blocks[1]
+    )
     assert idx.dtype == np.int64 and idx.shape == (103, 10)
     np.testing.assert_array_equal(idx, want_idx)
     np.testing.assert_allclose(dist, want_dist, atol=1e-6)
@@ -71,8 +73,9 @@ def test_exact_topk_is_exact_when_nearest_rows_come_last(metric):
 def test_identical_vectors_come_back_in_index_order_whatever_the_blocks():
     corpus = np.ones((300, 4), np.float32)
     for block in (7, 64, 1000):
-        idx, dist = exact_topk(corpus, corpus[[5]], 10, "euclidean",
-                               exclude=[5], corpus_block=block)
+        idx, dist = exact_topk(
+            corpus, corpus[[5]], 10, "euclidean", exclude=[5], corpus_block=block
+        )
         assert idx[0].tolist() == [0, 1, 2, 3, 4, 6, 7, 8, 9, 10]
         assert dist.max() == 0.0
 
@@ -82,8 +85,9 @@ def test_exclude_and_allowed_restrict_the_candidates(metric):
     corpus = corpus_with_ties(seed=3, n=800)
     allowed = np.random.default_rng(4).random(800) < 0.3
     rows = np.flatnonzero(allowed)[:50]
-    idx, _ = exact_topk(corpus, corpus[rows], 10, metric, exclude=rows, allowed=allowed,
-                        corpus_block=97)
+    idx, _ = exact_topk(
+        corpus, corpus[rows], 10, metric, exclude=rows, allowed=allowed, corpus_block=97
+    )
     sub = corpus[allowed]
     want, _ = brute_force(sub, corpus[rows], 10, metric, exclude=np.arange(50))
     np.testing.assert_array_equal(idx, np.flatnonzero(allowed)[want])

@@ -61,7 +61,8 @@ def test_every_error_class_is_exported_and_is_a_ledger_error() -> None:
     import ledger.errors
 
     classes = {
-        name for name, obj in inspect.getmembers(ledger.errors, inspect.isclass)
+        name
+        for name, obj in inspect.getmembers(ledger.errors, inspect.isclass)
         if issubclass(obj, Exception) and obj.__module__ == "ledger.errors"
     }
     assert classes <= set(ledger.__all__)

@@ -26,8 +26,9 @@ def vectors(corpus):
 
 
 def same_cluster_rate(corpus, index_vectors, query_vectors, queries, *, exclude):
-    idx, _ = exact_topk(index_vectors, query_vectors[queries], 10, "angular",
-                        exclude=queries if exclude else None)
+    idx, _ = exact_topk(
+        index_vectors, query_vectors[queries], 10, "angular", exclude=queries if exclude else None
+    )
     rate = corpus.same_cluster_rate(queries, idx)
     cluster = np.asarray(corpus.clusters)
     assert rate == float((cluster[idx] == cluster[queries, None]).mean())
@@ -62,8 +63,12 @@ def test_embedding_is_byte_identical_across_processes_batches_and_hash_seeds(cor
         ".tobytes())"
     )
     for seed in ("1", "2"):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True,
-                             env={"PYTHONHASHSEED": seed})
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            check=True,
+            env={"PYTHONHASHSEED": seed},
+        )
         assert out.stdout == vectors["v1"][:50].tobytes()
     assert TextEmbedder("v1").embed(corpus.texts[7:8]).tobytes() == vectors["v1"][7].tobytes()
 
@@ -71,8 +76,7 @@ def test_embedding_is_byte_identical_across_processes_batches_and_hash_seeds(cor
 def test_similar_texts_are_neighbours_within_a_version(corpus, vectors):
     queries = np.arange(0, N, 20)
     for version in ("v1", "v2"):
-        rate = same_cluster_rate(corpus, vectors[version], vectors[version], queries,
-                                 exclude=True)
+        rate = same_cluster_rate(corpus, vectors[version], vectors[version], queries, exclude=True)
         assert rate > 0.8, version
 
 
