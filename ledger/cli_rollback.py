@@ -158,7 +158,7 @@ def rollback_cmd(
     actor: str,
     recall_threshold: float,
     sample: int,
-    search_k: int,
+    search_k: int | None,
     as_json: bool,
 ) -> None:
     """Roll models back (or forward) to a version, rebuilt from the log.

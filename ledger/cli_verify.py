@@ -61,9 +61,10 @@ _RECALL_OPTIONS = [
     click.option(
         "--search-k",
         type=int,
-        default=-1,
-        show_default=True,
-        help="Annoy search_k for the recall queries, as serving uses it (-1: trees x k).",
+        default=None,
+        help="Annoy search_k for the recall queries (-1: Annoy's trees x k). Default: "
+        "rollback calibrates the smallest one meeting the threshold and records it for "
+        "serving; verify uses the recorded one.",
     ),
 ]
 
@@ -90,7 +91,7 @@ def verify_cmd(
     models: tuple[str, ...],
     recall_threshold: float,
     sample: int,
-    search_k: int,
+    search_k: int | None,
     fail_on_mixed: bool,
     as_json: bool,
 ) -> None:

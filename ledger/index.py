@@ -354,6 +354,9 @@ class IndexReader:
         self._shards = shards
         self._where: dict[str, tuple[int, int]] | None = None
         self._descending = manifest.metric == "dot"
+        #: Annoy's search_k per shard when a query gives none (-1: Annoy's trees x k). The
+        #: serving pointer sets the value the rollback calibrated (see ledger.serving).
+        self.search_k = -1
 
     def __len__(self) -> int:
         return self.manifest.items
@@ -407,17 +410,17 @@ class IndexReader:
         return [(i, d) for _, i, d in heapq.nsmallest(k, candidates)]
 
     def query(
-        self, vector: npt.ArrayLike, k: int, *, search_k: int = -1
+        self, vector: npt.ArrayLike, k: int, *, search_k: int | None = None
     ) -> list[tuple[str, float]]:
         """The ``k`` nearest entities to ``vector`` as ``(entity_id, distance)``, best first.
 
-        ``search_k`` is Annoy's per shard (-1: trees * k). For ``dot`` the "distance" is the
-        dot product (higher is nearer), as Annoy reports it.
+        ``search_k`` is Annoy's per shard (-1: trees * k; None: :attr:`search_k`). For
+        ``dot`` the "distance" is the dot product (higher is nearer), as Annoy reports it.
         """
-        return self._query(self._check(vector), k, search_k)
+        return self._query(self._check(vector), k, self.search_k if search_k is None else search_k)
 
     def query_many(
-        self, matrix: npt.ArrayLike, k: int, *, search_k: int = -1
+        self, matrix: npt.ArrayLike, k: int, *, search_k: int | None = None
     ) -> list[list[tuple[str, float]]]:
         """:meth:`query` for each row of an ``(m, d)`` matrix."""
         m = np.asarray(matrix, dtype=np.float32)
@@ -428,7 +431,8 @@ class IndexReader:
                 expected=f"(m, {self.manifest.dimension})",
                 got=str(m.shape),
             )
-        return [self._query(row, k, search_k) for row in m.tolist()]
+        sk = self.search_k if search_k is None else search_k
+        return [self._query(row, k, sk) for row in m.tolist()]
 
     def verify_checksums(self) -> list[str]:
         """Files of this artifact whose sha256 differs from the manifest (empty: intact)."""

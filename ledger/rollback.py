@@ -324,6 +324,14 @@ def build_artifacts(
     return out
 
 
+def _serving_params(checks: Sequence[Check], model: str) -> dict[str, Any]:
+    # The search_k the recall check found (or was given) is what serving must query with.
+    for check in checks:
+        if check.model == model and check.name == "recall" and "search_k" in check.figures:
+            return {"search_k": int(check.figures["search_k"])}
+    return {}
+
+
 def write_reports(home: Path, plan: RollbackPlan) -> Path:
     """Gap, stale, re-decide and blast-radius lists as Parquet + CSV; the report folder."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -363,12 +371,15 @@ def rollback(
     progress: Progress = _noop,
     recall_threshold: float = DEFAULT_RECALL_THRESHOLD,
     sample: int = DEFAULT_SAMPLE,
-    search_k: int = -1,
+    search_k: int | None = None,
 ) -> RollbackResult:
     """Roll ``models`` back (or forward) to version ``to``; see the module docstring.
 
     ``recall_threshold``, ``sample`` and ``search_k`` configure the recall check (as
-    ``ledger verify``; for millions of items Annoy's default ``search_k`` gives low recall).
+    ``ledger verify``). ``search_k=None`` calibrates it: the smallest Annoy search_k that
+    reaches the threshold is recorded in the serving pointer, and serving
+    (:func:`ledger.serving.open_index`) and ``ledger verify`` use it. Annoy's default
+    (trees x k) gives low recall for millions of items.
 
     Example:
         >>> r = rollback(bs, Topics(), Path(".ledger"), ["text-embedder"], to="v1",
@@ -436,7 +447,9 @@ def rollback(
         with Producer(bootstrap=bootstrap, name=actor, topics=topics) as producer:
             for i, mp in enumerate(plan.models):
                 progress("switch", i, len(plan.models))
-                switch(home, mp.model, artifacts[mp.model], info={"reason": reason, "actor": actor})
+                info: dict[str, Any] = {"reason": reason, "actor": actor}
+                info.update(_serving_params(checks, mp.model))
+                switch(home, mp.model, artifacts[mp.model], info=info)
             progress("switch", len(plan.models), len(plan.models))
             for mp in plan.models:
                 flat = {k: str(v) for k, v in mp.summary().items()}

@@ -322,9 +322,18 @@ def open_index(home: Path | str, model: str, *, verify: bool = True) -> IndexRea
     if verify:
         _refuse_corrupt(folder)
     try:
-        return open_artifact(folder)
+        reader = open_artifact(folder)
     except ArtifactError as exc:
         raise ServingError(f"cannot open the serving artifact of {model!r}: {exc}") from exc
+    reader.search_k = serving_search_k(pointer)
+    return reader
+
+
+def serving_search_k(pointer: ServingPointer) -> int:
+    """The Annoy ``search_k`` serving uses for ``pointer``'s index: the one the rollback
+    calibrated to meet the recall threshold (-1, Annoy's default, if none was recorded)."""
+    value = pointer.info.get("search_k", -1)
+    return int(value) if isinstance(value, int | str) and str(value).lstrip("-").isdigit() else -1
 
 
 def _holder(fd: int) -> tuple[int | None, str | None]:

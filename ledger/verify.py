@@ -36,7 +36,7 @@ from ledger.index import open_artifact
 from ledger.index_checks import IndexFacts, compare_items, measure_recall, read_facts
 from ledger.manifest import Manifest, load_manifest, verify_artifact
 from ledger.plan import DECISIONS_SQL, DecisionPlan, ModelPlan
-from ledger.serving import current
+from ledger.serving import current, serving_search_k
 from ledger.store import Connection, arrow, open_views, registered, rows
 
 DEFAULT_RECALL_THRESHOLD = 0.9
@@ -154,17 +154,24 @@ def check_recall(
     threshold: float = DEFAULT_RECALL_THRESHOLD,
     sample: int = DEFAULT_SAMPLE,
     k: int = DEFAULT_K,
-    search_k: int = -1,
+    search_k: int | None = -1,
 ) -> Check:
-    """recall@k of the index against exact search on ``sample`` item queries >= threshold
-    (Annoy queried with ``search_k`` as serving queries it; -1: Annoy's default)."""
-    r = measure_recall(facts, reader, k=k, sample=sample, search_k=search_k)
+    """recall@k of the index against exact search on ``sample`` item queries >= threshold.
+
+    Annoy is queried with ``search_k`` as serving queries it (-1: Annoy's default). With
+    ``None`` the check calibrates: the smallest search_k (doubling from Annoy's default) that
+    reaches the threshold passes, and ``figures["search_k"]`` is what serving must use.
+    """
+    if search_k is None:
+        r = measure_recall(facts, reader, k=k, sample=sample, calibrate_to=threshold)
+    else:
+        r = measure_recall(facts, reader, k=k, sample=sample, search_k=search_k)
     figures = {
         "recall": r.recall,
         "k": r.k,
         "queries": r.queries,
         "threshold": threshold,
-        "search_k": search_k,
+        "search_k": r.search_k,
     }
     if r.recall is None:
         return Check(model, "recall", True, "too few items to measure recall", figures)
@@ -174,7 +181,7 @@ def check_recall(
         "recall",
         ok,
         f"recall@{r.k} {r.recall:.3f} {'>=' if ok else '<'} {threshold} over {r.queries} "
-        "sampled queries (exact numpy search as truth)",
+        f"sampled queries (exact numpy search as truth; search_k {r.search_k})",
         figures,
     )
 
@@ -256,7 +263,7 @@ def check_index(
     recall_threshold: float = DEFAULT_RECALL_THRESHOLD,
     sample: int = DEFAULT_SAMPLE,
     k: int = DEFAULT_K,
-    search_k: int = -1,
+    search_k: int | None = -1,
 ) -> list[Check]:
     """Count, purity and recall of an index artifact (views on ``con`` at its position)."""
     try:
@@ -288,10 +295,11 @@ def verify_artifact_for(
     *,
     recall_threshold: float = DEFAULT_RECALL_THRESHOLD,
     sample: int = DEFAULT_SAMPLE,
-    search_k: int = -1,
+    search_k: int | None = None,
 ) -> list[Check]:
     """All checks of one model's freshly built artifact against the views on ``con`` (the
-    rollback's: they are at the artifact's log position)."""
+    rollback's: they are at the artifact's log position). ``search_k=None`` calibrates the
+    serving search_k in the recall check."""
     return _artifact_checks(
         con,
         plan.model,
@@ -314,7 +322,7 @@ def _artifact_checks(
     pinned: str | None = None,
     recall_threshold: float,
     sample: int,
-    search_k: int,
+    search_k: int | None,
 ) -> list[Check]:
     checks = [check_checksum(model, folder, pinned=pinned)]
     if not checks[0].passed:
@@ -510,15 +518,15 @@ def verify(
     *,
     recall_threshold: float = DEFAULT_RECALL_THRESHOLD,
     sample: int = DEFAULT_SAMPLE,
-    search_k: int = -1,
+    search_k: int | None = None,
     fail_on_mixed: bool = False,
 ) -> VerifyReport:
     """Verify what serves ``model`` (one name or several) now; see the module docstring.
 
     ``recall_threshold``, ``sample`` and ``search_k`` configure the recall check (``search_k``
-    as serving passes it to Annoy; -1 is Annoy's default, trees x k, which is low for
-    millions of items). ``bootstrap`` is needed for the lag check (``None`` leaves it out:
-    for offline use).
+    as serving passes it to Annoy; None: the one the rollback calibrated and recorded in the
+    serving pointer; -1: Annoy's default, trees x k, which is low for millions of items).
+    ``bootstrap`` is needed for the lag check (``None`` leaves it out: for offline use).
     Raises :class:`ServingError` when a model has no serving pointer (nothing to verify).
 
     Example:
@@ -563,7 +571,7 @@ def verify(
                 pinned=pointer.checksum,
                 recall_threshold=recall_threshold,
                 sample=sample,
-                search_k=search_k,
+                search_k=serving_search_k(pointer) if search_k is None else search_k,
             )
         if not position.passed:
             found = [c for c in found if c.name == "checksum"]  # the rest would mislead

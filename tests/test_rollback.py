@@ -88,6 +88,8 @@ def test_rollback_rebuilds_exactly_v1_and_switches(bootstrap, topics, tmp_path, 
         zip(table.column("subject_id").to_pylist(), table.column("label").to_pylist(), strict=True)
     ) == incident.decision_table("v1")
     assert current(tmp_path, CLASSIFIER).version == "v1"
+    recall = next(c for c in result.checks if c.model == EMBEDDER and c.name == "recall")
+    assert current(tmp_path, EMBEDDER).info["search_k"] == recall.figures["search_k"]
 
     folder = tmp_path / result.report_dir
     blast = pq.read_table(folder / f"{CLASSIFIER}.blast_radius.parquet")

@@ -19,12 +19,13 @@ from ledger import Producer, content_hash
 from ledger.cli import cli
 from ledger.decision_table import build_decision_table, read_decision_table
 from ledger.events import Topics
-from ledger.index import build_index
+from ledger.index import build_index, open_artifact
+from ledger.index_checks import measure_recall, read_facts
 from ledger.log import init_topics
 from ledger.manifest import load_manifest
 from ledger.plan import ITEMS_SQL, arrow, log_offsets
 from ledger.rollback import rollback
-from ledger.serving import current, switch
+from ledger.serving import current, open_index, switch
 from ledger.store import open_views
 from ledger.verify import verify
 
@@ -216,7 +217,9 @@ def test_events_after_the_catch_up_fail_lag(bootstrap, make_topics, tmp_path):
     assert now == _by_name(report, EMBEDDER)["count"].figures["view_items"] + 7
 
 
-def test_one_tree_index_on_clustered_data_fails_recall(bootstrap, make_topics, tmp_path):
+def _serve_one_tree_index(bootstrap, make_topics, tmp_path):
+    """A 1-tree index on clustered data switched in by hand: Annoy's default search_k
+    (trees x k) finds few true neighbours."""
     topics = make_topics()
     home = tmp_path / "home"
     model, n, dim = "clustered-embedder", 3000, 32
@@ -247,6 +250,11 @@ def test_one_tree_index_on_clustered_data_fails_recall(bootstrap, make_topics, t
         trees=1,
     )
     switch(home, model, home / "artifacts" / manifest.relative_path)
+    return topics, home, model
+
+
+def test_one_tree_index_on_clustered_data_fails_recall(bootstrap, make_topics, tmp_path):
+    topics, home, model = _serve_one_tree_index(bootstrap, make_topics, tmp_path)
 
     report = verify(bootstrap, topics, home, model, recall_threshold=0.9, sample=100)
 
@@ -367,3 +375,27 @@ def test_store_behind_the_artifact_fails_position_and_skips_count_and_purity(ser
     assert _failed(report) == [(EMBEDDER, "position")]
     assert [c.name for c in report.checks] == ["checksum", "position"]
     assert "run `ledger consume`" in report.checks[1].detail
+
+
+def test_recall_check_calibrates_the_serving_search_k_and_serving_uses_it(
+    bootstrap, make_topics, tmp_path
+):
+    """The same 1-tree index passes once search_k is calibrated; the pointer records it and
+    both serving (open_index) and a later verify query with it."""
+    topics, home, model = _serve_one_tree_index(bootstrap, make_topics, tmp_path)
+    pointer = current(home, model)
+    folder = pointer.artifact_path(home)
+
+    with open_artifact(folder) as reader:
+        facts = read_facts(folder, reader)
+        default = measure_recall(facts, reader, sample=100)
+        tuned = measure_recall(facts, reader, sample=100, calibrate_to=0.95)
+    assert default.recall < 0.9 <= 0.95 <= tuned.recall
+    assert tuned.search_k > 11  # more than Annoy's default (1 tree x (k + 1))
+
+    switch(home, model, folder, info={"search_k": tuned.search_k})
+    with open_index(home, model) as index:
+        assert index.search_k == tuned.search_k
+    report = verify(bootstrap, topics, home, model, recall_threshold=0.9, sample=100)
+    recall = _by_name(report, model)["recall"]
+    assert recall.passed and recall.figures["search_k"] == tuned.search_k
