@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +150,7 @@ class Materialiser:
         self._joined = False
         self._messages = self._events = self._duplicates = self._dead = self._txns = 0
         self._next: dict[tuple[str, int], int] = {}
+        self._until: dict[tuple[str, int], int] = {}  # run(until=...): where catching up ends
         # One writer thread: DuckDB writes batch N (releasing the GIL) while this thread
         # polls and decodes batch N+1. At most one transaction is in flight.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
@@ -248,8 +249,12 @@ class Materialiser:
         stop: threading.Event | None = None,
         progress: Progress | None = None,
         timeout: float | None = None,
+        until: Mapping[tuple[str, int], int] | None = None,
     ) -> Stats:
         """Materialise until ``stop`` is set, or until caught up with ``until_caught_up``.
+
+        ``until`` (topic, partition) -> offset bounds "caught up" for those partitions: the
+        run ends once it holds everything before them, even if producers keep writing.
 
         Raises:
             LogGapError: a stored offset is outside the partition's log.
@@ -257,6 +262,7 @@ class Materialiser:
         """
         consumer = self._consumer
         assert consumer is not None  # set in __init__  # noqa: S101
+        self._until = dict(until or {})
         started = time.monotonic()
         try:
             while stop is None or not stop.is_set():
@@ -384,8 +390,14 @@ class Materialiser:
         if not self._joined:
             return False
         for tp in consumer.assignment():
+            held = self._next.get(_key(tp), 0)
+            target = self._until.get(_key(tp)) if self._until else None
+            if target is not None:
+                if held < target:
+                    return False
+                continue
             hw = consumer.highwater(tp)
-            if hw is None or self._next.get(_key(tp), 0) < hw:
+            if hw is None or held < hw:
                 return False
         return True
 
@@ -454,6 +466,7 @@ def catch_up(
     group: str | None = None,
     progress: Progress | None = None,
     timeout: float | None = None,
+    until: Mapping[tuple[str, int], int] | None = None,
 ) -> Stats:
     """Materialise every partition (or the group's share) to its true end, then return.
 
@@ -465,4 +478,4 @@ def catch_up(
         100000
     """
     with Materialiser(bootstrap, topics, home, shard=shard, group=group) as mat:
-        return mat.run(until_caught_up=True, progress=progress, timeout=timeout)
+        return mat.run(until_caught_up=True, progress=progress, timeout=timeout, until=until)

@@ -173,8 +173,10 @@ def ensure_caught_up(
     *,
     progress: Progress = _noop,
     timeout: float = 600.0,
+    ends: Mapping[tuple[str, int], int] | None = None,
 ) -> None:
-    """Bring ``home``'s views to the true end of the log.
+    """Bring ``home``'s views to the true end of the log (to ``ends``, when given: a
+    catch-up then finishes even while producers keep writing).
 
     Normally this materialises the rest itself (shard ``main``). When ``ledger consume``
     processes are running on this home (any shard, any group), it waits for them to reach
@@ -183,13 +185,15 @@ def ensure_caught_up(
     """
     if not busy_shards(home):
         try:
-            catch_up(bootstrap, topics, home, progress=_phase(progress, "catch-up"))
+            catch_up(bootstrap, topics, home, progress=_phase(progress, "catch-up"), until=ends)
             return
         except ShardBusy:
             pass  # a materialiser started meanwhile: wait for it below
     deadline = time.monotonic() + timeout
     while True:
-        behind = sum(max(p.lag, 0) for p in lag(bootstrap, topics, home))
+        behind = sum(
+            max(p.lag, 0) for p in lag(bootstrap, topics, home, ends=dict(ends or {}) or None)
+        )
         progress("catch-up", 0 if behind else 1, 1)
         if behind == 0:
             return
@@ -392,7 +396,7 @@ def rollback(
         # The log's end before catching up: the lag check asks whether the catch-up got
         # everything written before the rollback started (producers may go on writing).
         ends = true_ends(bootstrap, topics.all)
-        ensure_caught_up(bootstrap, topics, home, progress=progress)
+        ensure_caught_up(bootstrap, topics, home, progress=progress, ends=ends)
         lag_check = check_lag(lag(bootstrap, topics, home, ends=ends))
         with open_views(home) as con:
             plan = make_plan(home, con, models, to=to)

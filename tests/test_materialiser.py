@@ -184,3 +184,29 @@ def test_replaying_a_partition_from_zero_adds_no_rows_and_no_dead_letters(
         assert con.execute("SELECT count(*) FROM shard_0.dead_letters").fetchone() == (1,)
     finally:
         con.close()
+
+
+def test_catch_up_to_given_ends_returns_while_producers_keep_writing(bootstrap, topics, tmp_path):
+    import threading
+
+    from consumers.lag import true_ends
+
+    produce_embeddings(bootstrap, topics, 2000)
+    ends = true_ends(bootstrap, topics.all)
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        start = 2000
+        while not stop.is_set():
+            produce_embeddings(bootstrap, topics, 500, start=start)
+            start += 500
+
+    writer = threading.Thread(target=keep_writing, daemon=True)
+    writer.start()
+    try:
+        catch_up(bootstrap, topics, tmp_path, until=ends, timeout=60)
+    finally:
+        stop.set()
+        writer.join(30)
+    stored = Shard(tmp_path, "main").stored_offsets()
+    assert all(stored.get(tp, 0) >= end for tp, end in ends.items())

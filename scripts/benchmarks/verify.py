@@ -23,7 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--trees", type=int, default=10, help="Annoy trees of the index")
     parser.add_argument("--sample", type=int, default=200, help="recall queries")
-    parser.add_argument("--search-k", type=int, default=-1, help="Annoy search_k for recall")
+    parser.add_argument(
+        "--search-k",
+        type=int,
+        default=None,
+        help="Annoy search_k for recall (default: calibrated as a rollback does, then recorded)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="timed verify runs (median)")
     parser.add_argument("--keep", type=Path, default=None, help="build the home here and keep it")
 
@@ -141,6 +146,20 @@ def run(args: argparse.Namespace) -> None:
         del vectors
         folder = home / "artifacts" / manifest.relative_path
         switch(home, MODEL, folder, verify=False)
+        if args.search_k is None:
+            # What a rollback does before it switches: the smallest search_k meeting the
+            # threshold, recorded in the pointer for serving and verify.
+            from ledger.index import open_artifact
+            from ledger.index_checks import measure_recall, read_facts
+
+            start = time.perf_counter()
+            with open_artifact(folder) as reader:
+                tuned = measure_recall(
+                    read_facts(folder, reader), reader, sample=args.sample, calibrate_to=0.9
+                )
+            print(f"calibrate_search_k_s: {time.perf_counter() - start:.1f} (goal n/a)")
+            print(f"calibrated_search_k: {tuned.search_k} (recall {tuned.recall:.3f}) (goal n/a)")
+            switch(home, MODEL, folder, verify=False, info={"search_k": tuned.search_k})
 
         reads, verifies = [], []
         report = None
@@ -159,7 +178,7 @@ def run(args: argparse.Namespace) -> None:
         print(f"checks: {[(c.name, c.passed) for c in report.checks]} (goal all True)")
         print(
             f"recall_at_10: {recall:.3f} (goal >= 0.9: {args.trees} trees, "
-            f"search_k {args.search_k})"
+            f"search_k {args.search_k if args.search_k is not None else 'calibrated'})"
         )
         print(f"read_index_once_s: {read_s:.2f} (goal n/a: the reference)")
         print(f"verify_s: {verify_s:.2f} (goal < 10 on 2 cores for 1M items)")
