@@ -84,6 +84,11 @@ _RECALL_OPTIONS = [
     help="Also fail when live entities' latest served vectors (or decisions) are not all "
     "from the serving version (by default the mixed state is a figure only).",
 )
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="No broker: leave out the lag check (e.g. the demo's home after its broker is gone).",
+)
 @json_option
 @pass_context
 def verify_cmd(
@@ -93,6 +98,7 @@ def verify_cmd(
     sample: int,
     search_k: int | None,
     fail_on_mixed: bool,
+    offline: bool,
     as_json: bool,
 ) -> None:
     """Verify what serves: checksum, position, count, purity, recall, decisions, lag.
@@ -105,9 +111,10 @@ def verify_cmd(
     Example:
         ledger verify --model text-embedder --model spam-filter
         ledger verify --model text-embedder --recall-threshold 0.95 --sample 500 --json
+        ledger verify --model text-embedder --offline
     """
     report = verify(
-        c.require_bootstrap(),
+        None if offline else c.require_bootstrap(),
         c.topics,
         c.home,
         list(models),

@@ -455,6 +455,7 @@ def next_commands(home: Path) -> list[str]:
         sql + ' "SELECT * FROM serving_history"',  # noqa: S608
         f"ledger {h}lineage doc-000001",
         f"ledger {h}versions --model {EMBEDDER}",
+        f"ledger {h}verify --model {EMBEDDER} --model {CLASSIFIER} --offline",
         sql + f' "SELECT * FROM demo.{RUNS_TABLE}"',  # noqa: S608
         f"ledger {h}export openlineage",
     ]

@@ -273,3 +273,10 @@ def test_doctor_flags_a_corrupted_serving_artifact_and_missing_topics(
     assert findings["serving"]["status"] == "fail"
     assert victim.name in findings["serving"]["detail"]
     assert findings["topics"]["status"] == "fail" and "ledger init" in findings["topics"]["fix"]
+
+
+def test_verify_offline_on_the_demo_home_passes_without_a_lag_check(demo_home):
+    result = run(demo_home, "verify", "--model", "text-embedder", "--offline", "--json")
+    assert result.exit_code == 0, result.output
+    checks = {c["check"] for c in json.loads(result.output)["checks"]}
+    assert {"checksum", "count", "purity", "recall"} <= checks and "lag" not in checks
