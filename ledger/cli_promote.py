@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ledger.cli import Context, cli, emit, json_option, pass_context
-from ledger.cli_rollback import print_plan, print_result, terminal_progress
+from ledger.cli_rollback import confirmer, print_outcome, terminal_progress
 
 if TYPE_CHECKING:  # imported when a command runs: every `ledger` start pays for imports here
     from ledger.comparison import GateOutcome, VersionComparison
-    from ledger.rollback import RollbackPlan
 
 _models_option = click.option(
     "--model",
@@ -222,12 +221,6 @@ def promote_cmd(
     from ledger.promotion import promote
 
     bootstrap = c.require_bootstrap()
-
-    def confirm(plan: RollbackPlan) -> bool:
-        if not as_json:
-            print_plan(plan)
-        return yes or click.confirm("Rebuild, verify and switch?", default=False, err=True)
-
     with terminal_progress(sys.stderr.isatty() and not as_json) as progress:
         result = promote(
             bootstrap,
@@ -238,7 +231,7 @@ def promote_cmd(
             gate=gate,
             against=against,
             dry_run=dry_run,
-            confirm=None if dry_run else confirm,
+            confirm=None if dry_run else confirmer(yes=yes, as_json=as_json),
             k=k,
             sample=sample,
             seed=seed,
@@ -256,13 +249,8 @@ def promote_cmd(
         if result.refused:
             assert result.gates is not None  # noqa: S101 - refused implies gates
             click.echo(f"Refused: {result.gates.describe_failures()}. Nothing was switched.")
-        elif result.rollback is not None and dry_run:
-            print_plan(result.rollback.plan)
-            click.echo("Dry run: nothing was changed.")
-        elif result.rollback is not None and not result.switched:
-            click.echo("Not confirmed: nothing was changed.")
         elif result.rollback is not None:
-            print_result(result.rollback)
+            print_outcome(result.rollback, dry_run=dry_run)
     if result.refused:
         sys.exit(1)
 

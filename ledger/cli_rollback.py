@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -97,6 +97,29 @@ def print_plan(plan: RollbackPlan) -> None:
     click.echo(f"ETA {plan.eta_seconds:.1f}s (from measured rates)")
 
 
+def confirmer(*, yes: bool, as_json: bool) -> Callable[[RollbackPlan], bool]:
+    """The ``confirm`` callback of a switching command: show the plan, then ask (unless
+    ``--yes``)."""
+
+    def confirm(plan: RollbackPlan) -> bool:
+        if not as_json:
+            print_plan(plan)
+        return yes or click.confirm("Rebuild, verify and switch?", default=False, err=True)
+
+    return confirm
+
+
+def print_outcome(result: RollbackResult, *, dry_run: bool) -> None:
+    """What a rollback (or promotion) did, for people."""
+    if dry_run:
+        print_plan(result.plan)
+        click.echo("Dry run: nothing was changed.")
+    elif not result.switched:
+        click.echo("Not confirmed: nothing was changed.")
+    else:
+        print_result(result)
+
+
 def print_result(result: RollbackResult) -> None:
     for check in result.checks:
         mark = "ok  " if check.passed else "FAIL"
@@ -175,12 +198,6 @@ def rollback_cmd(
     bootstrap = c.require_bootstrap()
     embed_fn = load_function(embedder) if embedder else None
     classify_fn = load_function(classifier) if classifier else None
-
-    def confirm(plan: RollbackPlan) -> bool:
-        if not as_json:
-            print_plan(plan)
-        return yes or click.confirm("Rebuild, verify and switch?", default=False, err=True)
-
     with terminal_progress(sys.stderr.isatty() and not as_json) as progress:
         result = rollback(
             bootstrap,
@@ -192,7 +209,7 @@ def rollback_cmd(
             full_replay=full_replay,
             embedder=embed_fn,
             classifier=classify_fn,
-            confirm=None if dry_run else confirm,
+            confirm=None if dry_run else confirmer(yes=yes, as_json=as_json),
             actor=actor,
             reason=reason,
             progress=progress,
@@ -202,11 +219,5 @@ def rollback_cmd(
         )
     if as_json:
         emit(result.summary(), as_json=True, human=click.echo)
-        return
-    if dry_run:
-        print_plan(result.plan)
-        click.echo("Dry run: nothing was changed.")
-    elif not result.switched:
-        click.echo("Not confirmed: nothing was changed.")
     else:
-        print_result(result)
+        print_outcome(result, dry_run=dry_run)
