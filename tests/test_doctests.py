@@ -10,7 +10,7 @@ import pytest
 
 import ledger
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(ledger.__path__, "ledger."))
+MODULES = sorted(m.name for m in pkgutil.walk_packages(ledger.__path__, "ledger."))
 
 
 @pytest.mark.parametrize("name", MODULES)

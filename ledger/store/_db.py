@@ -1,0 +1,103 @@
+"""The one place that runs DuckDB and translates its errors: ``duckdb.Error`` becomes
+:class:`StoreError` (``transient=True`` for a lock held by another process), and the query
+API the rest of the ledger uses on a views connection (:func:`arrow`, :func:`rows`,
+:func:`registered`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from ledger.errors import StoreError
+
+
+def _run(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None
+) -> list[tuple[Any, ...]]:
+    # Fetch every result: DuckDB refuses new work on a connection with a pending one.
+    result = con.execute(sql, params) if params is not None else con.execute(sql)
+    return result.fetchall()
+
+
+def _is_lock_error(exc: duckdb.Error) -> bool:
+    # Another process holds the file (IOException "Could not set lock"), or this process
+    # has it attached elsewhere (ResourceInUseException "already attached"): both pass.
+    text = str(exc).lower()
+    if isinstance(exc, duckdb.IOException):
+        return "lock" in text or "conflicting" in text
+    return "already attached" in text or "file handle conflict" in text
+
+
+def _store_error(exc: duckdb.Error, what: str) -> StoreError:
+    if _is_lock_error(exc):
+        return StoreError(f"{what}: the file is in use by another process ({exc})", transient=True)
+    if isinstance(exc, duckdb.TransactionException):
+        return StoreError(f"{what}: transaction conflict ({exc})", transient=True)
+    return StoreError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _sql_str(text: str) -> str:
+    return text.replace("'", "''")
+
+
+#: The type of a DuckDB connection (e.g. one from :func:`open_views`), for type hints
+#: outside this module.
+Connection = duckdb.DuckDBPyConnection
+
+
+def arrow(con: Connection, sql: str, **params: Any) -> pa.Table:
+    """Run ``sql`` with named ``$params`` on ``con``; the whole result as an Arrow table.
+
+    DuckDB errors become :class:`StoreError`.
+
+    Example:
+        >>> arrow(duckdb.connect(), "SELECT $n * 2 AS twice", n=21).to_pylist()
+        [{'twice': 42}]
+    """
+    try:
+        # A relation straight to Arrow: no DB-API result left behind, no extra copy.
+        return con.sql(sql, params=params).to_arrow_table()
+    except duckdb.Error as exc:
+        raise _store_error(exc, "query") from exc
+
+
+def rows(con: Connection, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """Run ``sql`` with named ``$params`` on ``con``; every row, fetched.
+
+    DuckDB errors become :class:`StoreError`.
+
+    Example:
+        >>> rows(duckdb.connect(), "SELECT $n * 2, 'x'", n=21)
+        [(42, 'x')]
+    """
+    try:
+        return con.execute(sql, params).fetchall()
+    except duckdb.Error as exc:
+        raise _store_error(exc, "query") from exc
+
+
+@contextmanager
+def registered(con: Connection, name: str, table: pa.Table) -> Iterator[None]:
+    """Show ``table`` to the queries on ``con`` as view ``name`` while the block runs.
+
+    Example:
+        >>> con = duckdb.connect()
+        >>> with registered(con, "_t", pa.table({"a": [1, 2]})):
+        ...     rows(con, "SELECT sum(a) FROM _t")
+        [(3,)]
+    """
+    try:
+        con.register(name, table)
+    except duckdb.Error as exc:
+        raise _store_error(exc, f"registering {name}") from exc
+    try:
+        yield
+    finally:
+        try:
+            con.unregister(name)
+        except duckdb.Error as exc:
+            raise _store_error(exc, f"unregistering {name}") from exc
