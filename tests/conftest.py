@@ -86,6 +86,21 @@ def topics(make_topics) -> Topics:
     return make_topics()
 
 
+@pytest.fixture
+def ledger_cli(bootstrap: str, topics: Topics):
+    """Run ``ledger`` in-process (click's CliRunner) on the run's broker and this test's
+    topics: ``ledger_cli(home, "rollback", "--to", "v1", input="y\\n")``."""
+    from click.testing import CliRunner
+
+    from ledger.cli import cli
+
+    def invoke(home: Path, *args: object, input: str | None = None):
+        options = ["--bootstrap", bootstrap, "--home", str(home), "--topic-prefix", topics.prefix]
+        return CliRunner().invoke(cli, [*options, *map(str, args)], input=input)
+
+    return invoke
+
+
 @dataclass(frozen=True)
 class DemoHome:
     """A home left by ``ledger demo`` (run once per session), its topics and --json output."""

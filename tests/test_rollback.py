@@ -8,11 +8,9 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 from scenario import CLASSIFIER, EMBEDDER, play_incident
 
 from ledger import Producer, content_hash
-from ledger.cli import cli
 from ledger.decision_table import read_decision_table
 from ledger.errors import RollbackInProgress
 from ledger.log import read_to_end
@@ -141,30 +139,14 @@ def test_second_rollback_of_a_model_is_refused_while_one_runs(
         rollback(bootstrap, topics, tmp_path, MODELS, to="v1", dry_run=False)
 
 
-def test_cli_dry_run_prints_plan_and_exit_0(bootstrap, topics, tmp_path, incident):
-    runner = CliRunner()
-    args = [
-        "--bootstrap",
-        bootstrap,
-        "--home",
-        str(tmp_path),
-        "--topic-prefix",
-        topics.prefix,
-        "rollback",
-        "--model",
-        EMBEDDER,
-        "--model",
-        CLASSIFIER,
-        "--to",
-        "v1",
-        "--dry-run",
-    ]
-    result = runner.invoke(cli, args)
+def test_cli_dry_run_prints_plan_and_exit_0(ledger_cli, tmp_path, incident):
+    args = ["rollback", "--model", EMBEDDER, "--model", CLASSIFIER, "--to", "v1"]
+    result = ledger_cli(tmp_path, *args, "--dry-run")
     assert result.exit_code == 0, result.output
     assert "gap (no v1 embedding)" in result.output
     assert "Dry run: nothing was changed." in result.output
 
-    result = runner.invoke(cli, [*args[:-1], "--yes", "--json"])
+    result = ledger_cli(tmp_path, *args, "--yes", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["switched"] is True
@@ -173,24 +155,8 @@ def test_cli_dry_run_prints_plan_and_exit_0(bootstrap, topics, tmp_path, inciden
     }
 
 
-def test_cli_unknown_version_is_one_line_exit_2(bootstrap, topics, tmp_path, incident):
-    result = CliRunner().invoke(
-        cli,
-        [
-            "--bootstrap",
-            bootstrap,
-            "--home",
-            str(tmp_path),
-            "--topic-prefix",
-            topics.prefix,
-            "rollback",
-            "--model",
-            EMBEDDER,
-            "--to",
-            "v9",
-            "--dry-run",
-        ],
-    )
+def test_cli_unknown_version_is_one_line_exit_2(ledger_cli, tmp_path, incident):
+    result = ledger_cli(tmp_path, "rollback", "--model", EMBEDDER, "--to", "v9", "--dry-run")
     assert result.exit_code == 2
     assert "version v9 is not registered (known versions: v1, v2)" in result.output
     assert "Traceback" not in result.output
@@ -269,24 +235,8 @@ def test_embedder_hook_fills_the_gap_through_the_log(bootstrap, topics, tmp_path
     assert event["summary"]["gap"] == "0"
 
 
-def test_cli_rollback_asks_first_and_a_no_changes_nothing(bootstrap, topics, tmp_path, incident):
-    result = CliRunner().invoke(
-        cli,
-        [
-            "--bootstrap",
-            bootstrap,
-            "--home",
-            str(tmp_path),
-            "--topic-prefix",
-            topics.prefix,
-            "rollback",
-            "--model",
-            EMBEDDER,
-            "--to",
-            "v1",
-        ],
-        input="n\n",
-    )
+def test_cli_rollback_asks_first_and_a_no_changes_nothing(ledger_cli, tmp_path, incident):
+    result = ledger_cli(tmp_path, "rollback", "--model", EMBEDDER, "--to", "v1", input="n\n")
     assert result.exit_code == 0, result.output
     assert "Rebuild, verify and switch?" in result.output
     assert "Not confirmed: nothing was changed." in result.output
