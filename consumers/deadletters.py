@@ -86,10 +86,11 @@ def redrive(
     topics = topics or Topics()
     schemas = default_store()
     shards = _shards(home)
-    registry = load_registry(bootstrap, topics, store=schemas) if bootstrap else Registry()
-    for shard in shards:
-        for mv in shard.model_versions():
-            registry.add(mv)
+    logged = load_registry(bootstrap, topics, store=schemas) if bootstrap else Registry()
+    # the log's registrations first, then the shards' (each in log order): first wins
+    registry = Registry(
+        [*logged.versions(), *(mv for shard in shards for mv in shard.model_versions())]
+    )
     redriven: list[str] = []
     failing: list[tuple[str, str]] = []
     for shard in shards:

@@ -131,6 +131,8 @@ def print_result(result: RollbackResult) -> None:
             f"Switched {', '.join(result.artifacts)} to {result.plan.to_version}; "
             f"reports in {result.report_dir}"
         )
+    if result.warning:
+        click.echo(f"warning: {result.warning}", err=True)
 
 
 @cli.command("rollback")

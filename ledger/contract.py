@@ -60,9 +60,11 @@ class Registry:
     """
 
     def __init__(self, versions: Iterable[ModelVersion] = ()) -> None:
+        """``versions`` in log order; a later conflicting one is passed over (first wins),
+        so stores written before conflicts were refused still load."""
         self._versions: dict[tuple[str, str], ModelVersion] = {}
         for mv in versions:
-            self.add(mv)
+            self._versions.setdefault((mv.model, mv.version), mv)
 
     def add(self, mv: ModelVersion) -> None:
         """Register ``mv``; the same contract again is a no-op (retries, re-registrations).
@@ -100,6 +102,10 @@ class Registry:
 
     def __contains__(self, key: tuple[str, str]) -> bool:
         return key in self._versions
+
+    def versions(self) -> list[ModelVersion]:
+        """Every registered version, in the order they were added."""
+        return list(self._versions.values())
 
     def __len__(self) -> int:
         return len(self._versions)

@@ -417,7 +417,7 @@ class IndexReader:
         ``search_k`` is Annoy's per shard (-1: trees * k; None: :attr:`search_k`). For
         ``dot`` the "distance" is the dot product (higher is nearer), as Annoy reports it.
         """
-        return self._query(self._check(vector), k, self.search_k if search_k is None else search_k)
+        return self._query(self._check(vector), k, self._search_k(k, search_k))
 
     def query_many(
         self, matrix: npt.ArrayLike, k: int, *, search_k: int | None = None
@@ -431,8 +431,16 @@ class IndexReader:
                 expected=f"(m, {self.manifest.dimension})",
                 got=str(m.shape),
             )
-        sk = self.search_k if search_k is None else search_k
+        sk = self._search_k(k, search_k)
         return [self._query(row, k, sk) for row in m.tolist()]
+
+    def _search_k(self, k: int, search_k: int | None) -> int:
+        if search_k is not None:
+            return search_k
+        if self.search_k < 0:
+            return -1
+        # Calibrated for k = 10: never search less than Annoy's own default for this k.
+        return max(self.search_k, self.manifest.trees * k)
 
     def verify_checksums(self) -> list[str]:
         """Files of this artifact whose sha256 differs from the manifest (empty: intact)."""

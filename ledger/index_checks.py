@@ -265,9 +265,15 @@ def measure_recall(
     recall = approximate(search_k)
     if calibrate_to is None:
         return RecallFacts(recall, len(rows), k, search_k)
-    exhaustive = 2 * max(facts.manifest.shard_items or (n,)) * max(facts.manifest.trees, 1)
+    # Past items x trees nodes every tree is visited: a larger search_k cannot help. Stop
+    # early too when two doublings gain nothing (e.g. ties among duplicate vectors, which
+    # exact search and Annoy break differently): the threshold is then out of reach.
+    exhaustive = max(facts.manifest.shard_items or (n,)) * max(facts.manifest.trees, 1)
     sk = search_k if search_k > 0 else facts.manifest.trees * (k + 1)
-    while recall < calibrate_to and sk < exhaustive:
-        sk *= 2
+    best, stale = recall, 0
+    while recall < calibrate_to and sk < exhaustive and stale < 2:
+        sk = min(sk * 2, exhaustive)
         search_k, recall = sk, approximate(sk)
+        stale = stale + 1 if recall <= best + 1e-9 else 0
+        best = max(best, recall)
     return RecallFacts(recall, len(rows), k, search_k)

@@ -276,7 +276,8 @@ def switch_back(
         home,
         model,
         back.artifact_path(home),
-        info=dict(back.info) if info is None else info,
+        # keep what serving needs (e.g. the calibrated search_k); ``info`` adds the why/who
+        info={**back.info, **(info or {})},
         verify=verify,
     )
 

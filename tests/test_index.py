@@ -350,3 +350,28 @@ def test_worker_count_never_changes_bytes_for_more_shards_than_workers(tmp_path,
     assert file_digests(tmp_path / "a" / a.relative_path) == file_digests(
         tmp_path / "b" / b.relative_path
     )
+
+
+def test_search_k_calibration_stops_when_duplicates_make_the_threshold_unreachable(tmp_path):
+    import time
+
+    from ledger.index_checks import measure_recall, read_facts
+
+    vectors = np.ones((600, 8), dtype=np.float32)  # every item ties with every other
+    m = build_index(
+        tmp_path,
+        model="m",
+        version="v1",
+        entity_ids=[f"e{i:04d}" for i in range(600)],
+        vectors=vectors,
+        metric="angular",
+        log_offsets={"t:0": 600},
+        trees=3,
+        jobs=1,
+    )
+    folder = tmp_path / m.relative_path
+    started = time.perf_counter()
+    with open_artifact(folder) as reader:
+        r = measure_recall(read_facts(folder, reader), reader, sample=50, calibrate_to=0.99)
+    assert r.search_k <= max(m.shard_items) * m.trees  # never past an exhaustive search
+    assert time.perf_counter() - started < 10

@@ -197,3 +197,17 @@ def test_an_error_inside_the_lock_propagates_and_releases_it(tmp_path):
             raise BlockingIOError("from the rollback body, not from the lock")
     with rollback_lock(tmp_path, "embedder"):
         pass
+
+
+def test_switch_back_keeps_the_calibrated_search_k_and_serving_uses_it(tmp_path):
+    v1, v2 = make_artifact(tmp_path, "v1", seed=1), make_artifact(tmp_path, "v2", seed=2)
+    switch(tmp_path, "embedder", v1, info={"search_k": 640, "reason": "rollback"})
+    switch(tmp_path, "embedder", v2, info={"search_k": 320})
+
+    back = switch_back(tmp_path, "embedder", info={"reason": "switch-back", "actor": "oncall"})
+
+    assert back.info == {"search_k": 640, "reason": "switch-back", "actor": "oncall"}
+    with open_index(tmp_path, "embedder") as index:
+        assert index.search_k == 640
+        assert index._search_k(10, None) == 640  # calibrated for k = 10
+        assert index._search_k(1000, None) == 5 * 1000  # never below Annoy's trees x k
