@@ -237,18 +237,21 @@ def measure_recall(
     items = facts.id_map.column("item").to_numpy()
     queries = np.stack([facts.vectors[where[r]][items[r]] for r in rows]).astype(np.float32)
     metric = facts.manifest.metric
-    # Exact: each shard's top k (the query's own row left out), merged into global rows.
+    # Exact: each shard's top k + 1, merged into global rows, then the query's own row left
+    # out (excluding it inside one shard would cut every shard's list to k - 1 when a shard
+    # holds <= k items, and drop a true neighbour).
     cand_rows, cand_dist = [], []
     for shard, vectors in enumerate(facts.vectors):
         if len(vectors) == 0:
             continue
         global_rows = np.flatnonzero(where == shard)
-        exclude = np.where(where[rows] == shard, items[rows], -1)
-        idx, dist = exact_topk(vectors, queries, k, metric, exclude=exclude)
+        idx, dist = exact_topk(vectors, queries, k + 1, metric)
         cand_rows.append(global_rows[idx])
         cand_dist.append(dist)
     all_rows = np.concatenate(cand_rows, axis=1)
     all_dist = np.concatenate(cand_dist, axis=1)
+    own = all_rows == rows[:, None]
+    all_dist = np.where(own, -np.inf if metric == "dot" else np.inf, all_dist)
     order = np.argsort(-all_dist if metric == "dot" else all_dist, axis=1, kind="stable")[:, :k]
     exact_rows = np.take_along_axis(all_rows, order, axis=1)
 

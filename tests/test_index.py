@@ -375,3 +375,25 @@ def test_search_k_calibration_stops_when_duplicates_make_the_threshold_unreachab
         r = measure_recall(read_facts(folder, reader), reader, sample=50, calibrate_to=0.99)
     assert r.search_k <= max(m.shard_items) * m.trees  # never past an exhaustive search
     assert time.perf_counter() - started < 10
+
+
+@pytest.mark.parametrize("n", [11, 12, 20])
+def test_recall_of_an_exhaustive_search_is_exactly_one_on_small_sharded_indices(tmp_path, n):
+    from ledger.index_checks import measure_recall, read_facts
+
+    vectors = np.random.default_rng(0).standard_normal((n, 8)).astype(np.float32)
+    m = build_index(
+        tmp_path,
+        model="m",
+        version="v1",
+        entity_ids=[f"e{i:03d}" for i in range(n)],
+        vectors=vectors,
+        metric="angular",
+        log_offsets={"t:0": n},
+        trees=20,
+        jobs=1,
+    )
+    folder = tmp_path / m.relative_path
+    with open_artifact(folder) as reader:
+        r = measure_recall(read_facts(folder, reader), reader, search_k=100_000)
+    assert r.recall == 1.0  # the truth keeps every shard's full top k
