@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -75,7 +76,7 @@ def lag(
     topics: Topics,
     home: Path,
     *,
-    ends: dict[tuple[str, int], int] | None = None,
+    ends: Mapping[tuple[str, int], int] | None = None,
 ) -> list[PartitionLag]:
     """Per topic-partition: stored offset (max over shards), true end, lag, pending dead
     letters and the time of the last materialised event. A negative lag means the
@@ -142,9 +143,16 @@ def lag(
 
 
 def wait_caught_up(
-    bootstrap: str, topics: Topics, home: Path, *, timeout: float = 60.0, interval: float = 0.3
+    bootstrap: str,
+    topics: Topics,
+    home: Path,
+    *,
+    timeout: float = 60.0,
+    interval: float = 0.3,
+    ends: Mapping[tuple[str, int], int] | None = None,
 ) -> list[PartitionLag]:
-    """Wait until running materialisers have stored every partition to its true end.
+    """Wait until running materialisers have stored every partition to its true end (to
+    ``ends``, when given: see :func:`lag`).
 
     For when another process (``ledger consume``) writes the shards, so :func:`catch_up`
     cannot claim them. Returns the final lag rows.
@@ -157,7 +165,7 @@ def wait_caught_up(
     """
     deadline = time.monotonic() + timeout
     while True:
-        rows = lag(bootstrap, topics, home)
+        rows = lag(bootstrap, topics, home, ends=ends)
         if all(r.lag <= 0 for r in rows):
             return rows
         if time.monotonic() > deadline:

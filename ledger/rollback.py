@@ -42,10 +42,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from consumers.lag import lag, true_ends
+from consumers.lag import lag, true_ends, wait_caught_up
 from consumers.materialiser import catch_up
 from ledger.decision_table import build_decision_table
-from ledger.errors import ContractError, LedgerError, ShardBusy, StoreError
+from ledger.errors import ContractError, LedgerError, ShardBusy
 from ledger.events import Topics
 from ledger.index import DEFAULT_TREES, build_index
 from ledger.manifest import path_part
@@ -191,20 +191,9 @@ def ensure_caught_up(
             return
         except ShardBusy:
             pass  # a materialiser started meanwhile: wait for it below
-    deadline = time.monotonic() + timeout
-    while True:
-        behind = sum(
-            max(p.lag, 0) for p in lag(bootstrap, topics, home, ends=dict(ends or {}) or None)
-        )
-        progress("catch-up", 0 if behind else 1, 1)
-        if behind == 0:
-            return
-        if time.monotonic() > deadline:
-            raise StoreError(
-                f"the running materialiser is still {behind} events behind after {timeout:.0f}s; "
-                "check `ledger status`"
-            )
-        time.sleep(0.2)
+    progress("catch-up", 0, 1)
+    wait_caught_up(bootstrap, topics, home, timeout=timeout, interval=0.2, ends=ends)
+    progress("catch-up", 1, 1)
 
 
 @contextlib.contextmanager
