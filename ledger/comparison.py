@@ -20,10 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-import pyarrow as pa
-
 from ledger.compare import (
     DecisionComparison,
     EmbeddingComparison,
@@ -39,8 +35,8 @@ from ledger.errors import ContractError
 from ledger.events import Topics
 from ledger.manifest import path_part
 from ledger.plan import DECISIONS_SQL, ITEMS_SQL, log_offsets, registered_version
-from ledger.rollback import Progress, ensure_caught_up
-from ledger.store import Connection, arrow, open_views
+from ledger.rollback import Progress, ensure_caught_up, no_progress
+from ledger.store import Connection, arrow, open_views, vector_matrix
 
 REPORTS_DIR = "reports"
 
@@ -100,16 +96,6 @@ class GateOutcome:
         return "; ".join(parts)
 
 
-def _noop(_phase: str, _done: int, _total: int) -> None:
-    return None
-
-
-def _vectors(table: pa.Table) -> npt.NDArray[np.float32]:
-    column = table.column("vector").combine_chunks()
-    values: npt.NDArray[np.float32] = column.flatten().to_numpy(zero_copy_only=False)
-    return values.astype("<f4", copy=False).reshape(table.num_rows, -1)
-
-
 def compare_versions(
     con: Connection,
     models: Sequence[str],
@@ -147,9 +133,9 @@ def compare_versions(
             b = arrow(con, ITEMS_SQL, model=model, version=version_b)
             out[model] = compare_embeddings(
                 a.column("entity_id"),
-                _vectors(a),
+                vector_matrix(a),
                 b.column("entity_id"),
-                _vectors(b),
+                vector_matrix(b),
                 metric=metric_a or "angular",
                 metric_b=metric_b or metric_a or "angular",
                 k=k,
@@ -238,7 +224,7 @@ def compare_log(
     sample: int = 1000,
     seed: int = 0,
     out: Path | None = None,
-    progress: Progress = _noop,
+    progress: Progress = no_progress,
 ) -> CompareReport:
     """``ledger compare``: catch up, compare, write the flipped subjects, check the gates.
 

@@ -32,7 +32,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from consumers.lag import true_ends
@@ -46,7 +45,7 @@ from ledger.plan import DecisionPlan, EmbeddingPlan, log_offsets
 from ledger.producer import Producer, content_hash
 from ledger.rollback import rollback
 from ledger.serving import open_index
-from ledger.store import Connection, append_rows, arrow, open_views, shard_paths
+from ledger.store import Connection, append_rows, arrow, open_views, shard_paths, vector_matrix
 from ledger.textembed import Corpus, TextEmbedder, ToyClassifier, synthetic_corpus
 
 EMBEDDER = "text-embedder"
@@ -287,14 +286,13 @@ def _right_example(texts: _Texts, live: Sequence[str]) -> set[str]:
 def _mixed_index(con: Connection, folder: Path, offsets: dict[str, int]) -> tuple[IndexReader, int]:
     """The naive "vector DB" as an Annoy index, and how many of its items are not v1."""
     table = arrow(con, _MIXED_SQL, model=EMBEDDER)
-    vectors = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
     versions = table.column("model_version").to_pylist()
     manifest = build_index(
         folder,
         model=EMBEDDER,
         version="mixed",
         entity_ids=table.column("entity_id").to_pylist(),
-        vectors=np.asarray(vectors, np.float32).reshape(table.num_rows, DIMENSION),
+        vectors=vector_matrix(table, DIMENSION),
         metric="angular",
         log_offsets=offsets,
         shards=1,

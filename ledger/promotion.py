@@ -24,14 +24,10 @@ from ledger.comparison import GateOutcome, VersionComparison, check_gates, compa
 from ledger.errors import ContractError, ServingError
 from ledger.events import Topics
 from ledger.producer import Producer
-from ledger.rollback import Progress, RollbackPlan, RollbackResult, rollback
+from ledger.rollback import Progress, RollbackPlan, RollbackResult, no_progress, rollback
 from ledger.serving import ServingPointer, current, previous, rollback_lock
 from ledger.serving import switch_back as switch_pointer_back
 from ledger.store import open_views
-
-
-def _noop(_phase: str, _done: int, _total: int) -> None:
-    return None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -82,7 +78,7 @@ def promote(
     sample: int = 1000,
     seed: int = 0,
     actor: str = "ledger",
-    progress: Progress = _noop,
+    progress: Progress = no_progress,
 ) -> PromotionResult:
     """Compare ``to`` with what serves, check ``gate``, then switch every model to ``to``.
 

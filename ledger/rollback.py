@@ -36,8 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -60,7 +58,7 @@ from ledger.plan import (
 )
 from ledger.producer import Producer
 from ledger.serving import ARTIFACTS_DIR, rollback_lock, switch
-from ledger.store import Connection, arrow, busy_shards, open_views
+from ledger.store import Connection, arrow, busy_shards, open_views, vector_matrix
 from ledger.verify import (
     DEFAULT_RECALL_THRESHOLD,
     DEFAULT_SAMPLE,
@@ -160,8 +158,8 @@ def make_plan(home: Path, con: Connection, models: Sequence[str], *, to: str) ->
     return RollbackPlan(to, plans, log_offsets(con), _eta(home, plans))
 
 
-def _noop(_phase: str, _done: int, _total: int) -> None:
-    return None
+def no_progress(_phase: str, _done: int, _total: int) -> None:
+    """The default ``Progress``: report nothing."""
 
 
 def _phase(progress: Progress, phase: str) -> Callable[[int, int], None]:
@@ -173,7 +171,7 @@ def ensure_caught_up(
     topics: Topics,
     home: Path,
     *,
-    progress: Progress = _noop,
+    progress: Progress = no_progress,
     timeout: float = 600.0,
     ends: Mapping[tuple[str, int], int] | None = None,
 ) -> None:
@@ -265,19 +263,13 @@ def fill_gaps(
     return sent
 
 
-def _vectors(table: pa.Table, dimension: int) -> npt.NDArray[np.float32]:
-    column = table.column("vector").combine_chunks()
-    values: npt.NDArray[np.float32] = column.flatten().to_numpy(zero_copy_only=False)
-    return values.astype("<f4", copy=False).reshape(len(table), dimension)
-
-
 def build_artifacts(
     home: Path,
     con: Any,
     plan: RollbackPlan,
     *,
     artifacts_root: Path | None = None,
-    progress: Progress = _noop,
+    progress: Progress = no_progress,
 ) -> dict[str, Path]:
     """Build every model's artifact at the plan's log position; model -> artifact folder."""
     root = artifacts_root or home / ARTIFACTS_DIR
@@ -288,7 +280,7 @@ def build_artifacts(
             started = time.perf_counter()
             progress("load", 0, mp.items)
             table = arrow(con, ITEMS_SQL, **params)
-            vectors = _vectors(table, mp.dimension)
+            vectors = vector_matrix(table, mp.dimension)
             progress("load", mp.items, mp.items)
             _record_rate(home, "load", mp.items, time.perf_counter() - started, items=mp.items)
             started = time.perf_counter()
@@ -363,7 +355,7 @@ def rollback(
     confirm: Callable[[RollbackPlan], bool] | None = None,
     actor: str = "ledger",
     reason: str = "rollback",
-    progress: Progress = _noop,
+    progress: Progress = no_progress,
     recall_threshold: float = DEFAULT_RECALL_THRESHOLD,
     sample: int = DEFAULT_SAMPLE,
     search_k: int | None = None,

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from ledger.events import Topics
 from ledger.plan import DecisionPlan, EmbeddingPlan, ModelPlan, outgoing_version
-from ledger.rollback import RATES_FILE, Progress, RollbackPlan, rollback
+from ledger.rollback import RATES_FILE, Progress, RollbackPlan, no_progress, rollback
 from ledger.serving import ServingPointer, current
 from ledger.store import open_views, rows
 
@@ -43,10 +43,6 @@ def _seconds(eta: float) -> str:
     if eta < 120:
         return f"About {eta:.1f}s"
     return f"About {eta / 60:.0f} min"
-
-
-def _noop(_phase: str, _done: int, _total: int) -> None:
-    return None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -237,7 +233,7 @@ def make_runbook(
     to: str,
     cli_prefix: Sequence[str],
     top: int = 10,
-    progress: Progress = _noop,
+    progress: Progress = no_progress,
 ) -> Runbook:
     """Plan the rollback of ``models`` to ``to`` and write its runbook.
 

@@ -16,7 +16,7 @@ This module alone catches ``duckdb.Error``; it becomes :class:`StoreError`
 (``transient=True`` for a lock held by another process).
 """
 
-from ledger.store._db import Connection, arrow, registered, rows
+from ledger.store._db import Connection, arrow, registered, rows, vector_matrix
 from ledger.store.read import (
     POSITION_TABLE,
     QueryResult,
@@ -61,4 +61,5 @@ __all__ = [
     "rows",
     "shard_dir",
     "shard_paths",
+    "vector_matrix",
 ]

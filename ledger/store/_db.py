@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import duckdb
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from ledger.errors import StoreError
@@ -101,3 +103,18 @@ def registered(con: Connection, name: str, table: pa.Table) -> Iterator[None]:
             con.unregister(name)
         except duckdb.Error as exc:
             raise _store_error(exc, f"unregistering {name}") from exc
+
+
+def vector_matrix(table: pa.Table, dimension: int | None = None) -> npt.NDArray[np.float32]:
+    """The ``vector`` column (DuckDB ``FLOAT[]``) of ``table`` as an ``(n, d)`` float32
+    matrix, in one pass over the Arrow buffers. ``dimension`` is needed for an empty table.
+
+    Example:
+        >>> vector_matrix(pa.table({"vector": [[1.0, 2.0], [3.0, 4.0]]})).tolist()
+        [[1.0, 2.0], [3.0, 4.0]]
+    """
+    column = table.column("vector").combine_chunks()
+    values: npt.NDArray[np.float32] = column.flatten().to_numpy(zero_copy_only=False)
+    return values.astype("<f4", copy=False).reshape(
+        table.num_rows, -1 if dimension is None else dimension
+    )
