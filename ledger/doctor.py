@@ -26,8 +26,7 @@ from ledger.broker import check_reachable, resolve_bootstrap
 from ledger.errors import LedgerError
 from ledger.events import Topics
 from ledger.log import reader
-from ledger.manifest import load_manifest, verify_artifact
-from ledger.serving import SERVING_DIR, ServingPointer
+from ledger.serving import check_pointer, pointers
 from ledger.store import open_views, rows, shard_paths
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -44,12 +43,6 @@ class Finding:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _pointers(home: Path) -> list[ServingPointer]:
-    folder = home / SERVING_DIR
-    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
-    return [ServingPointer.from_json(p.read_text(encoding="utf-8")) for p in files]
 
 
 def check_broker(bootstrap: str | None, home: Path) -> tuple[Finding, str | None]:
@@ -133,10 +126,10 @@ def check_store(home: Path) -> tuple[Finding, dict[str, int]]:
 def check_serving(home: Path) -> Finding:
     """Every serving pointer names an intact artifact of its model and version."""
     try:
-        pointers = _pointers(home)
+        found = pointers(home)
     except LedgerError as exc:
         return Finding("serving", FAIL, str(exc), "re-run the rollback to rewrite the pointer")
-    if not pointers:
+    if not found:
         return Finding(
             "serving",
             WARN,
@@ -144,27 +137,16 @@ def check_serving(home: Path) -> Finding:
             "`ledger rollback --model M --to V` builds and switches",
         )
     bad = []
-    for p in pointers:
-        folder = p.artifact_path(home)
+    for p in found:
         try:
-            manifest = load_manifest(folder)
-            broken = verify_artifact(folder)
+            check_pointer(home, p)
         except LedgerError as exc:
             bad.append(f"{p.model}: {exc}")
-            continue
-        if (manifest.model, manifest.version, manifest.checksum) != (
-            p.model,
-            p.version,
-            p.checksum,
-        ):
-            bad.append(f"{p.model}: {p.artifact} is not the artifact pinned at switch time")
-        elif broken:
-            bad.append(f"{p.model}: {p.artifact} fails its checksums ({', '.join(broken)})")
     if bad:
         return Finding(
             "serving", FAIL, "; ".join(bad), "rebuild: `ledger rollback --model M --to V --yes`"
         )
-    return Finding("serving", OK, ", ".join(f"{p.model} {p.version}" for p in pointers))
+    return Finding("serving", OK, ", ".join(f"{p.model} {p.version}" for p in found))
 
 
 def check_lag(bootstrap: str, topics: Topics, home: Path) -> Finding:

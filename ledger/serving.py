@@ -143,6 +143,18 @@ def history(home: Path | str, model: str) -> list[ServingPointer]:
     return out
 
 
+def pointers(home: Path | str) -> list[ServingPointer]:
+    """The current pointer of every model that has one, by model file name.
+
+    Example:
+        >>> [p.model for p in pointers(".ledger")]  # doctest: +SKIP
+        ['spam-filter', 'text-embedder']
+    """
+    folder = Path(home) / SERVING_DIR
+    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    return [ServingPointer.from_json(p.read_text(encoding="utf-8")) for p in files]
+
+
 def serving_artifacts(home: Path | str, *, with_previous: bool = False) -> set[Path]:
     """The artifact folder of every model's current pointer (what gc must keep), and with
     ``with_previous`` also each model's previous one (what ``switch-back`` needs).
@@ -152,13 +164,10 @@ def serving_artifacts(home: Path | str, *, with_previous: bool = False) -> set[P
         {PosixPath('.ledger/artifacts/embedder/v1/0c5e1d7a9b3f2e41'), ...}
     """
     base = Path(home)
-    pointers = [
-        ServingPointer.from_json(p.read_text(encoding="utf-8"))
-        for p in sorted((base / SERVING_DIR).glob("*.json"))
-    ]
+    found = pointers(base)
     if with_previous:
-        pointers += [b for p in pointers if (b := previous(base, p.model)) is not None]
-    return {p.artifact_path(base) for p in pointers}
+        found += [b for p in found if (b := previous(base, p.model)) is not None]
+    return {p.artifact_path(base) for p in found}
 
 
 def collect_garbage(home: Path | str, *, keep_last: int = 1, dry_run: bool = False) -> GcResult:
@@ -172,8 +181,7 @@ def collect_garbage(home: Path | str, *, keep_last: int = 1, dry_run: bool = Fal
     base = Path(home)
     root = base / ARTIFACTS_DIR
     models = sorted(
-        {e.manifest.model for e in list_artifacts(root)}
-        | {p.stem for p in (base / SERVING_DIR).glob("*.json")}
+        {e.manifest.model for e in list_artifacts(root)} | {p.model for p in pointers(base)}
     )
     with contextlib.ExitStack() as locks:
         for model in models:
@@ -305,7 +313,22 @@ def open_index(home: Path | str, model: str, *, verify: bool = True) -> IndexRea
     pointer = current(home, model)
     if pointer is None:
         raise ServingError(f"model {model!r} has no serving pointer; run a rollback or switch")
+    folder = check_pointer(home, pointer, verify=verify)
+    try:
+        reader = open_artifact(folder)
+    except ArtifactError as exc:
+        raise ServingError(f"cannot open the serving artifact of {model!r}: {exc}") from exc
+    reader.search_k = serving_search_k(pointer)
+    return reader
+
+
+def check_pointer(home: Path | str, pointer: ServingPointer, *, verify: bool = True) -> Path:
+    """The artifact folder ``pointer`` names, after checking it may serve: its manifest is
+    of the pointer's model and version, with the checksum pinned at switch time, and (with
+    ``verify``) its files match their checksums. Otherwise :class:`ServingError`.
+    """
     folder = pointer.artifact_path(home)
+    model = pointer.model
     try:
         manifest = load_manifest(folder)
     except ArtifactError as exc:
@@ -322,12 +345,7 @@ def open_index(home: Path | str, model: str, *, verify: bool = True) -> IndexRea
         )
     if verify:
         _refuse_corrupt(folder)
-    try:
-        reader = open_artifact(folder)
-    except ArtifactError as exc:
-        raise ServingError(f"cannot open the serving artifact of {model!r}: {exc}") from exc
-    reader.search_k = serving_search_k(pointer)
-    return reader
+    return folder
 
 
 def serving_search_k(pointer: ServingPointer) -> int:
