@@ -13,7 +13,6 @@ as a ``DeploymentChanged`` event, so the log keeps saying what serves.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from ledger.errors import ContractError, ServingError
 from ledger.events import Topics
 from ledger.producer import Producer
 from ledger.rollback import Progress, RollbackPlan, RollbackResult, no_progress, rollback
-from ledger.serving import ServingPointer, current, previous, rollback_lock
+from ledger.serving import ServingPointer, current, previous, rollback_locks
 from ledger.serving import switch_back as switch_pointer_back
 from ledger.store import open_views
 
@@ -204,9 +203,7 @@ def switch_back(
     if not models:
         raise ContractError("name at least one model (--model)", field="model")
     names = list(dict.fromkeys(models))
-    with contextlib.ExitStack() as stack:
-        for model in sorted(names):
-            stack.enter_context(rollback_lock(home, model))
+    with rollback_locks(home, names):
         before: dict[str, ServingPointer] = {}
         for model in names:
             now, back = current(home, model), previous(home, model)

@@ -57,7 +57,7 @@ from ledger.plan import (
     plan_model,
 )
 from ledger.producer import Producer
-from ledger.serving import ARTIFACTS_DIR, rollback_lock, switch
+from ledger.serving import ARTIFACTS_DIR, rollback_locks, switch
 from ledger.store import Connection, arrow, busy_shards, open_views, vector_matrix
 from ledger.verify import (
     DEFAULT_RECALL_THRESHOLD,
@@ -192,14 +192,6 @@ def ensure_caught_up(
     progress("catch-up", 0, 1)
     wait_caught_up(bootstrap, topics, home, timeout=timeout, interval=0.2, ends=ends)
     progress("catch-up", 1, 1)
-
-
-@contextlib.contextmanager
-def _locked(home: Path, models: Sequence[str]) -> Iterator[None]:
-    with contextlib.ExitStack() as stack:
-        for model in sorted(set(models)):
-            stack.enter_context(rollback_lock(home, model))
-        yield
 
 
 @contextlib.contextmanager
@@ -375,7 +367,7 @@ def rollback(
         True
     """
     home.mkdir(parents=True, exist_ok=True)
-    with _locked(home, models):
+    with rollback_locks(home, models):
         # The log's end before catching up: the lag check asks whether the catch-up got
         # everything written before the rollback started (producers may go on writing).
         ends = true_ends(bootstrap, topics.all)

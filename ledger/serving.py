@@ -16,7 +16,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,9 +183,7 @@ def collect_garbage(home: Path | str, *, keep_last: int = 1, dry_run: bool = Fal
     models = sorted(
         {e.manifest.model for e in list_artifacts(root)} | {p.model for p in pointers(base)}
     )
-    with contextlib.ExitStack() as locks:
-        for model in models:
-            locks.enter_context(rollback_lock(base, model))
+    with rollback_locks(base, models):
         keep = serving_artifacts(base, with_previous=True)
         return gc(root, keep=keep, keep_last=keep_last, dry_run=dry_run)
 
@@ -400,3 +398,13 @@ def rollback_lock(home: Path | str, model: str) -> Iterator[Path]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def rollback_locks(home: Path | str, models: Iterable[str]) -> Iterator[None]:
+    """Hold the rollback lock of every model in ``models`` for the ``with`` block, taken in
+    sorted order, so two holders of overlapping model sets cannot deadlock."""
+    with contextlib.ExitStack() as stack:
+        for model in sorted(set(models)):
+            stack.enter_context(rollback_lock(home, model))
+        yield
