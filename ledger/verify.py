@@ -35,7 +35,7 @@ from ledger.events import Topics
 from ledger.index import open_artifact
 from ledger.index_checks import IndexFacts, compare_items, measure_recall, read_facts
 from ledger.manifest import Manifest, load_manifest, verify_artifact
-from ledger.plan import DECISIONS_SQL, DecisionPlan, ModelPlan
+from ledger.plan import DECISIONS_SQL, DecisionPlan, ModelPlan, log_offsets
 from ledger.serving import current, serving_search_k
 from ledger.store import Connection, arrow, open_views, registered, rows
 
@@ -547,10 +547,7 @@ def verify(
     mixed: list[MixedState] = []
     serving: dict[str, dict[str, str]] = {}
     with _views(home) as con:
-        stored = {
-            f"{t}:{p}": int(o)
-            for t, p, o in rows(con, 'SELECT topic, "partition", next_offset FROM offsets')
-        }
+        stored = log_offsets(con)
     for m, pointer in pointers.items():
         folder = pointer.artifact_path(home)
         try:
