@@ -23,8 +23,7 @@ The rollback runs :func:`verify_artifact_for` before every switch; ``ledger veri
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -482,15 +481,6 @@ class VerifyReport:
         }
 
 
-@contextlib.contextmanager
-def _views(home: Path, at: Mapping[str, int] | None = None) -> Iterator[Any]:
-    con = open_views(home, at=at)
-    try:
-        yield con
-    finally:
-        con.close()
-
-
 def check_position(model: str, manifest: Manifest, stored: Mapping[str, int]) -> Check:
     """The store holds every event the artifact covers (else count and purity cannot be
     checked against it)."""
@@ -546,7 +536,7 @@ def verify(
     checks: list[Check] = []
     mixed: list[MixedState] = []
     serving: dict[str, dict[str, str]] = {}
-    with _views(home) as con:
+    with open_views(home) as con:
         stored = log_offsets(con)
     for m, pointer in pointers.items():
         folder = pointer.artifact_path(home)
@@ -558,7 +548,7 @@ def verify(
         kind = "classifier" if manifest.kind == "decisions" else "embedding"
         serving[m] = {"version": pointer.version, "artifact": pointer.artifact, "kind": kind}
         position = check_position(m, manifest, stored)
-        with _views(home, at=manifest.log_offsets) as con:
+        with open_views(home, at=manifest.log_offsets) as con:
             found = _artifact_checks(
                 con,
                 m,
@@ -573,7 +563,7 @@ def verify(
         if not position.passed:
             found = [c for c in found if c.name == "checksum"]  # the rest would mislead
         checks.extend(found[:1] + [position] + found[1:])
-        with _views(home) as con:
+        with open_views(home) as con:
             state = mixed_state(con, m, pointer.version, kind=kind)
         mixed.append(state)
         if fail_on_mixed:
