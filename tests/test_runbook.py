@@ -76,28 +76,13 @@ def _assert_serves(home, incident, version):
     assert labels == incident.decision_table(version)
 
 
-def test_runbook_commands_run_in_order_roll_back_and_undo(bootstrap, topics, tmp_path, incident):
+def test_runbook_commands_run_in_order_roll_back_and_undo(
+    bootstrap, topics, ledger_cli, tmp_path, incident
+):
     home = tmp_path / "home"
     path = tmp_path / "runbook.md"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "--bootstrap",
-            bootstrap,
-            "--home",
-            str(home),
-            "--topic-prefix",
-            topics.prefix,
-            "runbook",
-            "--model",
-            EMBEDDER,
-            "--model",
-            CLASSIFIER,
-            "--to",
-            "v1",
-            "--out",
-            str(path),
-        ],
+    result = ledger_cli(
+        home, "runbook", "--model", EMBEDDER, "--model", CLASSIFIER, "--to", "v1", "--out", path
     )
     assert result.exit_code == 0, result.output
     md = path.read_text()
