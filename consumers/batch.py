@@ -15,18 +15,18 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ledger.contract import (
+from ledger.contract.events import EVENT_CLASSES, Topics
+from ledger.contract.rules import (
     ModelVersion,
     Registry,
     check_decision_record,
     check_embedding_record,
     check_registration,
 )
+from ledger.contract.schemas import SchemaStore
+from ledger.contract.wire import decode
 from ledger.errors import ContractError, CorruptMessage, LedgerError, UnknownModelVersion
-from ledger.events import EVENT_CLASSES, Topics
-from ledger.schemas import SchemaStore
 from ledger.store import ARROW_SCHEMAS, Batch
-from ledger.wire import decode
 
 #: Event type -> the table its rows go to.
 TABLE_OF = {

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from consumers.batch import BatchBuilder
-from ledger.contract import Registry
+from ledger.contract.events import Topics
+from ledger.contract.rules import Registry
+from ledger.contract.schemas import default_store
+from ledger.contract.wire import decode
 from ledger.errors import LedgerError
-from ledger.events import Topics
-from ledger.producer import load_registry
-from ledger.schemas import default_store
+from ledger.log.producer import load_registry
 from ledger.store import Batch, DeadLetter, Shard, shard_paths
-from ledger.wire import decode
 
 
 @dataclass(frozen=True, slots=True)

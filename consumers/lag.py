@@ -11,9 +11,9 @@ from pathlib import Path
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
+from ledger.contract.events import Topics
 from ledger.errors import BrokerError
-from ledger.events import Topics
-from ledger.log import partitions_of
+from ledger.log.topics import partitions_of
 from ledger.store import open_views, rows
 
 

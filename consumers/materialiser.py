@@ -29,11 +29,11 @@ from kafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRange
 from kafka.structs import OffsetAndMetadata
 
 from consumers.batch import BatchBuilder
-from ledger.contract import Registry
+from ledger.contract.events import Topics
+from ledger.contract.rules import Registry
+from ledger.contract.schemas import SchemaStore, default_store
 from ledger.errors import BrokerError, LogGapError
-from ledger.events import Topics
-from ledger.log import check_single_partition, partitions_of
-from ledger.schemas import SchemaStore, default_store
+from ledger.log.topics import check_single_partition, partitions_of
 from ledger.store import Shard
 
 log = logging.getLogger(__name__)

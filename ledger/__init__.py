@@ -1,7 +1,15 @@
 """lineage-ledger: safe, verified, one-command rollbacks of ML models, rebuilt from an event log."""
 
-from ledger.broker import EmbeddedBroker
-from ledger.contract import ModelVersion, Registry
+from ledger.checks.verify import VerifyReport, verify
+from ledger.contract.events import (
+    DecisionRecorded,
+    DeploymentChanged,
+    EmbeddingWritten,
+    EntityDeleted,
+    ModelVersionRegistered,
+    Topics,
+)
+from ledger.contract.rules import ModelVersion, Registry
 from ledger.errors import (
     ArtifactError,
     BrokerError,
@@ -19,20 +27,12 @@ from ledger.errors import (
     UnknownSchema,
     WireError,
 )
-from ledger.events import (
-    DecisionRecorded,
-    DeploymentChanged,
-    EmbeddingWritten,
-    EntityDeleted,
-    ModelVersionRegistered,
-    Topics,
-)
-from ledger.log import init_topics
-from ledger.producer import Producer, content_hash, load_registry
-from ledger.rollback import RollbackPlan, RollbackResult, rollback
-from ledger.serving import open_index
+from ledger.log.broker import EmbeddedBroker
+from ledger.log.producer import Producer, content_hash, load_registry
+from ledger.log.topics import init_topics
+from ledger.ops.rollback import RollbackPlan, RollbackResult, rollback
+from ledger.serving.open import open_index
 from ledger.store import open_views
-from ledger.verify import VerifyReport, verify
 
 __version__ = "0.1.0"
 

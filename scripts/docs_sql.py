@@ -15,7 +15,7 @@ import argparse
 import re
 from pathlib import Path
 
-from ledger.cli_audit import home_views, render_table
+from ledger.cli.audit import home_views, render_table
 from ledger.store import read_only_query
 
 BLOCK = re.compile(r"^```sql\n(?P<sql>.*?)^```\n(?:\n?```text\n.*?^```\n)?", re.M | re.S)

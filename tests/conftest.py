@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from ledger.broker import EmbeddedBroker
-from ledger.events import Topics
-from ledger.log import init_topics
+from ledger.contract.events import Topics
+from ledger.log.broker import EmbeddedBroker
+from ledger.log.topics import init_topics
 
 
 def _docker_engine_available() -> bool:

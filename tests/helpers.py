@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ledger.events import Topics
-from ledger.producer import Producer, content_hash
+from ledger.contract.events import Topics
+from ledger.log.producer import Producer, content_hash
 
 
 def produce_embeddings(
@@ -38,7 +38,7 @@ def produce_embeddings(
 
 def envelope(model: str, version: str, **fields: object) -> dict[str, object]:
     """A record dict with a fresh envelope plus ``fields``."""
-    from ledger.events import new_event_id, now_micros
+    from ledger.contract.events import new_event_id, now_micros
 
     return {
         "event_id": new_event_id(),
@@ -52,8 +52,8 @@ def envelope(model: str, version: str, **fields: object) -> dict[str, object]:
 
 def encoded(event_type: str, record: dict[str, object]) -> bytes:
     """``record`` framed with the current schema of ``event_type``."""
-    from ledger.schemas import default_store
-    from ledger.wire import encode
+    from ledger.contract.schemas import default_store
+    from ledger.contract.wire import encode
 
     return encode(default_store().current[event_type], record)
 

@@ -10,11 +10,12 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from ledger.broker import free_port
 from ledger.cli import cli
-from ledger.log import admin_client, read_to_end
-from ledger.schemas import default_store
-from ledger.wire import decode
+from ledger.contract.schemas import default_store
+from ledger.contract.wire import decode
+from ledger.log.broker import free_port
+from ledger.log.reading import read_to_end
+from ledger.log.topics import admin_client
 
 
 def _prefix() -> str:

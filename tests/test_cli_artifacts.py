@@ -1,4 +1,4 @@
-"""`ledger artifacts list|gc`: a thin layer over ledger.index and ledger.serving."""
+"""`ledger artifacts list|gc`: a thin layer over the artifacts and serving stages."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from ledger.artifacts.index_build import build_index
 from ledger.cli import cli
-from ledger.index import build_index
-from ledger.serving import switch
+from ledger.serving.pointers import switch
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_artifacts_gc_keeps_the_previous_artifact_that_switch_back_needs(home):
 
 
 def test_artifacts_gc_refuses_while_a_rollback_runs(home):
-    from ledger.serving import rollback_lock
+    from ledger.serving.locks import rollback_lock
 
     root, paths = home
     with rollback_lock(root, "embedder"):

@@ -13,9 +13,9 @@ from datetime import datetime
 import pytest
 from click.testing import CliRunner
 
-from ledger.broker import free_port
 from ledger.cli import cli
-from ledger.demo import CLASSIFIER, EMBEDDER
+from ledger.demo.incident import CLASSIFIER, EMBEDDER
+from ledger.log.broker import free_port
 
 pytestmark = pytest.mark.kafka
 

@@ -10,16 +10,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from ledger.compare import (
-    GATE_METRICS,
-    compare_decisions,
-    compare_embeddings,
-    evaluate_gates,
-    parse_gates,
-    write_table,
-)
+from ledger.demo.textembed import TextEmbedder, synthetic_corpus
 from ledger.errors import GateSpecError, LedgerError
-from ledger.textembed import TextEmbedder, synthetic_corpus
+from ledger.ops.gates import GATE_METRICS, evaluate_gates, parse_gates
+from ledger.ops.metrics import compare_decisions, compare_embeddings, write_table
 
 CLUSTERS, SIZE, DIM = 40, 20, 24  # half the clusters (20) hold 20 members: a 20 x 20 transpose
 

@@ -7,9 +7,9 @@ import pytest
 
 from consumers.deadletters import list_dead_letters, redrive, show_dead_letter
 from consumers.materialiser import catch_up
-from ledger.producer import Producer, content_hash
+from ledger.contract.wire import MARKER
+from ledger.log.producer import Producer, content_hash
 from ledger.store import Batch, Shard, open_views
-from ledger.wire import MARKER
 from tests.helpers import encoded, envelope, send_raw
 
 pytestmark = pytest.mark.kafka

@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from ledger.cli import cli
-from ledger.demo import CLASSIFIER, DEMO_DB, EMBEDDER, RUN_COLUMNS, RUNS_TABLE
-from ledger.plan import arrow
-from ledger.serving import current, open_index
-from ledger.store import open_views
+from ledger.demo.incident import CLASSIFIER, DEMO_DB, EMBEDDER, RUN_COLUMNS, RUNS_TABLE
+from ledger.serving.open import open_index
+from ledger.serving.pointers import current
+from ledger.store import arrow, open_views
 
 pytestmark = pytest.mark.kafka
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ledger.events import Topics
-from ledger.log import read_to_end
-from ledger.schemas import default_store
-from ledger.wire import decode
+from ledger.contract.events import Topics
+from ledger.contract.schemas import default_store
+from ledger.contract.wire import decode
+from ledger.log.reading import read_to_end
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -59,7 +59,7 @@ def _sql_examples() -> list[tuple[str, str, str | None]]:
 
 @pytest.mark.kafka
 def test_every_sql_example_in_the_docs_runs_on_the_demo_home(demo_home) -> None:
-    from ledger.cli_audit import home_views, render_table
+    from ledger.cli.audit import home_views, render_table
     from ledger.store import read_only_query
 
     examples = _sql_examples()
@@ -83,8 +83,8 @@ def test_readme_rollback_transcript_is_the_real_output(bootstrap, tmp_path) -> N
     from click.testing import CliRunner
 
     from ledger.cli import cli
-    from ledger.demo import play
-    from ledger.log import init_topics
+    from ledger.demo.incident import play
+    from ledger.log.topics import init_topics
 
     (block,) = [b for b in _blocks("text") if b.startswith("$ ledger rollback")]
     command, *expected = block.splitlines()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from annoy import AnnoyIndex
 
-from ledger.exact import METRICS, exact_topk, overlap_per_query, recall_at_k
+from ledger.checks.exact import METRICS, exact_topk, overlap_per_query, recall_at_k
 
 
 def brute_force(corpus, queries, k, metric, exclude=None):

@@ -15,19 +15,20 @@ import numpy as np
 import pytest
 from annoy import AnnoyIndex
 
-import ledger.index
-import ledger.manifest
-from ledger.artifacts import gc, list_artifacts
-from ledger.errors import ArtifactError, ChecksumMismatch, ContractError
-from ledger.index import (
+import ledger.artifacts.index_build
+import ledger.artifacts.manifest
+from ledger.artifacts.index_build import build_index, shard_of
+from ledger.artifacts.index_reader import open_artifact
+from ledger.artifacts.listing import gc, list_artifacts
+from ledger.artifacts.manifest import (
+    MANIFEST,
+    Manifest,
     artifact_path,
-    build_index,
     load_manifest,
-    open_artifact,
-    shard_of,
+    shard_file,
     verify_artifact,
 )
-from ledger.manifest import MANIFEST, Manifest, shard_file
+from ledger.errors import ArtifactError, ChecksumMismatch, ContractError
 
 N, D = 3000, 32
 OFFSETS = {"t.embeddings:0": 1500, "t.embeddings:1": 1502}
@@ -195,7 +196,7 @@ def test_exception_mid_build_leaves_no_partial_artifact(tmp_path, data, monkeypa
         raise RuntimeError("simulated crash after the shards were written")
 
     monkeypatch.setattr(
-        ledger.manifest, "overall_checksum", crash
+        ledger.artifacts.manifest, "overall_checksum", crash
     )  # after the files, before the manifest
     with pytest.raises(RuntimeError, match="simulated crash"):
         build(tmp_path, ids, vectors)
@@ -208,7 +209,7 @@ def test_exception_mid_build_leaves_no_partial_artifact(tmp_path, data, monkeypa
 def test_killed_build_leaves_no_artifact_and_gc_removes_its_staging_folder(tmp_path):
     script = textwrap.dedent(f"""
         import numpy as np
-        from ledger.index import build_index
+        from ledger.artifacts.index_build import build_index
         v = np.random.default_rng(0).standard_normal((100000, 32)).astype("float32")
         build_index({str(tmp_path)!r}, model="m", version="v1", entity_ids=[str(i) for i in
                     range(100000)], vectors=v, metric="angular", log_offsets={{}},
@@ -355,7 +356,7 @@ def test_worker_count_never_changes_bytes_for_more_shards_than_workers(tmp_path,
 def test_search_k_calibration_stops_when_duplicates_make_the_threshold_unreachable(tmp_path):
     import time
 
-    from ledger.index_checks import measure_recall, read_facts
+    from ledger.checks.index_facts import measure_recall, read_facts
 
     vectors = np.ones((600, 8), dtype=np.float32)  # every item ties with every other
     m = build_index(
@@ -379,7 +380,7 @@ def test_search_k_calibration_stops_when_duplicates_make_the_threshold_unreachab
 
 @pytest.mark.parametrize("n", [11, 12, 20])
 def test_recall_of_an_exhaustive_search_is_exactly_one_on_small_sharded_indices(tmp_path, n):
-    from ledger.index_checks import measure_recall, read_facts
+    from ledger.checks.index_facts import measure_recall, read_facts
 
     vectors = np.random.default_rng(0).standard_normal((n, 8)).astype(np.float32)
     m = build_index(

@@ -17,8 +17,8 @@ import avro.schema
 import pytest
 from samples import SAMPLES
 
-from ledger.schemas import EVENT_TYPES, default_store, schema_dir
-from ledger.wire import HEADER_SIZE, MARKER, decode, encode
+from ledger.contract.schemas import EVENT_TYPES, default_store, schema_dir
+from ledger.contract.wire import HEADER_SIZE, MARKER, decode, encode
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

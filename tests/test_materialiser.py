@@ -8,7 +8,7 @@ import pytest
 from consumers.lag import lag
 from consumers.materialiser import catch_up
 from ledger.errors import LogGapError, StoreError
-from ledger.producer import Producer, content_hash
+from ledger.log.producer import Producer, content_hash
 from ledger.store import Batch, Shard, open_views
 from tests.helpers import encoded, envelope, produce_embeddings, send_raw
 

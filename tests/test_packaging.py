@@ -1,5 +1,5 @@
 """The event contract travels with the package: a built wheel carries every .avsc file where
-``ledger.schemas.schema_dir()`` looks for it."""
+``ledger.contract.schemas.schema_dir()`` looks for it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from ledger.schemas import EVENT_TYPES, schema_dir
+from ledger.contract.schemas import EVENT_TYPES, schema_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 

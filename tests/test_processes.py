@@ -15,8 +15,8 @@ import pytest
 
 from consumers.lag import lag, wait_caught_up
 from consumers.materialiser import catch_up
-from ledger.events import Topics
-from ledger.producer import Producer, content_hash
+from ledger.contract.events import Topics
+from ledger.log.producer import Producer, content_hash
 from ledger.store import Shard, open_views
 
 pytestmark = pytest.mark.kafka

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from ledger import ContractError, Producer, Topics, UnknownModelVersion, content_hash, load_registry
-from ledger.log import read_to_end
-from ledger.schemas import default_store
-from ledger.wire import decode
+from ledger.contract.schemas import default_store
+from ledger.contract.wire import decode
+from ledger.log.reading import read_to_end
 
 pytestmark = pytest.mark.kafka
 
@@ -251,7 +251,7 @@ def test_bad_input_raises_its_error_and_sends_nothing(
 def test_event_ids_in_a_forked_child_are_not_the_parents() -> None:
     import os
 
-    from ledger.events import new_event_id
+    from ledger.contract.events import new_event_id
 
     new_event_id()  # the pool now holds ids the parent will hand out next
     read, write = os.pipe()
@@ -269,7 +269,7 @@ def test_event_ids_in_a_forked_child_are_not_the_parents() -> None:
 
 def test_a_conflicting_registration_is_refused_and_the_first_contract_stays(bootstrap, topics):
     from ledger import ContractError, Registry
-    from ledger.contract import ModelVersion
+    from ledger.contract.rules import ModelVersion
 
     registry = Registry([ModelVersion("emb", "v1", "embedding", 4, "angular", ())])
     registry.add(ModelVersion("emb", "v1", "embedding", 4, "angular", ()))  # same: a no-op
@@ -307,7 +307,7 @@ def test_a_models_topic_with_several_partitions_is_refused(bootstrap):
     from kafka.admin import NewTopic
 
     from ledger import BrokerError
-    from ledger.log import admin_client
+    from ledger.log.topics import admin_client
 
     topics = Topics(f"t{uuid.uuid4().hex[:12]}")
     admin = admin_client(bootstrap)

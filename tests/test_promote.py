@@ -15,10 +15,10 @@ from test_compare import planted_decisions, planted_pair
 
 from ledger import Producer, content_hash
 from ledger.cli import cli
-from ledger.log import read_to_end
-from ledger.schemas import default_store
-from ledger.serving import current
-from ledger.wire import decode
+from ledger.contract.schemas import default_store
+from ledger.contract.wire import decode
+from ledger.log.reading import read_to_end
+from ledger.serving.pointers import current
 
 EMB, CLF = "planted-embedder", "planted-classifier"
 

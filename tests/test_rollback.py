@@ -11,13 +11,15 @@ import pytest
 from scenario import CLASSIFIER, EMBEDDER, play_incident
 
 from ledger import Producer, content_hash
-from ledger.decision_table import read_decision_table
+from ledger.artifacts.decision_table import read_decision_table
+from ledger.contract.schemas import default_store
+from ledger.contract.wire import decode
 from ledger.errors import RollbackInProgress
-from ledger.log import read_to_end
-from ledger.rollback import rollback
-from ledger.schemas import default_store
-from ledger.serving import current, open_index, rollback_lock
-from ledger.wire import decode
+from ledger.log.reading import read_to_end
+from ledger.ops.rollback import rollback
+from ledger.serving.locks import rollback_lock
+from ledger.serving.open import open_index
+from ledger.serving.pointers import current
 
 MODELS = [EMBEDDER, CLASSIFIER]
 
@@ -249,7 +251,7 @@ def test_plan_eta_comes_from_the_homes_measured_rates(bootstrap, topics, tmp_pat
     result = rollback(bootstrap, topics, tmp_path, [EMBEDDER], to="v1", dry_run=True)
 
     items = len(incident.items("v1"))
-    trees = 50  # ledger.index.DEFAULT_TREES
+    trees = 50  # ledger.artifacts.index_build.DEFAULT_TREES
     assert result.plan.eta_seconds == pytest.approx(items / 100 + items * 16 * trees / 16_000)
 
 
@@ -275,7 +277,7 @@ def test_events_materialised_after_the_plan_stay_out_of_the_build(
     bootstrap, topics, tmp_path, incident
 ):
     from consumers.materialiser import catch_up
-    from ledger.manifest import load_manifest
+    from ledger.artifacts.manifest import load_manifest
 
     def more_events_arrive(plan) -> bool:
         with Producer(bootstrap=bootstrap, name="late", topics=topics) as producer:
@@ -333,7 +335,7 @@ def test_rolling_to_a_version_with_no_embeddings_gives_an_empty_index_and_the_wh
 def test_a_decision_table_for_a_position_is_immutable(tmp_path):
     import pyarrow as pa
 
-    from ledger.decision_table import build_decision_table
+    from ledger.artifacts.decision_table import build_decision_table
     from ledger.errors import ArtifactError
 
     table = pa.table({"subject_id": ["a", "b"], "label": ["ham", "spam"]})

@@ -15,9 +15,10 @@ from scenario import CLASSIFIER, EMBEDDER, play_incident
 
 from consumers.materialiser import catch_up
 from ledger import Producer
+from ledger.artifacts.decision_table import read_decision_table
 from ledger.cli import cli
-from ledger.decision_table import read_decision_table
-from ledger.serving import current, open_index
+from ledger.serving.open import open_index
+from ledger.serving.pointers import current
 from ledger.store import open_views
 
 MODELS = [EMBEDDER, CLASSIFIER]

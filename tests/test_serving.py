@@ -11,19 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ledger.artifacts.index_build import build_index
+from ledger.artifacts.manifest import MANIFEST, Manifest, shard_file
 from ledger.errors import RollbackInProgress, ServingError
-from ledger.index import build_index
-from ledger.manifest import MANIFEST, Manifest, shard_file
-from ledger.serving import (
-    current,
-    history,
-    open_index,
-    previous,
-    rollback_lock,
-    serving_artifacts,
-    switch,
-    switch_back,
-)
+from ledger.serving.gc import serving_artifacts
+from ledger.serving.locks import rollback_lock
+from ledger.serving.open import open_index
+from ledger.serving.pointers import current, history, previous, switch, switch_back
 
 D = 8
 
@@ -157,7 +151,7 @@ def test_rollback_lock_refuses_a_second_process_and_names_its_pid(tmp_path):
             "-c",
             textwrap.dedent(f"""
             import sys
-            from ledger.serving import rollback_lock
+            from ledger.serving.locks import rollback_lock
             with rollback_lock({str(tmp_path)!r}, "embedder"):
                 print("locked", flush=True)
                 sys.stdin.readline()

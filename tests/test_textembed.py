@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from ledger.exact import exact_topk, recall_at_k
-from ledger.textembed import LABELS, SPAM_TOPICS, TextEmbedder, ToyClassifier, synthetic_corpus
+from ledger.checks.exact import exact_topk, recall_at_k
+from ledger.demo.textembed import LABELS, SPAM_TOPICS, TextEmbedder, ToyClassifier, synthetic_corpus
 
 N = 4000
 
@@ -58,7 +58,7 @@ def test_embeddings_are_unit_float32_rows_of_the_dimension(corpus, vectors):
 def test_embedding_is_byte_identical_across_processes_batches_and_hash_seeds(corpus, vectors):
     # Python's hash() of str changes with PYTHONHASHSEED; the embedder must not use it.
     code = (
-        "import sys; from ledger.textembed import TextEmbedder, synthetic_corpus;"
+        "import sys; from ledger.demo.textembed import TextEmbedder, synthetic_corpus;"
         "sys.stdout.buffer.write(TextEmbedder('v1').embed(synthetic_corpus(50, seed=3).texts)"
         ".tobytes())"
     )

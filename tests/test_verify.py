@@ -16,18 +16,20 @@ from scenario import CLASSIFIER, EMBEDDER, play_incident
 
 from consumers.materialiser import catch_up
 from ledger import Producer, content_hash
+from ledger.artifacts.decision_table import build_decision_table, read_decision_table
+from ledger.artifacts.index_build import build_index
+from ledger.artifacts.index_reader import open_artifact
+from ledger.artifacts.manifest import load_manifest
+from ledger.checks.index_facts import measure_recall, read_facts
+from ledger.checks.verify import verify
 from ledger.cli import cli
-from ledger.decision_table import build_decision_table, read_decision_table
-from ledger.events import Topics
-from ledger.index import build_index, open_artifact
-from ledger.index_checks import measure_recall, read_facts
-from ledger.log import init_topics
-from ledger.manifest import load_manifest
-from ledger.plan import ITEMS_SQL, arrow, log_offsets
-from ledger.rollback import rollback
-from ledger.serving import current, open_index, switch
-from ledger.store import open_views
-from ledger.verify import verify
+from ledger.contract.events import Topics
+from ledger.log.topics import init_topics
+from ledger.ops.rollback import rollback
+from ledger.serving.open import open_index
+from ledger.serving.pointers import current, switch
+from ledger.store import arrow, open_views
+from ledger.store.queries import ITEMS_SQL, log_offsets
 
 MODELS = [EMBEDDER, CLASSIFIER]
 
@@ -353,11 +355,11 @@ def test_cli_nothing_serving_is_one_line_exit_2(bootstrap, served):
 
 
 def test_unexpected_annoy_layout_falls_back_to_annoy_reads(bootstrap, served, monkeypatch):
-    import ledger.index_checks
+    import ledger.checks.index_facts
 
     topics, home, _ = served
-    wrong = {k: v + 1 for k, v in ledger.index_checks._HEADER_WORDS.items()}
-    monkeypatch.setattr(ledger.index_checks, "_HEADER_WORDS", wrong)
+    wrong = {k: v + 1 for k, v in ledger.checks.index_facts._HEADER_WORDS.items()}
+    monkeypatch.setattr(ledger.checks.index_facts, "_HEADER_WORDS", wrong)
 
     report = verify(bootstrap, topics, home, EMBEDDER)
 

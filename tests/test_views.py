@@ -9,7 +9,7 @@ import pytest
 
 from consumers.materialiser import catch_up
 from ledger.errors import StoreError
-from ledger.producer import Producer, content_hash
+from ledger.log.producer import Producer, content_hash
 from ledger.store import Batch, Shard, arrow, empty_table, open_views, registered, rows
 
 pytestmark = pytest.mark.kafka

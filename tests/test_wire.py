@@ -12,11 +12,11 @@ import pytest
 from kafka import KafkaProducer
 from samples import HISTORY, SAMPLES
 
+from ledger.contract.events import Topics, new_event_id, new_event_ids
+from ledger.contract.schemas import EVENT_TYPES, EventSchema, SchemaStore, default_store, schema_dir
+from ledger.contract.wire import HEADER_SIZE, MARKER, decode, encode, encode_batch, row_template
 from ledger.errors import CorruptMessage, UnknownSchema, WireError
-from ledger.events import Topics, new_event_id, new_event_ids
-from ledger.log import read_to_end
-from ledger.schemas import EVENT_TYPES, EventSchema, SchemaStore, default_store, schema_dir
-from ledger.wire import HEADER_SIZE, MARKER, decode, encode, encode_batch, row_template
+from ledger.log.reading import read_to_end
 
 GOLDEN = Path(__file__).parent / "golden"
 

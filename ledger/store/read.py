@@ -44,7 +44,7 @@ def open_views(
         >>> manifest = load_manifest(artifact)                     # doctest: +SKIP
         >>> as_built = open_views(Path(".ledger"), at=manifest.log_offsets)  # doctest: +SKIP
     """
-    from ledger.views import view_statements  # the SQL text lives in its own module
+    from ledger.store.views import view_statements  # the SQL text lives in its own module
 
     con = duckdb.connect(":memory:")
     try:

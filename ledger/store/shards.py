@@ -16,7 +16,7 @@ from typing import IO
 import duckdb
 import pyarrow as pa
 
-from ledger.contract import ModelVersion
+from ledger.contract.rules import ModelVersion
 from ledger.errors import ShardBusy, StoreError
 from ledger.store._db import _run, _store_error
 

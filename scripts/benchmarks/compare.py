@@ -15,8 +15,8 @@ import numpy as np
 
 from consumers.materialiser import catch_up
 from ledger import Producer, Topics, content_hash, init_topics
-from ledger.comparison import compare_log
-from ledger.runbook import make_runbook
+from ledger.ops.compare import compare_log
+from ledger.ops.runbook import make_runbook
 
 NEEDS_BROKER = True
 SIZE = 20  # members per cluster; clusters are rotated in blocks of SIZE (a transpose)

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from ledger.exact import exact_topk, recall_at_k
+from ledger.checks.exact import exact_topk, recall_at_k
 
 
 def _machine() -> str:

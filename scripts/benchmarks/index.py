@@ -28,7 +28,9 @@ def _fmt(values: list[float]) -> str:
 def bench_index(args: argparse.Namespace) -> None:
     from annoy import AnnoyIndex
 
-    from ledger.index import Manifest, build_index, open_artifact
+    from ledger.artifacts.index_build import build_index
+    from ledger.artifacts.index_reader import open_artifact
+    from ledger.artifacts.manifest import Manifest
 
     ids, vectors = _clustered(args.n, args.dim)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -14,7 +14,7 @@ from kafka import KafkaConsumer
 
 from consumers.materialiser import FETCH_CONFIG, catch_up
 from ledger import Producer, Topics, content_hash, init_topics
-from ledger.log import partitions_of
+from ledger.log.topics import partitions_of
 
 NEEDS_BROKER = True
 

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from ledger import Producer, Topics, content_hash, init_topics
-from ledger.schemas import default_store
-from ledger.wire import encode
+from ledger.contract.schemas import default_store
+from ledger.contract.wire import encode
 
 DIMENSION = 384
 BATCH_ROWS = 1000  # rows per write_embeddings call: a realistic service batch

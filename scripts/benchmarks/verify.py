@@ -45,7 +45,7 @@ def _embeddings(rng: np.random.Generator, basis: np.ndarray, n: int) -> np.ndarr
 
 def _write_store(home: Path, vectors: np.ndarray, ids: list[str], topics: str) -> None:
     """The log as the materialiser would have stored it, written with ledger.store directly."""
-    from ledger.events import new_event_ids
+    from ledger.contract.events import new_event_ids
     from ledger.store import ARROW_SCHEMAS, Batch, Shard
 
     n, d = vectors.shape
@@ -110,10 +110,10 @@ def _read_once(folder: Path) -> tuple[float, int]:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ledger.events import Topics
-    from ledger.index import build_index
-    from ledger.serving import switch
-    from ledger.verify import verify
+    from ledger.artifacts.index_build import build_index
+    from ledger.checks.verify import verify
+    from ledger.contract.events import Topics
+    from ledger.serving.pointers import switch
 
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
@@ -149,8 +149,8 @@ def run(args: argparse.Namespace) -> None:
         if args.search_k is None:
             # What a rollback does before it switches: the smallest search_k meeting the
             # threshold, recorded in the pointer for serving and verify.
-            from ledger.index import open_artifact
-            from ledger.index_checks import measure_recall, read_facts
+            from ledger.artifacts.index_reader import open_artifact
+            from ledger.checks.index_facts import measure_recall, read_facts
 
             start = time.perf_counter()
             with open_artifact(folder) as reader:

@@ -1,0 +1,74 @@
+"""What every command shares: the context object, error rendering, output, common options."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ledger.contract.events import Topics
+from ledger.errors import BrokerError, LedgerError
+from ledger.log.broker import resolve_bootstrap
+
+ENV_HOME = "LEDGER_HOME"
+ENV_TOPIC_PREFIX = "LEDGER_TOPIC_PREFIX"
+
+
+class CouldNotRun(click.ClickException):
+    """A library error, shown as one line, exit code 2."""
+
+    exit_code = 2
+
+
+@dataclass
+class Context:
+    """What every command gets: where the log and the state live, and how to report."""
+
+    bootstrap: str | None
+    home: Path
+    topics: Topics
+    debug: bool
+
+    def require_bootstrap(self) -> str:
+        """A reachable broker for commands that need the persistent log."""
+        resolved = resolve_bootstrap(self.bootstrap, home=self.home)
+        if not resolved:
+            raise BrokerError(
+                "no broker: pass --bootstrap / set LEDGER_BOOTSTRAP, or start the local one "
+                "with `ledger broker` in another terminal"
+            )
+        from ledger.log.broker import check_reachable
+
+        check_reachable(resolved)
+        return resolved
+
+
+class LedgerGroup(click.Group):
+    """Turns :class:`LedgerError` into one line and exit code 2 (traceback with --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LedgerError as exc:
+            obj = ctx.find_object(Context)
+            if obj is not None and obj.debug:
+                raise
+            raise CouldNotRun(str(exc)) from exc
+
+
+def emit(data: Any, *, as_json: bool, human: Callable[[Any], None]) -> None:
+    """Print ``data`` as JSON for scripts, or with ``human`` for people."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        human(data)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+
+
+pass_context = click.make_pass_decorator(Context)

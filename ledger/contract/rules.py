@@ -1,0 +1,311 @@
+"""The rules every event must follow, shared by the producer (refuse at the call) and
+the materialiser (dead-letter what slipped through, e.g. from another producer).
+
+Checks on vectors are vectorised: a batch is validated with a few numpy calls.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ledger.contract.events import ModelVersionRegistered
+from ledger.contract.schemas import SchemaStore
+from ledger.contract.wire import decode
+from ledger.errors import ContractError, LedgerError, UnknownModelVersion
+
+KINDS = ("embedding", "classifier")
+METRICS = ("angular", "euclidean", "dot")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    """What the ledger knows of a registered model version."""
+
+    model: str
+    version: str
+    kind: str
+    dimension: int | None
+    metric: str | None
+    labels: tuple[str, ...]
+
+    @classmethod
+    def from_event(cls, event: ModelVersionRegistered) -> ModelVersion:
+        return cls(
+            event.model,
+            event.model_version,
+            event.kind,
+            event.dimension,
+            event.metric,
+            event.labels,
+        )
+
+
+class Registry:
+    """Registered model versions, looked up by ``(model, version)``.
+
+    Example:
+        >>> r = Registry()
+        >>> r.get("m", "v1")
+        Traceback (most recent call last):
+        ...
+        ledger.errors.UnknownModelVersion: model m version v1 is not registered; ...
+    """
+
+    def __init__(self, versions: Iterable[ModelVersion] = ()) -> None:
+        """``versions`` in log order; a later conflicting one is passed over (first wins),
+        so stores written before conflicts were refused still load."""
+        self._versions: dict[tuple[str, str], ModelVersion] = {}
+        for mv in versions:
+            self._versions.setdefault((mv.model, mv.version), mv)
+
+    def add(self, mv: ModelVersion) -> None:
+        """Register ``mv``; the same contract again is a no-op (retries, re-registrations).
+
+        Raises:
+            ContractError: the version is registered with a different contract. The first
+                registration in log order is the version's contract; a later, different one
+                is refused (the producer) or dead-lettered (the materialiser).
+        """
+        existing = self._versions.get((mv.model, mv.version))
+        if existing is not None and existing != mv:
+            raise ContractError(
+                f"{mv.model} {mv.version} is already registered as {existing.kind} "
+                f"(dimension={existing.dimension}, metric={existing.metric}, "
+                f"labels={list(existing.labels)}); a version's contract never changes: "
+                "register a new version",
+                field="model_version",
+                expected=str(existing),
+                got=str(mv),
+            )
+        self._versions[(mv.model, mv.version)] = mv
+
+    def add_registrations(self, values: Iterable[bytes | None], store: SchemaStore) -> None:
+        """Add the ``ModelVersionRegistered`` events among framed ``values`` (models topic
+        messages, in log order). Anything else is passed over: undecodable messages and
+        conflicting registrations are the materialiser's to dead-letter, and one bad message
+        must not stop every producer (DESIGN decision 5)."""
+        for value in values:
+            try:
+                name, record = decode(store, value or b"")
+                if name == "ModelVersionRegistered":
+                    self.add(ModelVersion.from_event(ModelVersionRegistered.from_record(record)))
+            except LedgerError:
+                continue
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self._versions
+
+    def versions(self) -> list[ModelVersion]:
+        """Every registered version, in the order they were added."""
+        return list(self._versions.values())
+
+    def __len__(self) -> int:
+        return len(self._versions)
+
+    def find(self, model: str, version: str) -> ModelVersion | None:
+        return self._versions.get((model, version))
+
+    def get(self, model: str, version: str, *, kind: str | None = None) -> ModelVersion:
+        """The registered version, or :class:`UnknownModelVersion` / a kind mismatch error."""
+        mv = self._versions.get((model, version))
+        if mv is None:
+            raise UnknownModelVersion(
+                f"model {model} version {version} is not registered; "
+                "call register_model_version() for it first",
+                field="model_version",
+                expected="a registered version",
+                got=f"{model}/{version}",
+            )
+        if kind is not None and mv.kind != kind:
+            raise ContractError(
+                f"model {model} version {version} is a {mv.kind} model, not {kind}",
+                field="kind",
+                expected=kind,
+                got=mv.kind,
+            )
+        return mv
+
+
+def check_id(field: str, value: Any) -> str:
+    """A non-empty string id."""
+    if not isinstance(value, str) or not value.strip():
+        raise ContractError(
+            f"{field} must be a non-empty string",
+            field=field,
+            expected="non-empty str",
+            got=repr(value)[:40],
+        )
+    return value
+
+
+def check_sha256(field: str, value: Any) -> str:
+    """A lowercase hex sha256 (use ``ledger.content_hash`` to make one)."""
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
+        raise ContractError(
+            f"{field} must be 64 lowercase hex characters (hashlib.sha256(...).hexdigest(), "
+            "or ledger.content_hash(content))",
+            field=field,
+            expected="sha256 hex",
+            got=repr(value)[:40],
+        )
+    return value
+
+
+def check_ids(field: str, values: Sequence[Any]) -> None:
+    """Every value a non-empty string id (one pass; names the first bad one)."""
+    for value in values:
+        if type(value) is not str or not value.strip():
+            check_id(field, value)  # raises with the message and data
+
+
+_SHA256_RUN = re.compile(r"(?:[0-9a-f]{64})*")
+
+
+def check_sha256s(field: str, values: Sequence[Any]) -> None:
+    """Every value a lowercase hex sha256: one regex over the batch, then the first bad one."""
+    if all(type(v) is str and len(v) == 64 for v in values) and _SHA256_RUN.fullmatch(
+        "".join(values)
+    ):
+        return
+    for value in values:
+        check_sha256(field, value)
+
+
+def check_registration(
+    *, kind: str, dimension: int | None, metric: str | None, labels: Sequence[str]
+) -> None:
+    """A registration must be complete for its kind."""
+    if kind not in KINDS:
+        raise ContractError(
+            f"kind must be one of {KINDS}", field="kind", expected="|".join(KINDS), got=repr(kind)
+        )
+    if kind == "embedding":
+        if not isinstance(dimension, int) or isinstance(dimension, bool) or dimension <= 0:
+            raise ContractError(
+                "an embedding model needs dimension=<positive int>",
+                field="dimension",
+                expected="positive int",
+                got=repr(dimension),
+            )
+        if metric not in METRICS:
+            raise ContractError(
+                f"an embedding model needs metric= one of {METRICS}",
+                field="metric",
+                expected="|".join(METRICS),
+                got=repr(metric),
+            )
+    else:
+        if not labels or any(not isinstance(x, str) or not x for x in labels):
+            raise ContractError(
+                "a classifier needs labels=[...] (the non-empty labels it may emit)",
+                field="labels",
+                expected="non-empty list of str",
+                got=repr(labels)[:40],
+            )
+        if len(set(labels)) != len(labels):
+            raise ContractError("labels must be distinct", field="labels", got=repr(labels)[:40])
+
+
+def check_vectors(mv: ModelVersion, vectors: Any) -> npt.NDArray[np.float32]:
+    """Validate a batch of vectors for ``mv``; returns a C-contiguous ``(n, d)`` float32 array.
+
+    Refuses non-numeric input, a wrong dimension, and NaN/inf, naming the first bad row.
+    """
+    try:
+        arr = np.asarray(vectors)
+    except (ValueError, TypeError) as exc:  # ragged lists and the like
+        raise ContractError(
+            f"vectors must be numeric arrays of dimension {mv.dimension}: {exc}",
+            field="vector",
+            expected=f"float[{mv.dimension}]",
+            got="ragged or non-array",
+        ) from exc
+    if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
+        raise ContractError(
+            f"vectors must be numeric (float32/float64), got dtype {arr.dtype}",
+            field="vector",
+            expected="float",
+            got=str(arr.dtype),
+        )
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    if arr.ndim != 2 or arr.shape[1] != mv.dimension:
+        raise ContractError(
+            f"{mv.model} {mv.version} takes {mv.dimension}-d vectors, got shape "
+            f"{tuple(arr.shape)}; embed with the model version you name",
+            field="dimension",
+            expected=str(mv.dimension),
+            got=str(arr.shape[-1] if arr.ndim else 0),
+        )
+    out = np.ascontiguousarray(arr, dtype="<f4")
+    finite = np.isfinite(out).all(axis=1)
+    if not finite.all():
+        row = int(np.argmin(finite))
+        raise ContractError(
+            f"vector {row} has NaN or inf values; fix the embedding before writing it",
+            field="vector",
+            expected="finite floats",
+            got="nan/inf",
+        )
+    return out
+
+
+def check_label(mv: ModelVersion, label: Any, score: Any) -> tuple[str, float]:
+    """A decision's label must be one of the classifier's labels; the score a finite number."""
+    if label not in mv.labels:
+        raise ContractError(
+            f"label {label!r} is not a label of {mv.model} {mv.version} (labels: "
+            f"{', '.join(mv.labels)})",
+            field="label",
+            expected="|".join(mv.labels),
+            got=repr(label)[:40],
+        )
+    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+        raise ContractError(
+            "score must be a finite number",
+            field="score",
+            expected="finite float",
+            got=repr(score)[:40],
+        )
+    return label, float(score)
+
+
+def check_embedding_record(registry: Registry, record: dict[str, Any]) -> None:
+    """The materialiser's check of a decoded ``EmbeddingWritten`` record."""
+    mv = registry.get(record["model"], record["model_version"], kind="embedding")
+    dim, vec = record["dimension"], record["vector"]
+    if dim != mv.dimension or len(vec) != 4 * dim:
+        raise ContractError(
+            f"vector has {len(vec) // 4} values (dimension field {dim}), "
+            f"{mv.model} {mv.version} takes {mv.dimension}",
+            field="dimension",
+            expected=str(mv.dimension),
+            got=str(len(vec) // 4),
+            event_id=record["event_id"],
+        )
+    if not np.isfinite(np.frombuffer(vec, dtype="<f4")).all():
+        raise ContractError(
+            "vector has NaN or inf values",
+            field="vector",
+            expected="finite floats",
+            got="nan/inf",
+            event_id=record["event_id"],
+        )
+
+
+def check_decision_record(registry: Registry, record: dict[str, Any]) -> None:
+    """The materialiser's check of a decoded ``DecisionRecorded`` record."""
+    mv = registry.get(record["model"], record["model_version"], kind="classifier")
+    try:
+        check_label(mv, record["label"], record["score"])
+    except ContractError as exc:
+        exc.event_id = record["event_id"]
+        raise

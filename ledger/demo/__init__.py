@@ -1,0 +1,3 @@
+"""``ledger demo``: the incident, played on a throwaway broker with deterministic toy models, then
+rolled back.
+"""

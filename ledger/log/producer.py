@@ -1,0 +1,443 @@
+"""The producer API that ML services call next to their own writes.
+
+Every call validates first and sends only when the whole call is valid: bad input
+raises a :class:`~ledger.errors.ContractError` and nothing reaches the log.
+Messages are keyed by entity / subject id (per-entity order) and sent with
+``acks=all``. Registrations are flushed before the call returns, so any event
+that uses a version is in the log after the version's registration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from ledger.contract.events import (
+    DeploymentChanged,
+    ModelVersionRegistered,
+    Topics,
+    new_event_id,
+    new_event_ids,
+    now_micros,
+)
+from ledger.contract.rules import (
+    ModelVersion,
+    Registry,
+    check_id,
+    check_ids,
+    check_label,
+    check_registration,
+    check_sha256,
+    check_sha256s,
+    check_vectors,
+)
+from ledger.contract.schemas import SchemaStore, default_store
+from ledger.contract.wire import RowTemplate, encode, encode_batch, row_template
+from ledger.errors import BrokerError, ContractError
+from ledger.log.reading import read_to_end
+from ledger.log.topics import check_single_partition
+
+_F32 = np.dtype("<f4")
+
+
+def content_hash(content: str | bytes) -> str:
+    """sha256 hex of the content an embedding or decision was computed from (str as UTF-8).
+
+    Example:
+        >>> content_hash("hello")[:12]
+        '2cf24dba5fb0'
+    """
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_registry(bootstrap: str, topics: Topics, *, store: SchemaStore | None = None) -> Registry:
+    """Every model version registered in the log (reads the models topic to its end)."""
+    registry = Registry()
+    registry.add_registrations(
+        (m.value for m in read_to_end(bootstrap, [topics.models])), store or default_store()
+    )
+    return registry
+
+
+class Producer:
+    """Emit ledger events to Kafka.
+
+    Args:
+        bootstrap: Kafka bootstrap servers, e.g. ``"kafka-1:9092"``.
+        name: this service's name, recorded in every event's ``producer`` field.
+        topics: the topic names (prefix) of the ledger.
+        shadow: mark this producer's embeddings and decisions as shadow writes (a candidate
+            version running beside the serving one); each call can override it.
+        **kafka_config: passed to ``kafka.KafkaProducer`` (e.g. ``linger_ms``).
+
+    Example:
+        >>> with Producer(bootstrap=bs, name="search-api") as p:  # doctest: +SKIP
+        ...     p.register_model_version("text-embedder", "v1", kind="embedding",
+        ...                              dimension=384, metric="angular")
+        ...     p.write_embedding("text-embedder", "v1", "doc-1", vector,
+        ...                       content_sha256=content_hash(text))
+        >>> with Producer(bootstrap=bs, name="canary", shadow=True) as p:  # doctest: +SKIP
+        ...     p.write_embedding("text-embedder", "v2", "doc-1", vector_v2,
+        ...                       content_sha256=content_hash(text))
+    """
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        name: str = "ledger",
+        topics: Topics | None = None,
+        shadow: bool = False,
+        **kafka_config: Any,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.shadow = bool(shadow)
+        self.name = check_id("name", name)
+        self.topics = topics or Topics()
+        self._store = default_store()
+        self._schemas = {n: self._store.current[n] for n in self._store.current}
+        self._registry: Registry | None = None
+        self._embedding_targets: dict[
+            tuple[str, str, bool], tuple[ModelVersion, RowTemplate | None]
+        ] = {}
+        self._failures: list[BaseException] = []
+        self._lock = threading.Lock()
+        config: dict[str, Any] = {
+            "acks": "all",
+            "linger_ms": 10,
+            "batch_size": 256 * 1024,
+            "max_request_size": 16 * 1024 * 1024,
+            **kafka_config,
+        }
+        try:
+            self._kafka = KafkaProducer(bootstrap_servers=bootstrap, **config)
+        except KafkaError as exc:
+            raise BrokerError(
+                f"cannot reach a Kafka broker at {bootstrap}: {exc}; start one with "
+                "`ledger broker` or check --bootstrap"
+            ) from exc
+
+    # -- registry -----------------------------------------------------------------
+
+    def _known(self, model: str, version: str) -> Registry:
+        check_id("model", model)
+        check_id("version", version)
+        if self._registry is None or (model, version) not in self._registry:
+            if self._registry is None:
+                check_single_partition(
+                    self.topics.models, self._kafka.partitions_for(self.topics.models) or ()
+                )
+            # Another service may have registered it: the log is the registry.
+            self._registry = load_registry(self.bootstrap, self.topics, store=self._store)
+        return self._registry
+
+    def _version(self, model: str, version: str, kind: str | None = None) -> ModelVersion:
+        return self._known(model, version).get(model, version, kind=kind)
+
+    # -- sending ------------------------------------------------------------------
+
+    def _on_error(self, exc: BaseException) -> None:
+        with self._lock:
+            self._failures.append(exc)
+
+    def _send(self, event_type: str, topic: str, key: str, record: dict[str, Any]) -> None:
+        value = encode(self._schemas[event_type], record)
+        future = self._kafka.send(topic, key=key.encode("utf-8"), value=value)
+        future.add_errback(self._on_error)
+
+    def _envelope(self, model: str, version: str) -> dict[str, Any]:
+        return {
+            "event_id": new_event_id(),
+            "event_time": now_micros(),
+            "producer": self.name,
+            "model": model,
+            "model_version": version,
+        }
+
+    # -- public API -----------------------------------------------------------------
+
+    def register_model_version(
+        self,
+        model: str,
+        version: str,
+        *,
+        kind: str,
+        dimension: int | None = None,
+        metric: str | None = None,
+        labels: Sequence[str] = (),
+        artifact_uri: str = "",
+        artifact_sha256: str | None = None,
+    ) -> ModelVersionRegistered:
+        """Register a model version (idempotent for the same contract); flushed on return.
+
+        Embedding models need ``dimension`` and ``metric`` (angular|euclidean|dot);
+        classifiers need ``labels``. Re-registering with a different contract is refused:
+        publish a new version instead.
+        """
+        check_id("model", model)
+        check_id("version", version)
+        check_registration(kind=kind, dimension=dimension, metric=metric, labels=labels)
+        sha = check_sha256("artifact_sha256", artifact_sha256 or content_hash(artifact_uri))
+        wanted = ModelVersion(
+            model,
+            version,
+            kind,
+            dimension if kind == "embedding" else None,
+            metric if kind == "embedding" else None,
+            tuple(labels) if kind == "classifier" else (),
+        )
+        registry = self._known(model, version)
+        existing = registry.find(model, version)
+        if existing is not None and existing != wanted:
+            raise ContractError(
+                f"{model} {version} is already registered with a different contract "
+                f"({existing.kind}, dimension={existing.dimension}); register a new version",
+                field="model_version",
+                expected=str(existing),
+                got=str(wanted),
+            )
+        event = ModelVersionRegistered(
+            **self._envelope(model, version),
+            kind=wanted.kind,
+            dimension=wanted.dimension,
+            metric=wanted.metric,
+            artifact_uri=artifact_uri,
+            artifact_sha256=sha,
+            labels=wanted.labels,
+        )
+        self._send("ModelVersionRegistered", self.topics.models, model, event.to_record())
+        self.flush()
+        registry.add(wanted)
+        return event
+
+    def write_embedding(
+        self,
+        model: str,
+        version: str,
+        entity_id: str,
+        vector: Any,
+        *,
+        content_sha256: str,
+        shadow: bool | None = None,
+    ) -> str:
+        """Record that ``entity_id``'s content was embedded by ``model`` ``version``.
+
+        ``shadow`` (default: the producer's) marks a write by a version that does not serve.
+        Returns the event id. For many vectors at once, :meth:`write_embeddings` is faster.
+        """
+        shadow = self.shadow if shadow is None else bool(shadow)
+        target = self._embedding_targets.get((model, version, shadow))
+        if target is None:
+            mv = self._version(model, version, "embedding")
+            # Versions never change their contract, so the lookup and template are kept.
+            target = self._embedding_targets[(model, version, shadow)] = (
+                mv,
+                row_template(
+                    self._schemas["EmbeddingWritten"],
+                    {
+                        "producer": self.name,
+                        "model": model,
+                        "model_version": version,
+                        "dimension": mv.dimension,
+                        "shadow": shadow,
+                    },
+                ),
+            )
+        mv, template = target
+        if not (
+            isinstance(vector, np.ndarray)
+            and vector.dtype == _F32
+            and vector.shape == (mv.dimension,)
+            and vector.flags.c_contiguous
+            and np.isfinite(vector).all()
+        ):
+            vector = check_vectors(mv, vector)  # the general path: converts or says what's wrong
+        check_id("entity_id", entity_id)
+        check_sha256("content_sha256", content_sha256)
+        event_id = new_event_id()
+        row = {
+            "event_id": event_id,
+            "event_time": now_micros(),
+            "entity_id": entity_id,
+            "content_sha256": content_sha256,
+            "vector": vector.tobytes(),
+        }
+        if template is not None:  # only id, time, entity, hash and vector are encoded
+            value = template.encode_one(row)
+        else:  # the schema gained a non-primitive field: the general encoder
+            record = {
+                **self._envelope(model, version),
+                **row,
+                "dimension": mv.dimension,
+                "shadow": shadow,
+            }
+            value = encode(self._schemas["EmbeddingWritten"], record)
+        self._kafka.send(
+            self.topics.embeddings, key=entity_id.encode("utf-8"), value=value
+        ).add_errback(self._on_error)
+        return event_id
+
+    def write_embeddings(
+        self,
+        model: str,
+        version: str,
+        entity_ids: Sequence[str],
+        vectors: Any,
+        *,
+        content_sha256s: Sequence[str],
+        shadow: bool | None = None,
+    ) -> list[str]:
+        """The batch fast path: ``vectors`` is an ``(n, d)`` array, one row per id.
+
+        The whole batch is validated before anything is sent. ``shadow`` as in
+        :meth:`write_embedding`. Returns the event ids.
+        """
+        if len(entity_ids) == 0 and len(content_sha256s) == 0 and np.size(vectors) == 0:
+            return []  # an empty batch (e.g. the tail of a chunked loop) sends nothing
+        mv = self._version(model, version, "embedding")
+        matrix = check_vectors(mv, vectors)
+        if not (len(entity_ids) == len(content_sha256s) == matrix.shape[0]):
+            raise ContractError(
+                f"{len(entity_ids)} ids, {len(content_sha256s)} hashes and {matrix.shape[0]} "
+                "vectors: give one of each per entity",
+                field="entity_ids",
+                expected=str(matrix.shape[0]),
+                got=str(len(entity_ids)),
+            )
+        check_ids("entity_id", entity_ids)
+        check_sha256s("content_sha256", content_sha256s)
+        # The hot path: the batch shares its envelope and time, so those fields are
+        # encoded once (wire.encode_batch); rows add id, entity, hash and vector.
+        n, dim = matrix.shape
+        width = 4 * dim
+        flat = matrix.tobytes()
+        event_ids = new_event_ids(n)
+        values = encode_batch(
+            self._schemas["EmbeddingWritten"],
+            {
+                "event_time": now_micros(),
+                "producer": self.name,
+                "model": model,
+                "model_version": version,
+                "dimension": dim,
+                "shadow": self.shadow if shadow is None else bool(shadow),
+            },
+            {
+                "event_id": event_ids,
+                "entity_id": entity_ids,
+                "content_sha256": content_sha256s,
+                "vector": [flat[i : i + width] for i in range(0, n * width, width)],
+            },
+        )
+        send, topic, on_error = self._kafka.send, self.topics.embeddings, self._on_error
+        for entity_id, value in zip(entity_ids, values, strict=True):
+            send(topic, key=entity_id.encode("utf-8"), value=value).add_errback(on_error)
+        return event_ids
+
+    def delete_entity(self, model: str, version: str, entity_id: str) -> str:
+        """Record that ``entity_id`` was deleted (it leaves every version's index)."""
+        self._version(model, version, "embedding")
+        check_id("entity_id", entity_id)
+        record = self._envelope(model, version)
+        record["entity_id"] = entity_id
+        self._send("EntityDeleted", self.topics.embeddings, entity_id, record)
+        return str(record["event_id"])
+
+    def record_decision(
+        self,
+        model: str,
+        version: str,
+        subject_id: str,
+        label: str,
+        *,
+        score: float,
+        input_sha256: str,
+        shadow: bool | None = None,
+    ) -> str:
+        """Record a classifier decision about ``subject_id``. Returns the event id.
+
+        ``shadow`` (default: the producer's) marks a decision by a version that does not
+        serve (it was not acted upon).
+        """
+        mv = self._version(model, version, "classifier")
+        check_id("subject_id", subject_id)
+        label, score = check_label(mv, label, score)
+        check_sha256("input_sha256", input_sha256)
+        record = self._envelope(model, version)
+        record.update(
+            subject_id=subject_id,
+            label=label,
+            score=score,
+            input_sha256=input_sha256,
+            shadow=self.shadow if shadow is None else bool(shadow),
+        )
+        self._send("DecisionRecorded", self.topics.decisions, subject_id, record)
+        return str(record["event_id"])
+
+    def record_deployment(
+        self,
+        model: str,
+        *,
+        to_version: str,
+        from_version: str | None,
+        reason: str,
+        actor: str,
+        summary: Mapping[str, str] | None = None,
+    ) -> DeploymentChanged:
+        """Record that ``model`` now serves ``to_version``; flushed on return."""
+        self._version(model, to_version)
+        if from_version is not None:
+            self._version(model, from_version)
+        check_id("reason", reason)
+        check_id("actor", actor)
+        summary = {str(k): str(v) for k, v in (summary or {}).items()}
+        event = DeploymentChanged(
+            **self._envelope(model, to_version),
+            from_version=from_version,
+            reason=reason,
+            actor=actor,
+            summary=summary,
+        )
+        self._send("DeploymentChanged", self.topics.models, model, event.to_record())
+        self.flush()
+        return event
+
+    def flush(self, timeout: float | None = 60.0) -> None:
+        """Wait until every sent event is acknowledged; raise if any send failed."""
+        try:
+            self._kafka.flush(timeout=timeout)
+        except KafkaError as exc:
+            raise BrokerError(f"flush to {self.bootstrap} failed: {exc}") from exc
+        with self._lock:
+            failures, self._failures = self._failures, []
+        if failures:
+            raise BrokerError(
+                f"{len(failures)} events were not acknowledged by {self.bootstrap} "
+                f"(first: {failures[0]!r}); they were not written, send them again"
+            )
+
+    def close(self) -> None:
+        """Flush and release the connection."""
+        try:
+            self.flush()
+        finally:
+            self._kafka.close()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

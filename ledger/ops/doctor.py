@@ -1,0 +1,201 @@
+"""``ledger doctor``: is this installation healthy, and if not, what to do about it.
+
+Checks, in order (a later check is skipped when what it needs failed):
+
+1. broker: a bootstrap is configured and accepts connections (within a few seconds);
+2. topics: the three topics exist; ``<prefix>.models`` has exactly one partition (its
+   order is the order of deployments);
+3. store: the shards of ``home`` open read-only and the views build over them;
+4. serving: every serving pointer names an intact artifact of its model and version,
+   with the manifest checksum pinned at switch time;
+5. dead letters: none pending (a warning: they are kept, not lost);
+6. lag: the shards hold every event of the log (a warning: ``ledger consume``).
+
+Each :class:`Finding` says ``ok``, ``warn`` or ``fail`` and, unless ok, how to fix it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from kafka.errors import KafkaError
+
+from ledger.contract.events import Topics
+from ledger.errors import LedgerError
+from ledger.log.broker import check_reachable, resolve_bootstrap
+from ledger.log.reading import reader
+from ledger.serving.open import check_pointer
+from ledger.serving.pointers import pointers
+from ledger.store import open_views, rows, shard_paths
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One check's outcome; ``fix`` says what to do when it is not ok."""
+
+    check: str
+    status: str
+    detail: str
+    fix: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_broker(bootstrap: str | None, home: Path) -> tuple[Finding, str | None]:
+    """Finding for the broker, and the reachable bootstrap (None if not)."""
+    resolved = resolve_bootstrap(bootstrap, home=home)
+    if not resolved:
+        return Finding(
+            "broker",
+            FAIL,
+            "no broker configured",
+            "pass --bootstrap / set LEDGER_BOOTSTRAP, or run `ledger broker`",
+        ), None
+    try:
+        check_reachable(resolved, timeout=2.0)
+    except LedgerError:
+        return Finding(
+            "broker",
+            FAIL,
+            f"cannot reach {resolved}",
+            "start the broker, or correct --bootstrap / LEDGER_BOOTSTRAP",
+        ), None
+    return Finding("broker", OK, f"reachable at {resolved}"), resolved
+
+
+def check_topics(bootstrap: str, topics: Topics) -> Finding:
+    """The three topics exist; the models topic has one partition."""
+    try:
+        consumer = reader(bootstrap, request_timeout_ms=5000)
+    except KafkaError as exc:
+        return Finding("topics", FAIL, f"cannot read metadata: {exc}", "check the broker")
+    try:
+        existing = consumer.topics()
+        missing = [t for t in topics.all if t not in existing]
+        if missing:
+            return Finding(
+                "topics",
+                FAIL,
+                f"missing: {', '.join(missing)}",
+                "run `ledger init` (or check --topic-prefix)",
+            )
+        parts = {t: len(consumer.partitions_for_topic(t) or ()) for t in topics.all}
+    finally:
+        consumer.close()
+    if parts[topics.models] != 1:
+        return Finding(
+            "topics",
+            FAIL,
+            f"{topics.models} has {parts[topics.models]} partitions",
+            "recreate it with one partition: deployments need one order",
+        )
+    return Finding("topics", OK, ", ".join(f"{t} ({n} partitions)" for t, n in parts.items()))
+
+
+def check_store(home: Path) -> tuple[Finding, dict[str, int]]:
+    """The shards open read-only; also returns ``{"dead_letters": n}`` for the next check."""
+    shards = shard_paths(home)
+    if not shards:
+        return Finding(
+            "store", WARN, f"no shards in {home} yet", "run `ledger consume` (or check --home)"
+        ), {}
+    try:
+        con = open_views(home, timeout=5.0)
+        try:
+            ((events,),) = rows(con, "SELECT count(*) FROM embeddings")
+            ((dead,),) = rows(con, "SELECT count(*) FROM dead_letters WHERE redriven_at IS NULL")
+        finally:
+            con.close()
+    except LedgerError as exc:
+        return Finding(
+            "store",
+            FAIL,
+            f"cannot open the shards: {exc}".splitlines()[0],
+            "stop the process holding them, or restore the files",
+        ), {}
+    return (
+        Finding("store", OK, f"{len(shards)} shard(s), {events} embedding events"),
+        {"dead_letters": int(dead)},
+    )
+
+
+def check_serving(home: Path) -> Finding:
+    """Every serving pointer names an intact artifact of its model and version."""
+    try:
+        found = pointers(home)
+    except LedgerError as exc:
+        return Finding("serving", FAIL, str(exc), "re-run the rollback to rewrite the pointer")
+    if not found:
+        return Finding(
+            "serving",
+            WARN,
+            "nothing serves yet",
+            "`ledger rollback --model M --to V` builds and switches",
+        )
+    bad = []
+    for p in found:
+        try:
+            check_pointer(home, p)
+        except LedgerError as exc:
+            bad.append(f"{p.model}: {exc}")
+    if bad:
+        return Finding(
+            "serving", FAIL, "; ".join(bad), "rebuild: `ledger rollback --model M --to V --yes`"
+        )
+    return Finding("serving", OK, ", ".join(f"{p.model} {p.version}" for p in found))
+
+
+def check_lag(bootstrap: str, topics: Topics, home: Path) -> Finding:
+    """The shards hold every event of the log."""
+    from consumers.lag import lag
+
+    try:
+        parts = lag(bootstrap, topics, home)
+    except LedgerError as exc:
+        return Finding("lag", FAIL, str(exc).splitlines()[0], "check the broker and the shards")
+    behind = sum(p.lag for p in parts)
+    if any(p.lag < 0 for p in parts):
+        return Finding(
+            "lag",
+            FAIL,
+            "the shards hold offsets the log does not have",
+            "the broker lost its log: point --home at a fresh folder and re-consume",
+        )
+    if behind:
+        return Finding("lag", WARN, f"{behind} events not materialised yet", "run `ledger consume`")
+    return Finding("lag", OK, f"caught up on {len(parts)} partitions")
+
+
+def doctor(bootstrap: str | None, topics: Topics, home: Path) -> list[Finding]:
+    """Run every check of the module docstring; a check whose input failed is skipped.
+
+    Example:
+        >>> [f.status for f in doctor(None, Topics(), Path(".ledger"))]  # doctest: +SKIP
+        ['ok', 'ok', 'ok', 'ok', 'ok', 'ok']
+    """
+    broker, reachable = check_broker(bootstrap, home)
+    out = [broker]
+    topics_ok = False
+    if reachable:
+        out.append(check_topics(reachable, topics))
+        topics_ok = out[-1].status == OK
+    store, figures = check_store(home)
+    out.append(store)
+    out.append(check_serving(home))
+    if "dead_letters" in figures:
+        n = figures["dead_letters"]
+        out.append(
+            Finding("dead letters", OK, "none pending")
+            if n == 0
+            else Finding(
+                "dead letters", WARN, f"{n} pending", "`ledger dlq list`, fix, `ledger dlq redrive`"
+            )
+        )
+    if reachable and topics_ok and store.status == OK:
+        out.append(check_lag(reachable, topics, home))
+    return out

@@ -1,0 +1,238 @@
+"""Promotion (a gated switch to a new version) and switch-back (the instant undo).
+
+:func:`promote` runs :func:`ledger.ops.rollback.rollback` to the candidate version with the
+gates as its confirmation: the candidate is compared with what serves (or ``against``)
+under the rollback lock, at the plan's log position, and only when every gate passes does
+the same plan, build, verify, switch and ``DeploymentChanged`` machinery run, with a
+promotion reason.
+
+:func:`switch_back` points each model back at its previous serving artifact (no build: the
+artifact is still on disk and is re-checked against its checksums) and records the switch
+as a ``DeploymentChanged`` event, so the log keeps saying what serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ledger.contract.events import Topics
+from ledger.errors import ContractError, ServingError
+from ledger.log.producer import Producer
+from ledger.ops.compare import GateOutcome, VersionComparison, check_gates, compare_versions
+from ledger.ops.gates import parse_gates
+from ledger.ops.rollback import Progress, RollbackPlan, RollbackResult, no_progress, rollback
+from ledger.serving.locks import rollback_locks
+from ledger.serving.pointers import ServingPointer, current, previous
+from ledger.serving.pointers import switch_back as switch_pointer_back
+from ledger.store import open_views
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PromotionResult:
+    """What a promotion compared, what its gates said, and the rollback it ran (if any).
+
+    ``rollback`` is None when a gate failed: then nothing was built or switched.
+    """
+
+    to_version: str
+    against: dict[str, str]  # model -> the version it was compared against
+    comparisons: tuple[VersionComparison, ...]
+    gates: GateOutcome | None
+    rollback: RollbackResult | None
+
+    @property
+    def refused(self) -> bool:
+        return self.gates is not None and not self.gates.passed
+
+    @property
+    def switched(self) -> bool:
+        return self.rollback is not None and self.rollback.switched
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "to_version": self.to_version,
+            "against": dict(self.against),
+            "comparisons": [c.to_dict() for c in self.comparisons],
+            "gates": self.gates.to_dict() if self.gates is not None else None,
+            "refused": self.refused,
+            "switched": self.switched,
+            "rollback": self.rollback.summary() if self.rollback is not None else None,
+        }
+
+
+def promote(
+    bootstrap: str,
+    topics: Topics,
+    home: Path,
+    models: Sequence[str],
+    *,
+    to: str,
+    gate: str | None = None,
+    against: str | None = None,
+    dry_run: bool = True,
+    confirm: Callable[[RollbackPlan], bool] | None = None,
+    k: int = 10,
+    sample: int = 1000,
+    seed: int = 0,
+    actor: str = "ledger",
+    progress: Progress = no_progress,
+) -> PromotionResult:
+    """Compare ``to`` with what serves, check ``gate``, then switch every model to ``to``.
+
+    1. Parse the gate spec first: a typo must not cost a catch-up.
+    2. Run :func:`ledger.ops.rollback.rollback` to ``to`` with the gate as its confirmation,
+       so the comparison is made under the models' rollback locks, after the catch-up, on
+       the log position the plan was made at: nothing can switch in between.
+    3. The gate compares each model's serving version (per the log's deployments, as the
+       plan says, or ``against``) with ``to``. A failed gate declines: nothing is built or
+       switched. A dry run declines after the comparison too, keeping the plan.
+    4. Otherwise ``confirm(plan)`` (if given) has the last word, and the rollback builds,
+       verifies and switches, with reason ``promotion to <to> (gates ...)``.
+
+    Example:
+        >>> r = promote(bs, Topics(), Path(".ledger"), ["spam-filter"], to="v3",
+        ...             gate="agreement>=0.95", dry_run=False)  # doctest: +SKIP
+        >>> r.refused, r.switched  # doctest: +SKIP
+        (False, True)
+    """
+    parsed = parse_gates(gate) if gate is not None else None
+    if not models:
+        raise ContractError("name at least one model (--model)", field="model")
+    seen: dict[str, Any] = {}
+
+    def gated(plan: RollbackPlan) -> bool:
+        versions: dict[str, str] = {}
+        for mp in plan.models:
+            version = against or mp.serving_version
+            if version is None:
+                raise ContractError(
+                    f"no version of {mp.model} serves yet (no deployment in the log); "
+                    "name the version to compare with: --against VERSION",
+                    field="against",
+                )
+            versions[mp.model] = version
+        with open_views(home) as con:
+            comparisons = tuple(
+                compare_versions(
+                    con,
+                    [m for m, v in versions.items() if v == base],
+                    base,
+                    to,
+                    k=k,
+                    sample=sample,
+                    seed=seed,
+                )
+                for base in dict.fromkeys(versions.values())
+            )
+        outcome = None
+        if parsed is not None:
+            outcome = GateOutcome(
+                tuple(r for c in comparisons for r in check_gates(parsed, c).results)
+            )
+        seen.update(versions=versions, comparisons=comparisons, gates=outcome)
+        if (outcome is not None and not outcome.passed) or dry_run:
+            return False
+        return confirm is None or confirm(plan)
+
+    # The outgoing version is in each DeploymentChanged's from_version.
+    checked = f"gates {gate.replace(' ', '')}" if gate is not None else "no gates"
+    base = f" against {against}" if against is not None else ""
+    result = rollback(
+        bootstrap,
+        topics,
+        home,
+        list(dict.fromkeys(models)),
+        to=to,
+        dry_run=False,
+        confirm=gated,
+        actor=actor,
+        progress=progress,
+        reason=f"promotion to {to}{base} ({checked})",
+    )
+    outcome = seen["gates"]
+    refused = outcome is not None and not outcome.passed
+    return PromotionResult(
+        to, seen["versions"], seen["comparisons"], outcome, None if refused else result
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchedBack:
+    """One model switched back: from which pointer to which, and the event recording it."""
+
+    model: str
+    from_pointer: ServingPointer
+    to_pointer: ServingPointer
+    event_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "from_version": self.from_pointer.version,
+            "from_artifact": self.from_pointer.artifact,
+            "to_version": self.to_pointer.version,
+            "to_artifact": self.to_pointer.artifact,
+            "event_id": self.event_id,
+        }
+
+
+def switch_back(
+    bootstrap: str,
+    topics: Topics,
+    home: Path,
+    models: Sequence[str],
+    *,
+    actor: str = "ledger",
+    reason: str = "switch-back",
+) -> list[SwitchedBack]:
+    """Point each model back at its previous serving artifact and record it in the log.
+
+    1. Take every model's rollback lock (sorted order), so no rollback switches meanwhile.
+    2. Check every model has an earlier artifact before switching any: all or none.
+    3. Connect the producer, so an unreachable broker fails before any pointer moves.
+    4. Switch each pointer (atomic; the artifact's checksums are verified first).
+    5. Publish one ``DeploymentChanged`` per model, so the log's ``serving_now`` agrees.
+
+    Example:
+        >>> [s.to_pointer.version for s in switch_back(bs, Topics(), Path(".ledger"),
+        ...                                           ["text-embedder"])]  # doctest: +SKIP
+        ['v2']
+    """
+    if not models:
+        raise ContractError("name at least one model (--model)", field="model")
+    names = list(dict.fromkeys(models))
+    with rollback_locks(home, names):
+        before: dict[str, ServingPointer] = {}
+        for model in names:
+            now, back = current(home, model), previous(home, model)
+            if now is None or back is None:
+                raise ServingError(
+                    f"model {model!r} has no earlier serving artifact in {home} to switch back "
+                    f"to; rebuild the version instead: ledger rollback --model {model} --to V"
+                )
+            before[model] = now
+        # Step 3 before 4: a broker that cannot be reached must not leave pointers
+        # switched with the log not told (a rerun would then switch back again).
+        with Producer(bootstrap=bootstrap, name=actor, topics=topics) as producer:
+            after = {
+                m: switch_pointer_back(home, m, info={"reason": reason, "actor": actor})
+                for m in names
+            }
+            out = []
+            for model in names:
+                event = producer.record_deployment(
+                    model,
+                    to_version=after[model].version,
+                    from_version=before[model].version,
+                    reason=reason,
+                    actor=actor,
+                    summary={
+                        "artifact": after[model].artifact,
+                        "switched_from_artifact": before[model].artifact,
+                    },
+                )
+                out.append(SwitchedBack(model, before[model], after[model], event.event_id))
+        return out
