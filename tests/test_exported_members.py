@@ -5,6 +5,21 @@ from __future__ import annotations
 import ledger
 
 PUBLIC = {
+    "Check",
+    "CompareReport",
+    "ComparisonSpec",
+    "Hooks",
+    "IndexReader",
+    "PromotionResult",
+    "RecallSpec",
+    "RollbackFailed",
+    "RollbackOptions",
+    "SearchK",
+    "SwitchedBack",
+    "VersionComparison",
+    "compare",
+    "promote",
+    "switch_back",
     "ArtifactError",
     "BrokerError",
     "ChecksumMismatch",

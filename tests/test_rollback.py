@@ -16,7 +16,8 @@ from ledger.contract.schemas import default_store
 from ledger.contract.wire import decode
 from ledger.errors import RollbackInProgress
 from ledger.log.reading import read_to_end
-from ledger.ops.rollback import rollback
+from ledger.ops.kinds import Hooks
+from ledger.ops.rollback import RollbackOptions, rollback
 from ledger.serving.locks import rollback_lock
 from ledger.serving.open import open_index
 from ledger.serving.pointers import current
@@ -67,8 +68,7 @@ def test_rollback_rebuilds_exactly_v1_and_switches(bootstrap, topics, tmp_path, 
         MODELS,
         to="v1",
         dry_run=False,
-        reason="quality drop",
-        actor="oncall",
+        options=RollbackOptions(reason="quality drop", actor="oncall"),
     )
 
     assert result.switched and all(c.passed for c in result.checks)
@@ -123,7 +123,13 @@ def test_roll_forward_to_v2_gives_v2_state(bootstrap, topics, tmp_path, incident
 def test_full_replay_builds_byte_identical_artifacts(bootstrap, topics, tmp_path, incident):
     views = rollback(bootstrap, topics, tmp_path / "a", MODELS, to="v1", dry_run=False)
     replay = rollback(
-        bootstrap, topics, tmp_path / "b", MODELS, to="v1", dry_run=False, full_replay=True
+        bootstrap,
+        topics,
+        tmp_path / "b",
+        MODELS,
+        to="v1",
+        dry_run=False,
+        options=RollbackOptions(full_replay=True),
     )
 
     for model in MODELS:
@@ -213,7 +219,13 @@ def test_embedder_hook_fills_the_gap_through_the_log(bootstrap, topics, tmp_path
         return rng.standard_normal((len(ids), 16)), [content_hash(f"refreshed {e}") for e in ids]
 
     result = rollback(
-        bootstrap, topics, tmp_path, [EMBEDDER], to="v1", dry_run=False, embedder=embed
+        bootstrap,
+        topics,
+        tmp_path,
+        [EMBEDDER],
+        to="v1",
+        dry_run=False,
+        options=RollbackOptions(hooks=Hooks(embedder=embed)),
     )
 
     todo = incident.gap("v1") | incident.stale("v1")
@@ -292,7 +304,13 @@ def test_events_materialised_after_the_plan_stay_out_of_the_build(
         return True
 
     result = rollback(
-        bootstrap, topics, tmp_path, [EMBEDDER], to="v1", dry_run=False, confirm=more_events_arrive
+        bootstrap,
+        topics,
+        tmp_path,
+        [EMBEDDER],
+        to="v1",
+        dry_run=False,
+        options=RollbackOptions(confirm=more_events_arrive),
     )
 
     manifest = load_manifest(tmp_path / result.artifacts[EMBEDDER])

@@ -21,11 +21,12 @@ from ledger.artifacts.index_build import build_index
 from ledger.artifacts.index_reader import open_artifact
 from ledger.artifacts.manifest import load_manifest
 from ledger.checks.index_facts import measure_recall, read_facts
-from ledger.checks.verify import verify
+from ledger.checks.recall import RecallSpec
 from ledger.cli import cli
 from ledger.contract.events import Topics
 from ledger.log.topics import init_topics
 from ledger.ops.rollback import rollback
+from ledger.ops.verify import verify
 from ledger.serving.open import open_index
 from ledger.serving.pointers import current, switch
 from ledger.store import arrow, open_views
@@ -258,7 +259,7 @@ def _serve_one_tree_index(bootstrap, make_topics, tmp_path):
 def test_one_tree_index_on_clustered_data_fails_recall(bootstrap, make_topics, tmp_path):
     topics, home, model = _serve_one_tree_index(bootstrap, make_topics, tmp_path)
 
-    report = verify(bootstrap, topics, home, model, recall_threshold=0.9, sample=100)
+    report = verify(bootstrap, topics, home, model, recall=RecallSpec(0.9, 100))
 
     assert _failed(report) == [(model, "recall")]
     recall = _by_name(report, model)["recall"]
@@ -398,6 +399,6 @@ def test_recall_check_calibrates_the_serving_search_k_and_serving_uses_it(
     switch(home, model, folder, info={"search_k": tuned.search_k})
     with open_index(home, model) as index:
         assert index.search_k == tuned.search_k
-    report = verify(bootstrap, topics, home, model, recall_threshold=0.9, sample=100)
+    report = verify(bootstrap, topics, home, model, recall=RecallSpec(0.9, 100))
     recall = _by_name(report, model)["recall"]
     assert recall.passed and recall.figures["search_k"] == tuned.search_k

@@ -12,18 +12,10 @@ from ledger.artifacts.index_reader import open_artifact
 from ledger.artifacts.manifest import Manifest, load_manifest, verify_artifact
 from ledger.checks.check import Check, few
 from ledger.checks.index_facts import IndexFacts, compare_items, measure_recall, read_facts
+from ledger.checks.recall import RecallSpec, SearchK
 from ledger.errors import ArtifactError
-from ledger.ops.plan import DecisionPlan, ModelPlan
 from ledger.store import Connection, arrow, registered, rows
 from ledger.store.queries import DECISIONS_SQL
-
-DEFAULT_RECALL_THRESHOLD = 0.9
-
-
-DEFAULT_SAMPLE = 200
-
-
-DEFAULT_K = 10
 
 
 def check_checksum(model: str, folder: Path, *, pinned: str | None = None) -> Check:
@@ -106,21 +98,20 @@ def check_recall(
     facts: IndexFacts,
     reader: Any,
     *,
-    threshold: float = DEFAULT_RECALL_THRESHOLD,
-    sample: int = DEFAULT_SAMPLE,
-    k: int = DEFAULT_K,
-    search_k: int | None = -1,
+    recall: RecallSpec,
+    search_k: SearchK,
 ) -> Check:
-    """recall@k of the index against exact search on ``sample`` item queries >= threshold.
+    """recall@k of the index against exact search on sampled item queries >= threshold.
 
-    Annoy is queried with ``search_k`` as serving queries it (-1: Annoy's default). With
-    ``None`` the check calibrates: the smallest search_k (doubling from Annoy's default) that
-    reaches the threshold passes, and ``figures["search_k"]`` is what serving must use.
+    Annoy is queried as serving queries it. With :meth:`SearchK.calibrate` the check finds
+    the smallest search_k (doubling from Annoy's default) that reaches the threshold, and
+    ``figures["search_k"]`` is what serving must use.
     """
-    if search_k is None:
+    threshold, k, sample = recall.threshold, recall.k, recall.sample
+    if search_k.mode == "calibrate":
         r = measure_recall(facts, reader, k=k, sample=sample, calibrate_to=threshold)
     else:
-        r = measure_recall(facts, reader, k=k, sample=sample, search_k=search_k)
+        r = measure_recall(facts, reader, k=k, sample=sample, search_k=search_k.annoy_value())
     figures = {
         "recall": r.recall,
         "k": r.k,
@@ -215,10 +206,8 @@ def check_index(
     version: str,
     folder: Path,
     *,
-    recall_threshold: float = DEFAULT_RECALL_THRESHOLD,
-    sample: int = DEFAULT_SAMPLE,
-    k: int = DEFAULT_K,
-    search_k: int | None = -1,
+    recall: RecallSpec,
+    search_k: SearchK,
 ) -> list[Check]:
     """Count, purity and recall of an index artifact (views on ``con`` at its position)."""
     try:
@@ -231,68 +220,8 @@ def check_index(
         return [
             check_count(model, facts, view_items),
             purity,
-            check_recall(
-                model,
-                facts,
-                reader,
-                threshold=recall_threshold,
-                sample=sample,
-                k=k,
-                search_k=search_k,
-            ),
+            check_recall(model, facts, reader, recall=recall, search_k=search_k),
         ]
-
-
-def verify_artifact_for(
-    con: Any,
-    plan: ModelPlan,
-    folder: Path,
-    *,
-    recall_threshold: float = DEFAULT_RECALL_THRESHOLD,
-    sample: int = DEFAULT_SAMPLE,
-    search_k: int | None = None,
-) -> list[Check]:
-    """All checks of one model's freshly built artifact against the views on ``con`` (the
-    rollback's: they are at the artifact's log position). ``search_k=None`` calibrates the
-    serving search_k in the recall check."""
-    return artifact_checks(
-        con,
-        plan.model,
-        plan.to_version,
-        folder,
-        isinstance(plan, DecisionPlan),
-        recall_threshold=recall_threshold,
-        sample=sample,
-        search_k=search_k,
-    )
-
-
-def artifact_checks(
-    con: Any,
-    model: str,
-    version: str,
-    folder: Path,
-    decisions: bool,
-    *,
-    pinned: str | None = None,
-    recall_threshold: float,
-    sample: int,
-    search_k: int | None,
-) -> list[Check]:
-    checks = [check_checksum(model, folder, pinned=pinned)]
-    if not checks[0].passed:
-        return checks  # the files are not what was built: nothing else about them is known
-    if decisions:
-        return checks + check_decisions(con, model, version, folder)
-    return checks + check_index(
-        con,
-        model,
-        version,
-        folder,
-        recall_threshold=recall_threshold,
-        sample=sample,
-        search_k=search_k,
-    )
 
 
 def check_position(model: str, manifest: Manifest, stored: Mapping[str, int]) -> Check:

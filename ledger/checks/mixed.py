@@ -10,7 +10,7 @@ from typing import Any
 from ledger.checks.check import Check
 from ledger.store import Connection, rows
 
-_MIXED_EMBEDDINGS_SQL = """
+MIXED_EMBEDDINGS_SQL = """
     WITH served AS (
         SELECT entity_id, model_version FROM embeddings
         WHERE model = $model AND NOT coalesce(shadow, false)
@@ -22,7 +22,7 @@ _MIXED_EMBEDDINGS_SQL = """
 """
 
 
-_MIXED_DECISIONS_SQL = """
+MIXED_DECISIONS_SQL = """
     SELECT model_version AS version, count(*) AS n FROM (
         SELECT model_version FROM decisions
         WHERE model = $model AND NOT coalesce(shadow, false)
@@ -62,16 +62,18 @@ class MixedState:
         }
 
 
-def mixed_state(con: Connection, model: str, serving_version: str, *, kind: str) -> MixedState:
+def mixed_state(
+    con: Connection, model: str, serving_version: str, *, kind: str, sql: str
+) -> MixedState:
     """The mixed-state figure of ``model`` from the views on ``con`` (the log as it is now).
 
     Example:
         >>> con = open_views(home)  # doctest: +SKIP
-        >>> m = mixed_state(con, "text-embedder", "v1", kind="embedding")  # doctest: +SKIP
+        >>> m = mixed_state(con, "text-embedder", "v1", kind="embedding",
+        ...                 sql=MIXED_EMBEDDINGS_SQL)  # doctest: +SKIP
         >>> m.mixed, dict(m.by_version)  # doctest: +SKIP
         (52, {'v1': 135, 'v2': 52})
     """
-    sql = _MIXED_EMBEDDINGS_SQL if kind == "embedding" else _MIXED_DECISIONS_SQL
     found = rows(con, sql, model=model)
     by_version = {str(v): int(n) for v, n in found if v is not None}
     shadow_only = sum(int(n) for v, n in found if v is None)
@@ -87,15 +89,16 @@ def mixed_state(con: Connection, model: str, serving_version: str, *, kind: str)
     )
 
 
-def check_mixed(state: MixedState) -> Check:
-    """``--fail-on-mixed``: the mixed-state figure as a check (passes at zero)."""
+def check_mixed(state: MixedState, noun: str) -> Check:
+    """``fail_on_mixed``: the mixed-state figure as a check (passes at zero); ``noun`` names
+    what is counted (vectors, decisions)."""
     whose = ", ".join(f"{v}: {n}" for v, n in state.by_version.items())
     return Check(
         state.model,
         "mixed",
         state.mixed == 0,
         f"{state.mixed} of {state.total} current "
-        f"{'vectors' if state.kind == 'embedding' else 'decisions'} are not "
+        f"{noun} are not "
         f"{state.serving_version} ({whose or 'none'})",
         state.to_dict(),
     )

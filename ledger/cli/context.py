@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from typing import Any
 
 import click
 
+from ledger.checks.recall import DEFAULT_RECALL_THRESHOLD, DEFAULT_SAMPLE, RecallSpec, SearchK
 from ledger.contract.events import Topics
 from ledger.errors import BrokerError, LedgerError
 from ledger.log.broker import resolve_bootstrap
@@ -72,3 +74,55 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 
 
 pass_context = click.make_pass_decorator(Context)
+
+
+def _search_k(_ctx: click.Context, _param: click.Parameter, value: int | None) -> SearchK | None:
+    if value is None:
+        return None
+    if value == -1:
+        return SearchK.annoy_default()
+    if value < 1:
+        raise click.BadParameter("a positive number of tree nodes, or -1 for Annoy's default")
+    return SearchK.fixed(value)
+
+
+_RECALL_OPTIONS = [
+    click.option(
+        "--recall-threshold",
+        type=click.FloatRange(0.0, 1.0),
+        default=DEFAULT_RECALL_THRESHOLD,
+        show_default=True,
+        help="Lowest acceptable recall@10 of the index against exact search.",
+    ),
+    click.option(
+        "--sample",
+        type=click.IntRange(1),
+        default=DEFAULT_SAMPLE,
+        show_default=True,
+        help="Sampled queries for the recall check.",
+    ),
+    click.option(
+        "--search-k",
+        type=int,
+        default=None,
+        callback=_search_k,
+        help="Annoy search_k for the recall queries (-1: Annoy's trees x k). Default: "
+        "rollback calibrates the smallest one meeting the threshold and records it for "
+        "serving; verify uses the recorded one.",
+    ),
+]
+
+
+def recall_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--recall-threshold``, ``--sample`` and ``--search-k``: the recall check's knobs,
+    shared by ``verify`` and ``rollback`` (which runs the same checks before it switches).
+    The command receives them as ``recall`` (a RecallSpec) and ``search_k`` (a SearchK, or
+    None for the command's own default)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, recall_threshold: float, sample: int, **kwargs: Any) -> Any:
+        return command(*args, recall=RecallSpec(recall_threshold, sample), **kwargs)
+
+    for option in reversed(_RECALL_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper

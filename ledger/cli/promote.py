@@ -56,8 +56,6 @@ def _fmt(value: float | None) -> str:
 
 def print_comparison(comparison: VersionComparison) -> None:
     """A comparison as people read it."""
-    from ledger.ops.metrics import DecisionComparison, EmbeddingComparison
-
     a, b = comparison.version_a, comparison.version_b
     for model, c in comparison.models.items():
         cov = c.coverage
@@ -65,31 +63,8 @@ def print_comparison(comparison: VersionComparison) -> None:
             f"{model}: {a} vs {b}  both {cov.both}, only {a} {cov.only_a}, only {b} "
             f"{cov.only_b}  coverage_a {_fmt(cov.coverage_a)} coverage_b {_fmt(cov.coverage_b)}"
         )
-        if isinstance(c, EmbeddingComparison):
-            err = "" if c.overlap_stderr is None else f" +- {c.overlap_stderr:.4f}"
-            click.echo(
-                f"  overlap@{c.k} {_fmt(c.overlap_mean)}{err} on {c.sample_size} sampled entities"
-            )
-            if c.overlap_quantiles:
-                click.echo(
-                    "  quantiles " + " ".join(f"{q} {v:.2f}" for q, v in c.overlap_quantiles)
-                )
-                click.echo(
-                    "  histogram (shared neighbours: entities) "
-                    + " ".join(f"{j}:{n}" for j, n in enumerate(c.overlap_histogram) if n)
-                )
-        elif isinstance(c, DecisionComparison):
-            click.echo(
-                f"  agreement {_fmt(c.agreement)} ({c.agreed} agreed, {c.flipped.num_rows} flipped)"
-            )
-            if c.labels:
-                width = max(8, *(len(x) for x in c.labels))
-                corner = f"{a}/{b}"
-                click.echo(
-                    f"  {corner:>{width + 4}} " + " ".join(f"{x:>{width}}" for x in c.labels)
-                )
-                for label, row in zip(c.labels, c.confusion, strict=True):
-                    click.echo(f"  {label:>{width + 4}} " + " ".join(f"{n:>{width}}" for n in row))
+        for line in c.console_lines(a, b):
+            click.echo(line)
 
 
 def print_gates(outcome: GateOutcome) -> None:
@@ -217,9 +192,13 @@ def promote_cmd(
         ledger promote --model text-embedder --model spam-filter --to v3 \\
             --gate 'agreement>=0.95,overlap>=0.6' --yes
     """
-    from ledger.ops.promotion import promote
+    from ledger.ops.promotion import ComparisonSpec, promote
+    from ledger.ops.rollback import RollbackOptions
 
     bootstrap = c.require_bootstrap()
+    options = RollbackOptions(
+        confirm=None if dry_run else confirmer(yes=yes, as_json=as_json), actor=actor
+    )
     with terminal_progress(sys.stderr.isatty() and not as_json) as progress:
         result = promote(
             bootstrap,
@@ -230,11 +209,8 @@ def promote_cmd(
             gate=gate,
             against=against,
             dry_run=dry_run,
-            confirm=None if dry_run else confirmer(yes=yes, as_json=as_json),
-            k=k,
-            sample=sample,
-            seed=seed,
-            actor=actor,
+            compare=ComparisonSpec(k=k, sample=sample, seed=seed),
+            options=options,
             progress=progress,
         )
     if as_json:

@@ -11,10 +11,11 @@ from typing import Any
 
 import click
 
-from ledger.cli.context import Context, emit, json_option, pass_context
-from ledger.cli.verify import recall_options
-from ledger.ops.plan import DecisionPlan, EmbeddingPlan
-from ledger.ops.rollback import Progress, RollbackPlan, RollbackResult, load_function, rollback
+from ledger.checks.recall import RecallSpec, SearchK
+from ledger.cli.context import Context, emit, json_option, pass_context, recall_options
+from ledger.ops.kinds import Hooks, Progress
+from ledger.ops.plan import RollbackPlan
+from ledger.ops.rollback import RollbackOptions, RollbackResult, rollback
 
 
 @contextmanager
@@ -44,57 +45,10 @@ def terminal_progress(enabled: bool) -> Iterator[Progress]:
             bar.render_finish()
 
 
-def _sample(ids: tuple[str, ...], n: int = 5) -> str:
-    more = f", ... (+{len(ids) - n})" if len(ids) > n else ""
-    return ", ".join(ids[:n]) + more if ids else "-"
-
-
 def print_plan(plan: RollbackPlan) -> None:
     """The plan as people read it."""
-    partitions = len(plan.log_offsets)
-    events = sum(plan.log_offsets.values())
-    click.echo(
-        f"Plan: roll back to {plan.to_version} at log position of {events} events "
-        f"on {partitions} partitions"
-    )
-    for mp in plan.models:
-        if isinstance(mp, EmbeddingPlan):
-            click.echo(
-                f"  {mp.model} (embedding, {mp.dimension}-d {mp.metric}; serving "
-                f"{mp.serving_version or 'nothing'})"
-            )
-            click.echo(f"    live entities            {mp.live:>9}")
-            click.echo(
-                f"    with a {mp.to_version} embedding{' ' * max(0, 9 - len(mp.to_version))}"
-                f"{mp.items:>9}  -> items to index"
-            )
-            click.echo(
-                f"    gap (no {mp.to_version} embedding){' ' * max(0, 7 - len(mp.to_version))}"
-                f"{len(mp.gap):>9}  {_sample(mp.gap)}"
-            )
-            click.echo(f"    stale (content changed)  {len(mp.stale):>9}  {_sample(mp.stale)}")
-        elif isinstance(mp, DecisionPlan):
-            click.echo(
-                f"  {mp.model} (classifier; serving {mp.serving_version or 'nothing'}, "
-                f"outgoing {mp.outgoing_version or '-'})"
-            )
-            click.echo(f"    subjects                 {mp.subjects:>9}")
-            click.echo(f"    decisions to keep        {mp.keep:>9}")
-            click.echo(
-                f"    re-decide                {len(mp.redecide):>9}  {_sample(mp.redecide)}"
-            )
-            click.echo(
-                f"    blast radius             {mp.blast_radius.num_rows:>9}  "
-                f"decisions by {mp.outgoing_version or '-'} while serving that "
-                f"{mp.to_version} decides differently"
-            )
-            for row in mp.blast_radius.slice(0, 3).to_pylist():
-                click.echo(
-                    f"      {row['subject_id']}: {row['outgoing_label']} -> "
-                    f"{row['target_label']} at {row['decided_at']:%Y-%m-%d %H:%M:%S} "
-                    f"by {row['decided_by']}"
-                )
-    click.echo(f"ETA {plan.eta_seconds:.1f}s (from measured rates)")
+    for line in plan.console_lines():
+        click.echo(line)
 
 
 def confirmer(*, yes: bool, as_json: bool) -> Callable[[RollbackPlan], bool]:
@@ -181,9 +135,8 @@ def rollback_cmd(
     classifier: str | None,
     reason: str,
     actor: str,
-    recall_threshold: float,
-    sample: int,
-    search_k: int | None,
+    recall: RecallSpec,
+    search_k: SearchK | None,
     as_json: bool,
 ) -> None:
     """Roll models back (or forward) to a version, rebuilt from the log.
@@ -198,8 +151,15 @@ def rollback_cmd(
         ledger rollback --model text-embedder --model spam-filter --to v1 --yes
     """
     bootstrap = c.require_bootstrap()
-    embed_fn = load_function(embedder) if embedder else None
-    classify_fn = load_function(classifier) if classifier else None
+    options = RollbackOptions(
+        full_replay=full_replay,
+        hooks=Hooks.load(embedder=embedder, classifier=classifier),
+        recall=recall,
+        search_k=search_k or SearchK.calibrate(),
+        confirm=None if dry_run else confirmer(yes=yes, as_json=as_json),
+        actor=actor,
+        reason=reason,
+    )
     with terminal_progress(sys.stderr.isatty() and not as_json) as progress:
         result = rollback(
             bootstrap,
@@ -208,16 +168,8 @@ def rollback_cmd(
             list(models),
             to=to,
             dry_run=dry_run,
-            full_replay=full_replay,
-            embedder=embed_fn,
-            classifier=classify_fn,
-            confirm=None if dry_run else confirmer(yes=yes, as_json=as_json),
-            actor=actor,
-            reason=reason,
+            options=options,
             progress=progress,
-            recall_threshold=recall_threshold,
-            sample=sample,
-            search_k=search_k,
         )
     if as_json:
         emit(result.summary(), as_json=True, human=click.echo)

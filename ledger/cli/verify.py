@@ -1,18 +1,17 @@
 """``ledger verify``: check what serves now, as a thin layer over
-:func:`ledger.checks.verify.verify`.
+:func:`ledger.ops.verify.verify`.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import Any
 
 import click
 
-from ledger.checks.artifact import DEFAULT_RECALL_THRESHOLD, DEFAULT_SAMPLE
-from ledger.checks.verify import VerifyReport, verify
-from ledger.cli.context import Context, emit, json_option, pass_context
+from ledger.checks.recall import RecallSpec, SearchK
+from ledger.cli.context import Context, emit, json_option, pass_context, recall_options
+from ledger.ops.kinds import kind_named
+from ledger.ops.verify import SERVING_SEARCH_K, VerifyReport, verify
 
 
 def print_report(report: VerifyReport) -> None:
@@ -23,9 +22,7 @@ def print_report(report: VerifyReport) -> None:
         mark = "ok  " if check.passed else "FAIL"
         click.echo(f"  {mark} {check.model} {check.name}: {check.detail}")
     for m in report.mixed:
-        what = (
-            "live entities' latest vector" if m.kind == "embedding" else "subjects' latest decision"
-        )
+        what = kind_named(m.kind).latest
         whose = ", ".join(f"{v} {n}" for v, n in m.by_version.items()) or "-"
         shadow = f", {m.shadow_only} with shadow writes only" if m.shadow_only else ""
         click.echo(
@@ -34,40 +31,6 @@ def print_report(report: VerifyReport) -> None:
         )
     failed = sum(not c.passed for c in report.checks)
     click.echo("verify: all checks passed" if not failed else f"verify: {failed} check(s) FAILED")
-
-
-def recall_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``--recall-threshold``, ``--sample`` and ``--search-k``: the recall check's knobs,
-    shared by ``verify`` and ``rollback`` (which runs the same checks before it switches)."""
-    for option in reversed(_RECALL_OPTIONS):
-        command = option(command)
-    return command
-
-
-_RECALL_OPTIONS = [
-    click.option(
-        "--recall-threshold",
-        type=click.FloatRange(0.0, 1.0),
-        default=DEFAULT_RECALL_THRESHOLD,
-        show_default=True,
-        help="Lowest acceptable recall@10 of the index against exact search.",
-    ),
-    click.option(
-        "--sample",
-        type=click.IntRange(1),
-        default=DEFAULT_SAMPLE,
-        show_default=True,
-        help="Sampled queries for the recall check.",
-    ),
-    click.option(
-        "--search-k",
-        type=int,
-        default=None,
-        help="Annoy search_k for the recall queries (-1: Annoy's trees x k). Default: "
-        "rollback calibrates the smallest one meeting the threshold and records it for "
-        "serving; verify uses the recorded one.",
-    ),
-]
 
 
 @click.command("verify")
@@ -95,9 +58,8 @@ _RECALL_OPTIONS = [
 def verify_cmd(
     c: Context,
     models: tuple[str, ...],
-    recall_threshold: float,
-    sample: int,
-    search_k: int | None,
+    recall: RecallSpec,
+    search_k: SearchK | None,
     fail_on_mixed: bool,
     offline: bool,
     as_json: bool,
@@ -119,9 +81,8 @@ def verify_cmd(
         c.topics,
         c.home,
         list(models),
-        recall_threshold=recall_threshold,
-        sample=sample,
-        search_k=search_k,
+        recall=recall,
+        search_k=search_k or SERVING_SEARCH_K,
         fail_on_mixed=fail_on_mixed,
     )
     emit(report.summary(), as_json=as_json, human=lambda _: print_report(report))

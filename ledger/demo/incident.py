@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 
@@ -44,8 +44,8 @@ from ledger.demo.textembed import Corpus, TextEmbedder, ToyClassifier, synthetic
 from ledger.errors import ContractError
 from ledger.log.producer import Producer, content_hash
 from ledger.log.topics import init_topics
-from ledger.ops.plan import DecisionPlan, EmbeddingPlan
-from ledger.ops.rollback import rollback
+from ledger.ops.kinds import DecisionPlan, EmbeddingPlan, Hooks
+from ledger.ops.rollback import RollbackOptions, rollback
 from ledger.serving.open import open_index
 from ledger.store import Connection, append_rows, arrow, open_views, shard_paths, vector_matrix
 from ledger.store.queries import log_offsets
@@ -372,8 +372,8 @@ def run_demo(
         say(f"     {'right' if n.entity_id in right else 'other'} {n.topic:<8} {n.text}")
 
     plan = rollback(bootstrap, topics, home, models, to="v1").plan
-    emb = next(m for m in plan.models if isinstance(m, EmbeddingPlan))
-    clf = next(m for m in plan.models if isinstance(m, DecisionPlan))
+    by_model = {m.model: m for m in plan.models}  # the demo knows which model is of which kind
+    emb, clf = cast(EmbeddingPlan, by_model[EMBEDDER]), cast(DecisionPlan, by_model[CLASSIFIER])
     say(
         f"4. ledger rollback --to v1. Plan: {emb.items} v1 vectors to index; gap {len(emb.gap)} "
         f"(never embedded by v1), stale {len(emb.stale)} (edited since); re-decide "
@@ -387,10 +387,14 @@ def run_demo(
         models,
         to="v1",
         dry_run=False,
-        embedder=lambda ids: state.embed("v1", ids),
-        classifier=lambda ids: state.classify("v1", ids),
-        actor="demo",
-        reason="demo: roll back the mixed index",
+        options=RollbackOptions(
+            hooks=Hooks(
+                embedder=lambda ids: state.embed("v1", ids),
+                classifier=lambda ids: state.classify("v1", ids),
+            ),
+            actor="demo",
+            reason="demo: roll back the mixed index",
+        ),
     )
     # The rollback's own events (v1 gap fill, DeploymentChanged) into the home, so the
     # views show the whole story once the broker is gone.

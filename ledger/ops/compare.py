@@ -23,19 +23,13 @@ from typing import Any
 from ledger.artifacts.manifest import path_part
 from ledger.contract.events import Topics
 from ledger.errors import ContractError
+from ledger.ops.build import REPORTS_DIR
+from ledger.ops.catchup import ensure_caught_up
 from ledger.ops.gates import Gate, GateResult, evaluate_gates, parse_gates
-from ledger.ops.metrics import (
-    DecisionComparison,
-    EmbeddingComparison,
-    compare_decisions,
-    compare_embeddings,
-    write_table,
-)
-from ledger.ops.rollback import Progress, ensure_caught_up, no_progress
-from ledger.store import Connection, arrow, open_views, vector_matrix
-from ledger.store.queries import DECISIONS_SQL, ITEMS_SQL, log_offsets, registered_version
-
-REPORTS_DIR = "reports"
+from ledger.ops.kinds import Comparison, Progress, kind_named, no_progress
+from ledger.ops.metrics import write_table
+from ledger.store import Connection, open_views
+from ledger.store.queries import log_offsets, registered_version
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +49,7 @@ class VersionComparison:
 
     version_a: str
     version_b: str
-    models: Mapping[str, EmbeddingComparison | DecisionComparison]
+    models: Mapping[str, Comparison]
     log_offsets: Mapping[str, int]
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,7 +110,7 @@ def compare_versions(
     """
     if not models:
         raise ContractError("name at least one model (--model)", field="model")
-    out: dict[str, EmbeddingComparison | DecisionComparison] = {}
+    out: dict[str, Comparison] = {}
     for model in dict.fromkeys(models):
         kind_a, _, metric_a = registered_version(con, model, version_a)
         kind_b, _, metric_b = registered_version(con, model, version_b)
@@ -125,26 +119,16 @@ def compare_versions(
                 f"{model} {version_a} is a {kind_a} and {version_b} a {kind_b}: not comparable",
                 field="kind",
             )
-        if kind_a == "embedding":
-            a = arrow(con, ITEMS_SQL, model=model, version=version_a)
-            b = arrow(con, ITEMS_SQL, model=model, version=version_b)
-            out[model] = compare_embeddings(
-                a.column("entity_id"),
-                vector_matrix(a),
-                b.column("entity_id"),
-                vector_matrix(b),
-                metric=metric_a or "angular",
-                metric_b=metric_b or metric_a or "angular",
-                k=k,
-                sample=sample,
-                seed=seed,
-                version_a=version_a,
-                version_b=version_b,
-            )
-        else:
-            a = arrow(con, DECISIONS_SQL, model=model, version=version_a)
-            b = arrow(con, DECISIONS_SQL, model=model, version=version_b)
-            out[model] = compare_decisions(a, b, version_a=version_a, version_b=version_b)
+        out[model] = kind_named(kind_a).compare(
+            con,
+            model,
+            version_a,
+            version_b,
+            metrics=(metric_a, metric_b),
+            k=k,
+            sample=sample,
+            seed=seed,
+        )
     return VersionComparison(version_a, version_b, out, log_offsets(con))
 
 
@@ -184,11 +168,11 @@ def write_flipped(comparison: VersionComparison, folder: Path) -> list[Path]:
     """
     written: list[Path] = []
     for model, c in comparison.models.items():
-        if isinstance(c, DecisionComparison):
+        for name, table in c.tables().items():
             folder.mkdir(parents=True, exist_ok=True)
             for suffix in ("parquet", "csv"):
-                path = folder / f"{path_part(model)}.flipped.{suffix}"
-                written.append(write_table(c.flipped, path))
+                path = folder / f"{path_part(model)}.{name}.{suffix}"
+                written.append(write_table(table, path))
     return written
 
 

@@ -8,10 +8,9 @@ import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ledger.errors import GateSpecError
-from ledger.ops.metrics import DecisionComparison, EmbeddingComparison
 
 GATE_METRICS: dict[str, str] = {
     "agreement": "decisions: share of subjects decided by both versions that got the same label",
@@ -92,6 +91,12 @@ class GateReport:
         return {"passed": self.passed, "gates": [r.to_dict() for r in self.results]}
 
 
+class HasFigures(Protocol):
+    """A comparison: its figures by gate metric."""
+
+    def figures(self) -> dict[str, float | None]: ...
+
+
 def parse_gates(spec: str) -> tuple[Gate, ...]:
     """Parse ``"agreement>=0.95,overlap>=0.6"`` into gates.
 
@@ -112,7 +117,7 @@ def parse_gates(spec: str) -> tuple[Gate, ...]:
 
 def evaluate_gates(
     gates: str | Sequence[Gate],
-    report: EmbeddingComparison | DecisionComparison | Mapping[str, float | None],
+    report: HasFigures | Mapping[str, float | None],
 ) -> GateReport:
     """Check gates against a comparison (or a mapping of gate metric -> figure).
 

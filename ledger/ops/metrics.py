@@ -112,6 +112,23 @@ class EmbeddingComparison:
             "coverage_b": self.coverage.coverage_b,
         }
 
+    def console_lines(self, version_a: str, version_b: str) -> list[str]:
+        err = "" if self.overlap_stderr is None else f" +- {self.overlap_stderr:.4f}"
+        out = [
+            f"  overlap@{self.k} {_fmt(self.overlap_mean)}{err} on {self.sample_size} sampled "
+            "entities"
+        ]
+        if self.overlap_quantiles:
+            out.append("  quantiles " + " ".join(f"{q} {v:.2f}" for q, v in self.overlap_quantiles))
+            out.append(
+                "  histogram (shared neighbours: entities) "
+                + " ".join(f"{j}:{n}" for j, n in enumerate(self.overlap_histogram) if n)
+            )
+        return out
+
+    def tables(self) -> dict[str, pa.Table]:
+        return {}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": "embeddings",
@@ -156,6 +173,22 @@ class DecisionComparison:
             "coverage_a": self.coverage.coverage_a,
             "coverage_b": self.coverage.coverage_b,
         }
+
+    def console_lines(self, version_a: str, version_b: str) -> list[str]:
+        out = [
+            f"  agreement {_fmt(self.agreement)} ({self.agreed} agreed, "
+            f"{self.flipped.num_rows} flipped)"
+        ]
+        if self.labels:
+            width = max(8, *(len(x) for x in self.labels))
+            corner = f"{version_a}/{version_b}"
+            out.append(f"  {corner:>{width + 4}} " + " ".join(f"{x:>{width}}" for x in self.labels))
+            for label, row in zip(self.labels, self.confusion, strict=True):
+                out.append(f"  {label:>{width + 4}} " + " ".join(f"{n:>{width}}" for n in row))
+        return out
+
+    def tables(self) -> dict[str, pa.Table]:
+        return {"flipped": self.flipped}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -327,6 +360,10 @@ def write_table(table: pa.Table, path: str | Path) -> Path:
     else:
         pacsv.write_csv(table, out)
     return out
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _share(part: int, whole: int) -> float | None:

@@ -1,10 +1,10 @@
 """Promotion (a gated switch to a new version) and switch-back (the instant undo).
 
-:func:`promote` runs :func:`ledger.ops.rollback.rollback` to the candidate version with the
-gates as its confirmation: the candidate is compared with what serves (or ``against``)
-under the rollback lock, at the plan's log position, and only when every gate passes does
-the same plan, build, verify, switch and ``DeploymentChanged`` machinery run, with a
-promotion reason.
+:func:`promote` runs the stages of :func:`ledger.ops.rollback.rollback` to the candidate
+version with a gate stage after the plan: the candidate is compared with what serves (or
+``against``) under the rollback lock, at the plan's log position, and only when every
+gate passes does the same build, verify, switch and ``DeploymentChanged`` machinery run,
+with a promotion reason.
 
 :func:`switch_back` points each model back at its previous serving artifact (no build: the
 artifact is still on disk and is re-checked against its checksums) and records the switch
@@ -13,8 +13,8 @@ as a ``DeploymentChanged`` event, so the log keeps saying what serves.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,17 @@ from ledger.contract.events import Topics
 from ledger.errors import ContractError, ServingError
 from ledger.log.producer import Producer
 from ledger.ops.compare import GateOutcome, VersionComparison, check_gates, compare_versions
-from ledger.ops.gates import parse_gates
-from ledger.ops.rollback import Progress, RollbackPlan, RollbackResult, no_progress, rollback
+from ledger.ops.gates import Gate, parse_gates
+from ledger.ops.kinds import Progress, no_progress
+from ledger.ops.rollback import (
+    DEFAULT_OPTIONS,
+    RollbackOptions,
+    RollbackResult,
+    RollbackRun,
+    plan,
+    run_stages,
+    with_stage,
+)
 from ledger.serving.locks import rollback_locks
 from ledger.serving.pointers import ServingPointer, current, previous
 from ledger.serving.pointers import switch_back as switch_pointer_back
@@ -63,6 +72,69 @@ class PromotionResult:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class ComparisonSpec:
+    """How a promotion compares versions: overlap@``k`` on ``sample`` entities (``seed``)."""
+
+    k: int = 10
+    sample: int = 1000
+    seed: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class PromotionGate:
+    """The promotion's stage between plan and confirmation: compare each model's serving
+    version (per the log's deployments, or ``against``) with the target, on the plan's log
+    position and under the rollback locks, and stop the run when a gate fails (or, for a
+    dry run, after the comparison)."""
+
+    home: Path
+    to: str
+    gates: tuple[Gate, ...] | None
+    against: str | None
+    spec: ComparisonSpec
+    dry_run: bool
+    versions: dict[str, str] = field(default_factory=dict)
+    comparisons: tuple[VersionComparison, ...] = ()
+    outcome: GateOutcome | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.outcome is not None and not self.outcome.passed
+
+    def __call__(self, run: RollbackRun) -> None:
+        for mp in run.the_plan.models:
+            version = self.against or mp.serving_version
+            if version is None:
+                raise ContractError(
+                    f"no version of {mp.model} serves yet (no deployment in the log); "
+                    "name the version to compare with: --against VERSION",
+                    field="against",
+                )
+            self.versions[mp.model] = version
+        with open_views(self.home) as con:
+            self.comparisons = tuple(
+                compare_versions(
+                    con,
+                    [m for m, v in self.versions.items() if v == base],
+                    base,
+                    self.to,
+                    k=self.spec.k,
+                    sample=self.spec.sample,
+                    seed=self.spec.seed,
+                )
+                for base in dict.fromkeys(self.versions.values())
+            )
+        if self.gates is not None:
+            self.outcome = GateOutcome(
+                tuple(r for c in self.comparisons for r in check_gates(self.gates, c).results)
+            )
+        run.stopped = self.refused or self.dry_run
+
+
+DEFAULT_COMPARISON = ComparisonSpec()
+
+
 def promote(
     bootstrap: str,
     topics: Topics,
@@ -73,24 +145,20 @@ def promote(
     gate: str | None = None,
     against: str | None = None,
     dry_run: bool = True,
-    confirm: Callable[[RollbackPlan], bool] | None = None,
-    k: int = 10,
-    sample: int = 1000,
-    seed: int = 0,
-    actor: str = "ledger",
+    compare: ComparisonSpec = DEFAULT_COMPARISON,
+    options: RollbackOptions = DEFAULT_OPTIONS,
     progress: Progress = no_progress,
 ) -> PromotionResult:
     """Compare ``to`` with what serves, check ``gate``, then switch every model to ``to``.
 
     1. Parse the gate spec first: a typo must not cost a catch-up.
-    2. Run :func:`ledger.ops.rollback.rollback` to ``to`` with the gate as its confirmation,
-       so the comparison is made under the models' rollback locks, after the catch-up, on
+    2. Run the rollback's stages to ``to`` with a :class:`PromotionGate` after the plan, so
+       the comparison is made under the models' rollback locks, after the catch-up, on
        the log position the plan was made at: nothing can switch in between.
-    3. The gate compares each model's serving version (per the log's deployments, as the
-       plan says, or ``against``) with ``to``. A failed gate declines: nothing is built or
-       switched. A dry run declines after the comparison too, keeping the plan.
-    4. Otherwise ``confirm(plan)`` (if given) has the last word, and the rollback builds,
-       verifies and switches, with reason ``promotion to <to> (gates ...)``.
+    3. A failed gate stops the run: nothing is built or switched. A dry run stops after the
+       comparison too, keeping the plan.
+    4. Otherwise ``options.confirm(plan)`` (if given) has the last word, and the rollback
+       builds, verifies and switches, with reason ``promotion to <to> (gates ...)``.
 
     Example:
         >>> r = promote(bs, Topics(), Path(".ledger"), ["spam-filter"], to="v3",
@@ -101,61 +169,24 @@ def promote(
     parsed = parse_gates(gate) if gate is not None else None
     if not models:
         raise ContractError("name at least one model (--model)", field="model")
-    seen: dict[str, Any] = {}
-
-    def gated(plan: RollbackPlan) -> bool:
-        versions: dict[str, str] = {}
-        for mp in plan.models:
-            version = against or mp.serving_version
-            if version is None:
-                raise ContractError(
-                    f"no version of {mp.model} serves yet (no deployment in the log); "
-                    "name the version to compare with: --against VERSION",
-                    field="against",
-                )
-            versions[mp.model] = version
-        with open_views(home) as con:
-            comparisons = tuple(
-                compare_versions(
-                    con,
-                    [m for m, v in versions.items() if v == base],
-                    base,
-                    to,
-                    k=k,
-                    sample=sample,
-                    seed=seed,
-                )
-                for base in dict.fromkeys(versions.values())
-            )
-        outcome = None
-        if parsed is not None:
-            outcome = GateOutcome(
-                tuple(r for c in comparisons for r in check_gates(parsed, c).results)
-            )
-        seen.update(versions=versions, comparisons=comparisons, gates=outcome)
-        if (outcome is not None and not outcome.passed) or dry_run:
-            return False
-        return confirm is None or confirm(plan)
-
+    gated = PromotionGate(home, to, parsed, against, compare, dry_run)
     # The outgoing version is in each DeploymentChanged's from_version.
     checked = f"gates {gate.replace(' ', '')}" if gate is not None else "no gates"
     base = f" against {against}" if against is not None else ""
-    result = rollback(
+    reason = f"promotion to {to}{base} ({checked})"
+    run = RollbackRun(
         bootstrap,
         topics,
         home,
-        list(dict.fromkeys(models)),
-        to=to,
-        dry_run=False,
-        confirm=gated,
-        actor=actor,
-        progress=progress,
-        reason=f"promotion to {to}{base} ({checked})",
+        tuple(dict.fromkeys(models)),
+        to,
+        False,
+        replace(options, reason=reason),
+        progress,
     )
-    outcome = seen["gates"]
-    refused = outcome is not None and not outcome.passed
+    result = run_stages(run, with_stage(gated, after=plan))
     return PromotionResult(
-        to, seen["versions"], seen["comparisons"], outcome, None if refused else result
+        to, gated.versions, gated.comparisons, gated.outcome, None if gated.refused else result
     )
 
 

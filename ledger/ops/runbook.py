@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
 from ledger.contract.events import Topics
-from ledger.ops.plan import DecisionPlan, EmbeddingPlan, ModelPlan
-from ledger.ops.rollback import RATES_FILE, Progress, RollbackPlan, no_progress, rollback
+from ledger.ops.kinds import Progress, no_progress
+from ledger.ops.plan import RollbackPlan
+from ledger.ops.rates import RATES_FILE
+from ledger.ops.rollback import rollback
 from ledger.serving.pointers import ServingPointer, current
 from ledger.store import open_views, rows
 from ledger.store.queries import outgoing_version
@@ -69,75 +69,6 @@ def _line(prefix: Sequence[str], *args: str) -> str:
 
 def _model_args(models: Sequence[str]) -> list[str]:
     return [a for m in models for a in ("--model", m)]
-
-
-def top_blast_subjects(blast_radius: pa.Table, n: int = 10) -> list[tuple[str, int]]:
-    """The subjects with the most blast-radius decisions, most first (ties by subject id).
-
-    Example:
-        >>> t = pa.table({"subject_id": ["b", "a", "b"]})
-        >>> top_blast_subjects(t)
-        [('b', 2), ('a', 1)]
-    """
-    if blast_radius.num_rows == 0:
-        return []
-    counts = blast_radius.group_by("subject_id").aggregate([("subject_id", "count")])
-    rows = zip(
-        counts.column("subject_id").to_pylist(),
-        counts.column("subject_id_count").to_pylist(),
-        strict=True,
-    )
-    return sorted(((str(s), int(c)) for s, c in rows), key=lambda x: (-x[1], x[0]))[:n]
-
-
-def _counts(mp: ModelPlan, top: int) -> list[str]:
-    v = mp.to_version
-    if isinstance(mp, EmbeddingPlan):
-        out = [
-            f"### {mp.model} (embedding model, {mp.dimension}-d {mp.metric})",
-            "",
-            "| figure | count |",
-            "|---|---:|",
-            f"| live entities | {mp.live} |",
-            f"| items to index (live, with a {v} embedding) | {mp.items} |",
-            f"| gap (live, no {v} embedding) | {len(mp.gap)} |",
-            f"| stale (content changed after {v} embedded it) | {len(mp.stale)} |",
-            "",
-        ]
-        if mp.gap or mp.stale:
-            out += [
-                f"Without `--embedder`, the {len(mp.gap)} gap entities are left out of the index "
-                f"and the {len(mp.stale)} stale ones are served with their old {v} vectors. "
-                f"Lists: `{mp.model}.gap.csv`, `{mp.model}.stale.csv` in the rollback's report "
-                "folder.",
-                "",
-            ]
-        return out
-    assert isinstance(mp, DecisionPlan)  # noqa: S101 - ModelPlan has two kinds
-    out = [
-        f"### {mp.model} (classifier; outgoing version {mp.outgoing_version or '-'})",
-        "",
-        "| figure | count |",
-        "|---|---:|",
-        f"| subjects | {mp.subjects} |",
-        f"| decisions kept (latest {v} decision) | {mp.keep} |",
-        f"| re-decide (no {v} decision) | {len(mp.redecide)} |",
-        f"| blast radius (decisions by {mp.outgoing_version or '-'} while serving that {v} "
-        f"decides differently) | {mp.blast_radius.num_rows} |",
-        "",
-    ]
-    top_rows = top_blast_subjects(mp.blast_radius, top)
-    if top_rows:
-        out += ["Top subjects in the blast radius:", "", "| subject | decisions |", "|---|---:|"]
-        out += [f"| {s} | {c} |" for s, c in top_rows]
-        out.append("")
-    if mp.redecide:
-        out += [
-            f"Without `--classifier`, the {len(mp.redecide)} re-decide subjects have no row in "
-            f"the {v} decision table.",
-            "",
-        ]
-    return out
 
 
 def _serving(home: Path, models: Sequence[str], rows: list[tuple[Any, ...]]) -> list[str]:
@@ -258,12 +189,30 @@ def make_runbook(
             m: outgoing_version(con, m, to) if serving[m] == to else serving[m] for m in names
         }
     pointers = {m: current(home, m) for m in names}
+    commands = _commands(cli_prefix, names, to)
+    undo, undo_notes = _undo(cli_prefix, to, names, pointers, serving, before)
+    md = [
+        *_state_sections(home, plan, names, now, top),
+        *_command_section(commands, any(mp.needs_fill for mp in plan.models)),
+        *_check_section(to),
+        *_eta_section(plan, measured=(home / RATES_FILE).exists()),
+        "## Undo",
+        "",
+        *[f"- {n}" for n in undo_notes],
+        "",
+    ]
+    if undo:
+        md += ["```bash", *undo, "```", ""]
+    return Runbook("\n".join(md), plan, tuple(commands), tuple(undo))
+
+
+def _commands(prefix: Sequence[str], names: Sequence[str], to: str) -> list[str]:
     margs = _model_args(names)
-    commands = [
-        _line(cli_prefix, "status"),
-        _line(cli_prefix, "rollback", *margs, "--to", to, "--dry-run"),
+    return [
+        _line(prefix, "status"),
+        _line(prefix, "rollback", *margs, "--to", to, "--dry-run"),
         _line(
-            cli_prefix,
+            prefix,
             "rollback",
             *margs,
             "--to",
@@ -274,19 +223,17 @@ def make_runbook(
             "--actor",
             "oncall",
         ),
-        _line(cli_prefix, "verify", *margs),
+        _line(prefix, "verify", *margs),
     ]
-    undo, undo_notes = _undo(cli_prefix, to, names, pointers, serving, before)
-    measured = (home / RATES_FILE).exists()
+
+
+def _state_sections(
+    home: Path, plan: RollbackPlan, names: Sequence[str], now: list[tuple[Any, ...]], top: int
+) -> list[str]:
+    to = plan.to_version
     events = sum(plan.log_offsets.values())
     stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())
-    fills = [
-        mp
-        for mp in plan.models
-        if (isinstance(mp, EmbeddingPlan) and (mp.gap or mp.stale))
-        or (isinstance(mp, DecisionPlan) and mp.redecide)
-    ]
-    md = [
+    return [
         f"# Runbook: roll {', '.join(names)} to {to}",
         "",
         f"Written {stamp} from the log at {events} events on {len(plan.log_offsets)} "
@@ -303,7 +250,12 @@ def make_runbook(
         "",
         "## Counts",
         "",
-        *[line for mp in plan.models for line in _counts(mp, top)],
+        *[line for mp in plan.models for line in mp.runbook_lines(top)],
+    ]
+
+
+def _command_section(commands: Sequence[str], fills: bool) -> list[str]:
+    md = [
         "## Commands",
         "",
         "Run in order; each must exit 0 (1: a check failed; 2: could not run). The rollback "
@@ -320,13 +272,18 @@ def make_runbook(
             "# to fill the gap / re-decide with the target version, add to step 3: "
             "--embedder MODULE:FUNCTION / --classifier MODULE:FUNCTION"
         )
-    md += [
+    return md + [
         "# 3. rebuild, verify and switch (records a DeploymentChanged per model)",
         commands[2],
         "# 4. verify what serves now",
         commands[3],
         "```",
         "",
+    ]
+
+
+def _check_section(to: str) -> list[str]:
+    return [
         "## Checks",
         "",
         "Before the switch (step 3; any failure switches nothing, exit 2):",
@@ -344,21 +301,19 @@ def make_runbook(
         "`ledger verify --help`), decision table from the serving version only, "
         "materialiser lag zero.",
         "",
+    ]
+
+
+def _eta_section(plan: RollbackPlan, *, measured: bool) -> list[str]:
+    return [
         "## ETA",
         "",
         f"{_seconds(plan.eta_seconds)} to load and build "
-        f"{sum(mp.items for mp in plan.models if isinstance(mp, EmbeddingPlan))} index items, "
+        f"{sum(mp.index_items for mp in plan.models)} index items, "
         + (
             "from rates measured on this home."
             if measured
             else "from default rates (this home has not measured its own yet)."
         ),
         "",
-        "## Undo",
-        "",
-        *[f"- {n}" for n in undo_notes],
-        "",
     ]
-    if undo:
-        md += ["```bash", *undo, "```", ""]
-    return Runbook("\n".join(md), plan, tuple(commands), tuple(undo))

@@ -111,8 +111,9 @@ def _read_once(folder: Path) -> tuple[float, int]:
 
 def run(args: argparse.Namespace) -> None:
     from ledger.artifacts.index_build import build_index
-    from ledger.checks.verify import verify
+    from ledger.checks.recall import RecallSpec, SearchK
     from ledger.contract.events import Topics
+    from ledger.ops.verify import verify
     from ledger.serving.pointers import switch
 
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -168,7 +169,14 @@ def run(args: argparse.Namespace) -> None:
             reads.append(seconds)
             start = time.perf_counter()
             report = verify(
-                None, Topics("bench"), home, MODEL, sample=args.sample, search_k=args.search_k
+                None,
+                Topics("bench"),
+                home,
+                MODEL,
+                recall=RecallSpec(sample=args.sample),
+                search_k=SearchK.serving()
+                if args.search_k is None
+                else SearchK.fixed(args.search_k),
             )
             verifies.append(time.perf_counter() - start)
         assert report is not None

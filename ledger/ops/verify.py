@@ -17,8 +17,8 @@ And one figure that is not a check unless asked (``fail_on_mixed``): the *mixed 
 how many live entities' latest served (non-shadow) embedding is not from the serving
 version, i.e. how mixed a vector DB fed directly by the services would be.
 
-The rollback runs :func:`verify_artifact_for` before every switch; ``ledger verify`` runs
-:func:`verify` on what serves now.
+The rollback runs :func:`check_artifact` on every artifact before the switch; ``ledger verify``
+runs :func:`verify` on what serves now.
 """
 
 from __future__ import annotations
@@ -28,55 +28,49 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from consumers.lag import lag
 from ledger.artifacts.manifest import load_manifest
-from ledger.checks.artifact import (
-    DEFAULT_RECALL_THRESHOLD,
-    DEFAULT_SAMPLE,
-    artifact_checks,
-    check_position,
-)
+from ledger.checks.artifact import check_checksum, check_position
 from ledger.checks.check import Check
-from ledger.checks.mixed import MixedState, check_mixed, mixed_state
+from ledger.checks.lag import check_lag
+from ledger.checks.mixed import MixedState, check_mixed
+from ledger.checks.recall import RecallSpec, SearchK
 from ledger.contract.events import Topics
 from ledger.errors import ArtifactError, ServingError
+from ledger.ops.kinds import ModelKind, kind_of_artifact
 from ledger.serving.open import serving_search_k
-from ledger.serving.pointers import current
-from ledger.store import open_views
+from ledger.serving.pointers import ServingPointer, current
+from ledger.store import Connection, open_views
 from ledger.store.queries import log_offsets
 
-# -- the checks ---------------------------------------------------------------------------
+DEFAULT_RECALL = RecallSpec()
+SERVING_SEARCH_K = SearchK.serving()
 
 
-def check_lag(partitions: Sequence[Any]) -> Check:
-    """The materialiser holds every event: stored offset = true end on every partition.
-
-    ``partitions`` are :class:`consumers.lag.PartitionLag` rows.
-    """
-    behind = [p for p in partitions if p.lag != 0]
-    total = sum(p.lag for p in partitions)
-    figures = {
-        "partitions": len(partitions),
-        "lagging_partitions": len(behind),
-        "events_behind": total,
-        "pending_dead_letters": sum(p.dead_letters for p in partitions),
-    }
-    if not behind:
-        detail = f"0 events behind on {len(partitions)} partitions"
-    else:
-        worst = ", ".join(f"{p.topic}:{p.partition} {p.lag}" for p in behind[:3])
-        lost = any(p.lag < 0 for p in behind)
-        detail = (
-            f"{total} events behind on {len(behind)} partitions ({worst})"
-            + ("; negative lag: the broker lost events the store holds" if lost else "")
-            + "; run `ledger consume` until caught up"
-        )
-    return Check("*", "lag", not behind, detail, figures)
+def _resolved(search_k: SearchK, pointer: ServingPointer) -> SearchK:
+    if search_k.mode != "serving":
+        return search_k
+    recorded = serving_search_k(pointer)  # Annoy's own convention: -1 is its default
+    return SearchK.fixed(recorded) if recorded > 0 else SearchK.annoy_default()
 
 
-# -- the mixed state ----------------------------------------------------------------------
-
-
-# -- verify what serves ---------------------------------------------------------------------
+def check_artifact(
+    con: Connection,
+    kind: ModelKind,
+    model: str,
+    version: str,
+    folder: Path,
+    *,
+    pinned: str | None = None,
+    recall: RecallSpec,
+    search_k: SearchK,
+) -> list[Check]:
+    """Every check of one artifact against the views on ``con`` (at its log position): its
+    checksum first (and ``pinned``, the one a serving pointer recorded), then its kind's."""
+    checksum = check_checksum(model, folder, pinned=pinned)
+    if not checksum.passed:
+        return [checksum]  # the files are not what was built: nothing else about them is known
+    return [checksum, *kind.checks(con, model, version, folder, recall=recall, search_k=search_k)]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -106,16 +100,14 @@ def verify(
     home: Path,
     model: str | Sequence[str],
     *,
-    recall_threshold: float = DEFAULT_RECALL_THRESHOLD,
-    sample: int = DEFAULT_SAMPLE,
-    search_k: int | None = None,
+    recall: RecallSpec = DEFAULT_RECALL,
+    search_k: SearchK = SERVING_SEARCH_K,
     fail_on_mixed: bool = False,
 ) -> VerifyReport:
     """Verify what serves ``model`` (one name or several) now; see the module docstring.
 
-    ``recall_threshold``, ``sample`` and ``search_k`` configure the recall check (``search_k``
-    as serving passes it to Annoy; None: the one the rollback calibrated and recorded in the
-    serving pointer; -1: Annoy's default, trees x k, which is low for millions of items).
+    ``recall`` and ``search_k`` configure the recall check (by default with the search_k the
+    rollback calibrated and recorded in the serving pointer, as serving queries).
     ``bootstrap`` is needed for the lag check (``None`` leaves it out: for offline use).
     Raises :class:`ServingError` when a model has no serving pointer (nothing to verify).
 
@@ -124,8 +116,6 @@ def verify(
         >>> report.passed, [c.name for c in report.checks]  # doctest: +SKIP
         (True, ['checksum', 'position', 'count', 'purity', 'recall', 'lag'])
     """
-    from consumers.lag import lag  # the consumer side depends on the library, not back
-
     models = [model] if isinstance(model, str) else list(dict.fromkeys(model))
     pointers = {}
     for m in models:
@@ -145,29 +135,29 @@ def verify(
         except ArtifactError as exc:
             checks.append(Check(m, "checksum", False, f"the serving artifact is unreadable: {exc}"))
             continue
-        kind = "classifier" if manifest.kind == "decisions" else "embedding"
-        serving[m] = {"version": pointer.version, "artifact": pointer.artifact, "kind": kind}
+        kind = kind_of_artifact(manifest.kind)
+        serving[m] = {"version": pointer.version, "artifact": pointer.artifact, "kind": kind.name}
         position = check_position(m, manifest, stored)
+        chosen = _resolved(search_k, pointer)
         with open_views(home, at=manifest.log_offsets) as con:
-            found = artifact_checks(
+            found = check_artifact(
                 con,
+                kind,
                 m,
                 pointer.version,
                 folder,
-                kind == "classifier",
                 pinned=pointer.checksum,
-                recall_threshold=recall_threshold,
-                sample=sample,
-                search_k=serving_search_k(pointer) if search_k is None else search_k,
+                recall=recall,
+                search_k=chosen,
             )
         if not position.passed:
             found = [c for c in found if c.name == "checksum"]  # the rest would mislead
         checks.extend(found[:1] + [position] + found[1:])
         with open_views(home) as con:
-            state = mixed_state(con, m, pointer.version, kind=kind)
+            state = kind.mixed_state(con, m, pointer.version)
         mixed.append(state)
         if fail_on_mixed:
-            checks.append(check_mixed(state))
+            checks.append(check_mixed(state, kind.counted))
     if bootstrap is not None:
         checks.append(check_lag(lag(bootstrap, topics, home)))
     return VerifyReport(tuple(checks), tuple(mixed), serving)
