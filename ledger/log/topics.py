@@ -73,3 +73,17 @@ def check_single_partition(topic: str, partitions: Iterable[int]) -> None:
             "registrations and deployments have one order. It was not created by `ledger init` "
             "(e.g. broker auto-create): recreate it with 1 partition"
         )
+
+
+def topic_partitions(bootstrap: str, *, timeout_ms: int = 5000) -> dict[str, int]:
+    """Every topic the cluster has, with its partition count (metadata only)."""
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    except KafkaError as exc:
+        raise BrokerError(f"cannot read topic metadata from {bootstrap}: {exc}") from exc
+    try:
+        return {t: len(consumer.partitions_for_topic(t) or ()) for t in consumer.topics()}
+    except KafkaError as exc:
+        raise BrokerError(f"cannot read topic metadata from {bootstrap}: {exc}") from exc
+    finally:
+        consumer.close()

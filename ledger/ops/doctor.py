@@ -20,12 +20,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from kafka.errors import KafkaError
-
 from ledger.contract.events import Topics
-from ledger.errors import LedgerError
+from ledger.errors import BrokerError, LedgerError
 from ledger.log.broker import check_reachable, resolve_bootstrap
-from ledger.log.reading import reader
+from ledger.log.topics import topic_partitions
 from ledger.serving.open import check_pointer
 from ledger.serving.pointers import pointers
 from ledger.store import open_views, rows, shard_paths
@@ -71,22 +69,18 @@ def check_broker(bootstrap: str | None, home: Path) -> tuple[Finding, str | None
 def check_topics(bootstrap: str, topics: Topics) -> Finding:
     """The three topics exist; the models topic has one partition."""
     try:
-        consumer = reader(bootstrap, request_timeout_ms=5000)
-    except KafkaError as exc:
+        existing = topic_partitions(bootstrap)
+    except BrokerError as exc:
         return Finding("topics", FAIL, f"cannot read metadata: {exc}", "check the broker")
-    try:
-        existing = consumer.topics()
-        missing = [t for t in topics.all if t not in existing]
-        if missing:
-            return Finding(
-                "topics",
-                FAIL,
-                f"missing: {', '.join(missing)}",
-                "run `ledger init` (or check --topic-prefix)",
-            )
-        parts = {t: len(consumer.partitions_for_topic(t) or ()) for t in topics.all}
-    finally:
-        consumer.close()
+    missing = [t for t in topics.all if t not in existing]
+    if missing:
+        return Finding(
+            "topics",
+            FAIL,
+            f"missing: {', '.join(missing)}",
+            "run `ledger init` (or check --topic-prefix)",
+        )
+    parts = {t: existing[t] for t in topics.all}
     if parts[topics.models] != 1:
         return Finding(
             "topics",

@@ -254,45 +254,43 @@ def compare_embeddings(
     nb_a = _neighbours(va, pos_a, picked, k, metric)
     nb_b = _neighbours(vb, pos_b, picked, k, metric_b)
     width = nb_a.shape[1]
-    if size == 0 or width == 0:
-        return EmbeddingComparison(
-            version_a,
-            version_b,
-            metric,
-            metric_b,
-            width,
-            seed,
-            size,
-            coverage,
-            None,
-            None,
-            (),
-            (),
-            (),
-        )
+    figures = _overlap_figures(nb_a, nb_b, picked, common) if size and width else _NO_OVERLAP
+    return EmbeddingComparison(
+        version_a, version_b, metric, metric_b, width, seed, size, coverage, **figures
+    )
+
+
+_NO_OVERLAP: dict[str, Any] = {
+    "overlap_mean": None,
+    "overlap_stderr": None,
+    "overlap_quantiles": (),
+    "overlap_histogram": (),
+    "most_changed": (),
+}
+
+
+def _overlap_figures(
+    nb_a: npt.NDArray[np.int64],
+    nb_b: npt.NDArray[np.int64],
+    picked: npt.NDArray[np.int64],
+    common: pa.Array,
+) -> dict[str, Any]:
+    width = nb_a.shape[1]
     overlaps = overlap_per_query(nb_b, nb_a)
     shared = np.rint(overlaps * width).astype(np.int64)
     worst = np.lexsort((picked, overlaps))[:10]
-    return EmbeddingComparison(
-        version_a=version_a,
-        version_b=version_b,
-        metric_a=metric,
-        metric_b=metric_b,
-        k=width,
-        seed=seed,
-        sample_size=size,
-        coverage=coverage,
-        overlap_mean=float(overlaps.mean()),
-        overlap_stderr=_stderr(overlaps, len(common)),
-        overlap_quantiles=tuple(
+    return {
+        "overlap_mean": float(overlaps.mean()),
+        "overlap_stderr": _stderr(overlaps, len(common)),
+        "overlap_quantiles": tuple(
             (f"p{round(q * 100)}", float(v))
             for q, v in zip(_QUANTILES, np.quantile(overlaps, _QUANTILES), strict=True)
         ),
-        overlap_histogram=tuple(int(c) for c in np.bincount(shared, minlength=width + 1)),
-        most_changed=tuple(
+        "overlap_histogram": tuple(int(c) for c in np.bincount(shared, minlength=width + 1)),
+        "most_changed": tuple(
             (str(common[int(picked[i])].as_py()), float(overlaps[i])) for i in worst
         ),
-    )
+    }
 
 
 def compare_decisions(

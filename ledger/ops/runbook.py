@@ -125,35 +125,44 @@ def _undo(
     rebuild = [m for m in models if pointers[m] is None]
     for version in dict.fromkeys(before[m] for m in rebuild):
         group = [m for m in rebuild if before[m] == version]
-        if version is None:
-            notes.append(f"{', '.join(group)}: no other version was deployed; nothing to undo to.")
-            continue
-        lines.append(
-            _line(
-                prefix,
-                "rollback",
-                *_model_args(group),
-                "--to",
-                version,
-                "--yes",
-                "--reason",
-                f"undo: back to {version}",
-                "--actor",
-                "oncall",
-            )
-        )
-        note = (
-            f"{', '.join(group)}: this home has no artifact serving now, so the undo rebuilds "
-            f"{version} from the log (its plan and ETA: the same command with --dry-run)."
-        )
-        if any(serving[m] == to for m in group):
-            note += (
-                f" {to} serves already per the log, but from an artifact this home did not "
-                f"build (a redeploy outside the ledger); backing out means going to the "
-                f"version that served before it, {version}."
-            )
+        line, note = _undo_by_rebuild(prefix, to, group, version, serving)
+        lines += [line] if line else []
         notes.append(note)
     return lines, notes
+
+
+def _undo_by_rebuild(
+    prefix: Sequence[str],
+    to: str,
+    group: Sequence[str],
+    version: str | None,
+    serving: dict[str, str | None],
+) -> tuple[str | None, str]:
+    if version is None:
+        return None, f"{', '.join(group)}: no other version was deployed; nothing to undo to."
+    line = _line(
+        prefix,
+        "rollback",
+        *_model_args(group),
+        "--to",
+        version,
+        "--yes",
+        "--reason",
+        f"undo: back to {version}",
+        "--actor",
+        "oncall",
+    )
+    note = (
+        f"{', '.join(group)}: this home has no artifact serving now, so the undo rebuilds "
+        f"{version} from the log (its plan and ETA: the same command with --dry-run)."
+    )
+    if any(serving[m] == to for m in group):
+        note += (
+            f" {to} serves already per the log, but from an artifact this home did not "
+            f"build (a redeploy outside the ledger); backing out means going to the "
+            f"version that served before it, {version}."
+        )
+    return line, note
 
 
 def make_runbook(

@@ -85,6 +85,13 @@ class VerifyReport:
     def passed(self) -> bool:
         return all(c.passed for c in self.checks)
 
+    def merged(self, other: VerifyReport) -> VerifyReport:
+        return VerifyReport(
+            self.checks + other.checks,
+            self.mixed + other.mixed,
+            {**self.serving, **other.serving},
+        )
+
     def summary(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
@@ -117,47 +124,63 @@ def verify(
         (True, ['checksum', 'position', 'count', 'purity', 'recall', 'lag'])
     """
     models = [model] if isinstance(model, str) else list(dict.fromkeys(model))
+    pointers = _serving_pointers(home, models)
+    with open_views(home) as con:
+        stored = log_offsets(con)
+    report = VerifyReport((), (), {})
+    for pointer in pointers.values():
+        report = report.merged(
+            _verify_one(home, pointer, stored, recall, _resolved(search_k, pointer), fail_on_mixed)
+        )
+    if bootstrap is not None:
+        report = report.merged(VerifyReport((check_lag(lag(bootstrap, topics, home)),), (), {}))
+    return report
+
+
+def _serving_pointers(home: Path, models: Sequence[str]) -> dict[str, ServingPointer]:
     pointers = {}
     for m in models:
         pointer = current(home, m)
         if pointer is None:
             raise ServingError(f"model {m!r} has no serving pointer: nothing serves to verify")
         pointers[m] = pointer
-    checks: list[Check] = []
-    mixed: list[MixedState] = []
-    serving: dict[str, dict[str, str]] = {}
+    return pointers
+
+
+def _verify_one(
+    home: Path,
+    pointer: ServingPointer,
+    stored: Mapping[str, int],
+    recall: RecallSpec,
+    search_k: SearchK,
+    fail_on_mixed: bool,
+) -> VerifyReport:
+    """Verify one model's serving artifact, at its log position, and its mixed state."""
+    m, folder = pointer.model, pointer.artifact_path(home)
+    try:
+        manifest = load_manifest(folder)
+    except ArtifactError as exc:
+        unreadable = Check(m, "checksum", False, f"the serving artifact is unreadable: {exc}")
+        return VerifyReport((unreadable,), (), {})
+    kind = kind_of_artifact(manifest.kind)
+    serving = {m: {"version": pointer.version, "artifact": pointer.artifact, "kind": kind.name}}
+    position = check_position(m, manifest, stored)
+    with open_views(home, at=manifest.log_offsets) as con:
+        found = check_artifact(
+            con,
+            kind,
+            m,
+            pointer.version,
+            folder,
+            pinned=pointer.checksum,
+            recall=recall,
+            search_k=search_k,
+        )
+    if not position.passed:
+        found = [c for c in found if c.name == "checksum"]  # the rest would mislead
+    checks = found[:1] + [position] + found[1:]
     with open_views(home) as con:
-        stored = log_offsets(con)
-    for m, pointer in pointers.items():
-        folder = pointer.artifact_path(home)
-        try:
-            manifest = load_manifest(folder)
-        except ArtifactError as exc:
-            checks.append(Check(m, "checksum", False, f"the serving artifact is unreadable: {exc}"))
-            continue
-        kind = kind_of_artifact(manifest.kind)
-        serving[m] = {"version": pointer.version, "artifact": pointer.artifact, "kind": kind.name}
-        position = check_position(m, manifest, stored)
-        chosen = _resolved(search_k, pointer)
-        with open_views(home, at=manifest.log_offsets) as con:
-            found = check_artifact(
-                con,
-                kind,
-                m,
-                pointer.version,
-                folder,
-                pinned=pointer.checksum,
-                recall=recall,
-                search_k=chosen,
-            )
-        if not position.passed:
-            found = [c for c in found if c.name == "checksum"]  # the rest would mislead
-        checks.extend(found[:1] + [position] + found[1:])
-        with open_views(home) as con:
-            state = kind.mixed_state(con, m, pointer.version)
-        mixed.append(state)
-        if fail_on_mixed:
-            checks.append(check_mixed(state, kind.counted))
-    if bootstrap is not None:
-        checks.append(check_lag(lag(bootstrap, topics, home)))
-    return VerifyReport(tuple(checks), tuple(mixed), serving)
+        state = kind.mixed_state(con, m, pointer.version)
+    if fail_on_mixed:
+        checks.append(check_mixed(state, kind.counted))
+    return VerifyReport(tuple(checks), (state,), serving)
