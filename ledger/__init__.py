@@ -35,8 +35,9 @@ from ledger.log.topics import init_topics
 from ledger.ops.compare import CompareReport, VersionComparison
 from ledger.ops.compare import compare_log as compare
 from ledger.ops.kinds import Hooks
+from ledger.ops.metrics import ComparisonSpec
 from ledger.ops.plan import RollbackPlan
-from ledger.ops.promotion import ComparisonSpec, PromotionResult, SwitchedBack, promote, switch_back
+from ledger.ops.promotion import PromotionResult, SwitchedBack, promote, switch_back
 from ledger.ops.rollback import RollbackFailed, RollbackOptions, RollbackResult, rollback
 from ledger.ops.verify import VerifyReport, verify
 from ledger.serving.open import open_index

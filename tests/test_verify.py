@@ -21,7 +21,7 @@ from ledger.artifacts.index_build import build_index
 from ledger.artifacts.index_reader import open_artifact
 from ledger.artifacts.manifest import load_manifest
 from ledger.checks.index_facts import measure_recall, read_facts
-from ledger.checks.recall import RecallSpec
+from ledger.checks.recall import RecallSpec, SearchK
 from ledger.cli import cli
 from ledger.contract.events import Topics
 from ledger.log.topics import init_topics
@@ -33,6 +33,10 @@ from ledger.store import arrow, open_views
 from ledger.store.queries import ITEMS_SQL, log_offsets
 
 MODELS = [EMBEDDER, CLASSIFIER]
+
+
+# The recall check as serving queries (the pointer's search_k), with a smaller sample.
+AS_SERVING = RecallSpec(0.9, 100, search_k=SearchK.serving())
 
 
 def _served(bootstrap: str, topics: Topics, home: Path):
@@ -259,7 +263,9 @@ def _serve_one_tree_index(bootstrap, make_topics, tmp_path):
 def test_one_tree_index_on_clustered_data_fails_recall(bootstrap, make_topics, tmp_path):
     topics, home, model = _serve_one_tree_index(bootstrap, make_topics, tmp_path)
 
-    report = verify(bootstrap, topics, home, model, recall=RecallSpec(0.9, 100))
+    report = verify(
+        bootstrap, topics, home, model, recall=RecallSpec(0.9, 100, search_k=SearchK.serving())
+    )
 
     assert _failed(report) == [(model, "recall")]
     recall = _by_name(report, model)["recall"]
@@ -399,6 +405,8 @@ def test_recall_check_calibrates_the_serving_search_k_and_serving_uses_it(
     switch(home, model, folder, info={"search_k": tuned.search_k})
     with open_index(home, model) as index:
         assert index.search_k == tuned.search_k
-    report = verify(bootstrap, topics, home, model, recall=RecallSpec(0.9, 100))
+    report = verify(
+        bootstrap, topics, home, model, recall=RecallSpec(0.9, 100, search_k=SearchK.serving())
+    )
     recall = _by_name(report, model)["recall"]
     assert recall.passed and recall.figures["search_k"] == tuned.search_k

@@ -12,7 +12,7 @@ from ledger.artifacts.index_reader import open_artifact
 from ledger.artifacts.manifest import Manifest, load_manifest, verify_artifact
 from ledger.checks.check import Check, few
 from ledger.checks.index_facts import IndexFacts, compare_items, measure_recall, read_facts
-from ledger.checks.recall import RecallSpec, SearchK
+from ledger.checks.recall import RecallSpec
 from ledger.errors import ArtifactError
 from ledger.store import Connection, arrow, registered, rows
 from ledger.store.queries import DECISIONS_SQL
@@ -97,17 +97,15 @@ def check_recall(
     model: str,
     facts: IndexFacts,
     reader: Any,
-    *,
     recall: RecallSpec,
-    search_k: SearchK,
 ) -> Check:
     """recall@k of the index against exact search on sampled item queries >= threshold.
 
-    Annoy is queried as serving queries it. With :meth:`SearchK.calibrate` the check finds
+    Annoy is queried as serving queries it. With ``SearchK.calibrate()`` the check finds
     the smallest search_k (doubling from Annoy's default) that reaches the threshold, and
     ``figures["search_k"]`` is what serving must use.
     """
-    threshold, k, sample = recall.threshold, recall.k, recall.sample
+    threshold, k, sample, search_k = recall.threshold, recall.k, recall.sample, recall.search_k
     if search_k.mode == "calibrate":
         r = measure_recall(facts, reader, k=k, sample=sample, calibrate_to=threshold)
     else:
@@ -205,9 +203,7 @@ def check_index(
     model: str,
     version: str,
     folder: Path,
-    *,
     recall: RecallSpec,
-    search_k: SearchK,
 ) -> list[Check]:
     """Count, purity and recall of an index artifact (views on ``con`` at its position)."""
     try:
@@ -220,7 +216,7 @@ def check_index(
         return [
             check_count(model, facts, view_items),
             purity,
-            check_recall(model, facts, reader, recall=recall, search_k=search_k),
+            check_recall(model, facts, reader, recall),
         ]
 
 

@@ -26,33 +26,6 @@ SearchKMode = Literal["calibrate", "serving", "annoy-default", "fixed"]
 
 
 @dataclass(frozen=True, slots=True)
-class RecallSpec:
-    """recall@k against exact search on ``sample`` sampled items must reach ``threshold``.
-
-    Example:
-        >>> RecallSpec(threshold=0.95).k
-        10
-    """
-
-    threshold: float = DEFAULT_RECALL_THRESHOLD
-    sample: int = DEFAULT_SAMPLE
-    k: int = DEFAULT_K
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ContractError(
-                f"a recall threshold is a share in [0, 1], got {self.threshold}",
-                field="recall_threshold",
-                got=str(self.threshold),
-            )
-        if self.sample < 0 or self.k < 1:
-            raise ContractError(
-                f"recall needs sample >= 0 and k >= 1, got sample {self.sample}, k {self.k}",
-                field="sample",
-            )
-
-
-@dataclass(frozen=True, slots=True)
 class SearchK:
     """Which Annoy search_k a recall check (and serving) queries with.
 
@@ -97,3 +70,32 @@ class SearchK:
         if self.mode == "annoy-default":
             return -1
         raise ContractError(f"search_k {self.mode!r} has no value until it is resolved")
+
+
+@dataclass(frozen=True, slots=True)
+class RecallSpec:
+    """recall@k against exact search on ``sample`` sampled items must reach ``threshold``,
+    Annoy queried with ``search_k``.
+
+    Example:
+        >>> RecallSpec(threshold=0.95).k
+        10
+    """
+
+    threshold: float = DEFAULT_RECALL_THRESHOLD
+    sample: int = DEFAULT_SAMPLE
+    k: int = DEFAULT_K
+    search_k: SearchK = SearchK.calibrate()
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ContractError(
+                f"a recall threshold is a share in [0, 1], got {self.threshold}",
+                field="recall_threshold",
+                got=str(self.threshold),
+            )
+        if self.sample < 0 or self.k < 1:
+            raise ContractError(
+                f"recall needs sample >= 0 and k >= 1, got sample {self.sample}, k {self.k}",
+                field="sample",
+            )

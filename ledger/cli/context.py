@@ -113,16 +113,22 @@ _RECALL_OPTIONS = [
 ]
 
 
-def recall_options(command: Callable[..., Any]) -> Callable[..., Any]:
+def recall_options(default: SearchK) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--recall-threshold``, ``--sample`` and ``--search-k``: the recall check's knobs,
     shared by ``verify`` and ``rollback`` (which runs the same checks before it switches).
-    The command receives them as ``recall`` (a RecallSpec) and ``search_k`` (a SearchK, or
-    None for the command's own default)."""
+    The command receives them as one ``recall`` (a RecallSpec), with ``default`` as its
+    search_k unless ``--search-k`` says otherwise."""
 
-    @functools.wraps(command)
-    def wrapper(*args: Any, recall_threshold: float, sample: int, **kwargs: Any) -> Any:
-        return command(*args, recall=RecallSpec(recall_threshold, sample), **kwargs)
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def wrapper(
+            *args: Any, recall_threshold: float, sample: int, search_k: SearchK | None, **kw: Any
+        ) -> Any:
+            recall = RecallSpec(recall_threshold, sample, search_k=search_k or default)
+            return command(*args, recall=recall, **kw)
 
-    for option in reversed(_RECALL_OPTIONS):
-        wrapper = option(wrapper)
-    return wrapper
+        for option in reversed(_RECALL_OPTIONS):
+            wrapper = option(wrapper)
+        return wrapper
+
+    return decorate

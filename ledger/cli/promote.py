@@ -115,6 +115,7 @@ def compare_cmd(
             --gate 'agreement>=0.95,overlap>=0.6'
     """
     from ledger.ops.compare import compare_log
+    from ledger.ops.metrics import ComparisonSpec
 
     report = compare_log(
         c.require_bootstrap(),
@@ -124,9 +125,7 @@ def compare_cmd(
         version_a,
         version_b,
         gate=gate,
-        k=k,
-        sample=sample,
-        seed=seed,
+        spec=ComparisonSpec(k=k, sample=sample, seed=seed),
         out=out,
     )
 
@@ -192,7 +191,8 @@ def promote_cmd(
         ledger promote --model text-embedder --model spam-filter --to v3 \\
             --gate 'agreement>=0.95,overlap>=0.6' --yes
     """
-    from ledger.ops.promotion import ComparisonSpec, promote
+    from ledger.ops.metrics import ComparisonSpec
+    from ledger.ops.promotion import promote
     from ledger.ops.rollback import RollbackOptions
 
     bootstrap = c.require_bootstrap()

@@ -121,7 +121,7 @@ def print_result(result: RollbackResult) -> None:
     "--reason", default="rollback", show_default=True, help="Recorded in DeploymentChanged."
 )
 @click.option("--actor", default="ledger-cli", show_default=True, help="Who runs it (recorded).")
-@recall_options
+@recall_options(default=SearchK.calibrate())
 @json_option
 @pass_context
 def rollback_cmd(
@@ -136,7 +136,6 @@ def rollback_cmd(
     reason: str,
     actor: str,
     recall: RecallSpec,
-    search_k: SearchK | None,
     as_json: bool,
 ) -> None:
     """Roll models back (or forward) to a version, rebuilt from the log.
@@ -155,7 +154,6 @@ def rollback_cmd(
         full_replay=full_replay,
         hooks=Hooks.load(embedder=embedder, classifier=classifier),
         recall=recall,
-        search_k=search_k or SearchK.calibrate(),
         confirm=None if dry_run else confirmer(yes=yes, as_json=as_json),
         actor=actor,
         reason=reason,

@@ -11,7 +11,7 @@ import click
 from ledger.checks.recall import RecallSpec, SearchK
 from ledger.cli.context import Context, emit, json_option, pass_context, recall_options
 from ledger.ops.kinds import kind_named
-from ledger.ops.verify import SERVING_SEARCH_K, VerifyReport, verify
+from ledger.ops.verify import VerifyReport, verify
 
 
 def print_report(report: VerifyReport) -> None:
@@ -41,7 +41,7 @@ def print_report(report: VerifyReport) -> None:
     required=True,
     help="Model whose serving artifact to verify; repeat for several.",
 )
-@recall_options
+@recall_options(default=SearchK.serving())
 @click.option(
     "--fail-on-mixed",
     is_flag=True,
@@ -59,7 +59,6 @@ def verify_cmd(
     c: Context,
     models: tuple[str, ...],
     recall: RecallSpec,
-    search_k: SearchK | None,
     fail_on_mixed: bool,
     offline: bool,
     as_json: bool,
@@ -82,7 +81,6 @@ def verify_cmd(
         c.home,
         list(models),
         recall=recall,
-        search_k=search_k or SERVING_SEARCH_K,
         fail_on_mixed=fail_on_mixed,
     )
     emit(report.summary(), as_json=as_json, human=lambda _: print_report(report))

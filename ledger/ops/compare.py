@@ -27,9 +27,11 @@ from ledger.ops.build import REPORTS_DIR
 from ledger.ops.catchup import ensure_caught_up
 from ledger.ops.gates import Gate, GateResult, evaluate_gates, parse_gates
 from ledger.ops.kinds import Comparison, Progress, kind_named, no_progress
-from ledger.ops.metrics import write_table
+from ledger.ops.metrics import ComparisonSpec, write_table
 from ledger.store import Connection, open_views
 from ledger.store.queries import log_offsets, registered_version
+
+DEFAULT_COMPARISON = ComparisonSpec()
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +94,7 @@ def compare_versions(
     models: Sequence[str],
     version_a: str,
     version_b: str,
-    *,
-    k: int = 10,
-    sample: int = 1000,
-    seed: int = 0,
+    spec: ComparisonSpec = DEFAULT_COMPARISON,
 ) -> VersionComparison:
     """Compare ``version_a`` with ``version_b`` of each model, from the views on ``con``.
 
@@ -120,14 +119,7 @@ def compare_versions(
                 field="kind",
             )
         out[model] = kind_named(kind_a).compare(
-            con,
-            model,
-            version_a,
-            version_b,
-            metrics=(metric_a, metric_b),
-            k=k,
-            sample=sample,
-            seed=seed,
+            con, model, (version_a, version_b), (metric_a, metric_b), spec
         )
     return VersionComparison(version_a, version_b, out, log_offsets(con))
 
@@ -201,9 +193,7 @@ def compare_log(
     version_b: str,
     *,
     gate: str | None = None,
-    k: int = 10,
-    sample: int = 1000,
-    seed: int = 0,
+    spec: ComparisonSpec = DEFAULT_COMPARISON,
     out: Path | None = None,
     progress: Progress = no_progress,
 ) -> CompareReport:
@@ -224,9 +214,7 @@ def compare_log(
     gates = parse_gates(gate) if gate is not None else None
     ensure_caught_up(bootstrap, topics, home, progress=progress)
     with open_views(home) as con:
-        comparison = compare_versions(
-            con, models, version_a, version_b, k=k, sample=sample, seed=seed
-        )
+        comparison = compare_versions(con, models, version_a, version_b, spec)
     files = write_flipped(comparison, out or default_report_dir(home, version_a, version_b))
     outcome = check_gates(gates, comparison) if gates is not None else None
     return CompareReport(comparison, outcome, tuple(files))

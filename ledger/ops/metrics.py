@@ -48,6 +48,15 @@ _QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
+class ComparisonSpec:
+    """How versions are compared: overlap@``k`` on ``sample`` entities drawn with ``seed``."""
+
+    k: int = 10
+    sample: int = 1000
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Coverage:
     """How many entities (or subjects) only A, only B, or both versions have.
 

@@ -21,9 +21,16 @@ from typing import Any
 from ledger.contract.events import Topics
 from ledger.errors import ContractError, ServingError
 from ledger.log.producer import Producer
-from ledger.ops.compare import GateOutcome, VersionComparison, check_gates, compare_versions
+from ledger.ops.compare import (
+    DEFAULT_COMPARISON,
+    GateOutcome,
+    VersionComparison,
+    check_gates,
+    compare_versions,
+)
 from ledger.ops.gates import Gate, parse_gates
 from ledger.ops.kinds import Progress, no_progress
+from ledger.ops.metrics import ComparisonSpec
 from ledger.ops.rollback import (
     DEFAULT_OPTIONS,
     RollbackOptions,
@@ -72,15 +79,6 @@ class PromotionResult:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class ComparisonSpec:
-    """How a promotion compares versions: overlap@``k`` on ``sample`` entities (``seed``)."""
-
-    k: int = 10
-    sample: int = 1000
-    seed: int = 0
-
-
 @dataclass(slots=True, eq=False)
 class PromotionGate:
     """The promotion's stage between plan and confirmation: compare each model's serving
@@ -119,9 +117,7 @@ class PromotionGate:
                     [m for m, v in self.versions.items() if v == base],
                     base,
                     self.to,
-                    k=self.spec.k,
-                    sample=self.spec.sample,
-                    seed=self.spec.seed,
+                    self.spec,
                 )
                 for base in dict.fromkeys(self.versions.values())
             )
@@ -130,9 +126,6 @@ class PromotionGate:
                 tuple(r for c in self.comparisons for r in check_gates(self.gates, c).results)
             )
         run.stopped = self.refused or self.dry_run
-
-
-DEFAULT_COMPARISON = ComparisonSpec()
 
 
 def promote(

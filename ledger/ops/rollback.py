@@ -35,7 +35,7 @@ from typing import Any
 from consumers.lag import lag, true_ends
 from ledger.checks.check import Check
 from ledger.checks.lag import check_lag
-from ledger.checks.recall import RecallSpec, SearchK
+from ledger.checks.recall import RecallSpec
 from ledger.contract.events import Topics
 from ledger.errors import LedgerError
 from ledger.log.producer import Producer
@@ -57,7 +57,7 @@ class RollbackFailed(LedgerError):
 class RollbackOptions:
     """How a rollback runs, beyond which models and which version.
 
-    ``search_k`` is how the pre-switch recall check queries Annoy; by default it
+    ``recall.search_k`` is how the pre-switch recall check queries Annoy; by default it
     calibrates: the smallest search_k that reaches the threshold is recorded in the serving
     pointer, and serving and ``verify`` use it (Annoy's own default gives low recall for
     millions of items).
@@ -66,7 +66,6 @@ class RollbackOptions:
     full_replay: bool = False
     hooks: Hooks = Hooks()
     recall: RecallSpec = RecallSpec()
-    search_k: SearchK = SearchK.calibrate()
     confirm: Callable[[RollbackPlan], bool] | None = None
     actor: str = "ledger"
     reason: str = "rollback"
@@ -216,7 +215,6 @@ def verify(run: RollbackRun) -> None:
                 mp.to_version,
                 run.artifacts[mp.model],
                 recall=run.options.recall,
-                search_k=run.options.search_k,
             )
     if run.lag_check is not None:
         run.checks.append(run.lag_check)

@@ -24,7 +24,7 @@ runs :func:`verify` on what serves now.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +43,16 @@ from ledger.serving.pointers import ServingPointer, current
 from ledger.store import Connection, open_views
 from ledger.store.queries import log_offsets
 
-DEFAULT_RECALL = RecallSpec()
-SERVING_SEARCH_K = SearchK.serving()
+#: verify's default: query as serving does, with the search_k its pointer recorded.
+SERVING_RECALL = RecallSpec(search_k=SearchK.serving())
 
 
-def _resolved(search_k: SearchK, pointer: ServingPointer) -> SearchK:
-    if search_k.mode != "serving":
-        return search_k
+def _resolved(recall: RecallSpec, pointer: ServingPointer) -> RecallSpec:
+    if recall.search_k.mode != "serving":
+        return recall
     recorded = serving_search_k(pointer)  # Annoy's own convention: -1 is its default
-    return SearchK.fixed(recorded) if recorded > 0 else SearchK.annoy_default()
+    chosen = SearchK.fixed(recorded) if recorded > 0 else SearchK.annoy_default()
+    return replace(recall, search_k=chosen)
 
 
 def check_artifact(
@@ -63,14 +64,13 @@ def check_artifact(
     *,
     pinned: str | None = None,
     recall: RecallSpec,
-    search_k: SearchK,
 ) -> list[Check]:
     """Every check of one artifact against the views on ``con`` (at its log position): its
     checksum first (and ``pinned``, the one a serving pointer recorded), then its kind's."""
     checksum = check_checksum(model, folder, pinned=pinned)
     if not checksum.passed:
         return [checksum]  # the files are not what was built: nothing else about them is known
-    return [checksum, *kind.checks(con, model, version, folder, recall=recall, search_k=search_k)]
+    return [checksum, *kind.checks(con, model, version, folder, recall)]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -107,14 +107,13 @@ def verify(
     home: Path,
     model: str | Sequence[str],
     *,
-    recall: RecallSpec = DEFAULT_RECALL,
-    search_k: SearchK = SERVING_SEARCH_K,
+    recall: RecallSpec = SERVING_RECALL,
     fail_on_mixed: bool = False,
 ) -> VerifyReport:
     """Verify what serves ``model`` (one name or several) now; see the module docstring.
 
-    ``recall`` and ``search_k`` configure the recall check (by default with the search_k the
-    rollback calibrated and recorded in the serving pointer, as serving queries).
+    ``recall`` configures the recall check (by default with the search_k the rollback
+    calibrated and recorded in the serving pointer, as serving queries).
     ``bootstrap`` is needed for the lag check (``None`` leaves it out: for offline use).
     Raises :class:`ServingError` when a model has no serving pointer (nothing to verify).
 
@@ -130,7 +129,7 @@ def verify(
     report = VerifyReport((), (), {})
     for pointer in pointers.values():
         report = report.merged(
-            _verify_one(home, pointer, stored, recall, _resolved(search_k, pointer), fail_on_mixed)
+            _verify_one(home, pointer, stored, _resolved(recall, pointer), fail_on_mixed)
         )
     if bootstrap is not None:
         report = report.merged(VerifyReport((check_lag(lag(bootstrap, topics, home)),), (), {}))
@@ -152,7 +151,6 @@ def _verify_one(
     pointer: ServingPointer,
     stored: Mapping[str, int],
     recall: RecallSpec,
-    search_k: SearchK,
     fail_on_mixed: bool,
 ) -> VerifyReport:
     """Verify one model's serving artifact, at its log position, and its mixed state."""
@@ -174,7 +172,6 @@ def _verify_one(
             folder,
             pinned=pointer.checksum,
             recall=recall,
-            search_k=search_k,
         )
     if not position.passed:
         found = [c for c in found if c.name == "checksum"]  # the rest would mislead

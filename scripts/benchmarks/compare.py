@@ -16,6 +16,7 @@ import numpy as np
 from consumers.materialiser import catch_up
 from ledger import Producer, Topics, content_hash, init_topics
 from ledger.ops.compare import compare_log
+from ledger.ops.metrics import ComparisonSpec
 from ledger.ops.runbook import make_runbook
 
 NEEDS_BROKER = True
@@ -100,8 +101,7 @@ def run(args: argparse.Namespace) -> None:
             "v1",
             "v2",
             gate="agreement>=0.9,overlap>=0.4",
-            k=args.k,
-            sample=args.sample,
+            spec=ComparisonSpec(k=args.k, sample=args.sample),
             out=home / "out",
         )
         compare_s = time.perf_counter() - started

@@ -173,10 +173,12 @@ def run(args: argparse.Namespace) -> None:
                 Topics("bench"),
                 home,
                 MODEL,
-                recall=RecallSpec(sample=args.sample),
-                search_k=SearchK.serving()
-                if args.search_k is None
-                else SearchK.fixed(args.search_k),
+                recall=RecallSpec(
+                    sample=args.sample,
+                    search_k=SearchK.serving()
+                    if args.search_k is None
+                    else SearchK.fixed(args.search_k),
+                ),
             )
             verifies.append(time.perf_counter() - start)
         assert report is not None

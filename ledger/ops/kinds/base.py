@@ -18,9 +18,10 @@ import pyarrow as pa
 
 from ledger.checks.check import Check
 from ledger.checks.mixed import MixedState
-from ledger.checks.recall import RecallSpec, SearchK
+from ledger.checks.recall import RecallSpec
 from ledger.errors import ContractError
 from ledger.log.producer import Producer
+from ledger.ops.metrics import ComparisonSpec
 from ledger.store import Connection
 
 #: ``embedder(ids) -> (vectors (n, d), content_sha256s)``.
@@ -143,9 +144,7 @@ class ModelKind(Protocol):
         model: str,
         version: str,
         folder: Path,
-        *,
         recall: RecallSpec,
-        search_k: SearchK,
     ) -> list[Check]:
         """The checks of an artifact beyond its checksum, against the views on ``con``."""
         ...
@@ -162,13 +161,9 @@ class ModelKind(Protocol):
         self,
         con: Connection,
         model: str,
-        version_a: str,
-        version_b: str,
-        *,
+        versions: tuple[str, str],
         metrics: tuple[str | None, str | None],
-        k: int,
-        sample: int,
-        seed: int,
+        spec: ComparisonSpec,
     ) -> Comparison:
-        """Compare two versions of ``model`` on the views on ``con``."""
+        """Compare ``versions`` (A, B) of ``model`` on the views on ``con``."""
         ...

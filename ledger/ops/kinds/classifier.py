@@ -20,11 +20,11 @@ from ledger.artifacts.decision_table import build_decision_table
 from ledger.checks.artifact import check_decisions
 from ledger.checks.check import Check
 from ledger.checks.mixed import MIXED_DECISIONS_SQL, MixedState, mixed_state
-from ledger.checks.recall import RecallSpec, SearchK
+from ledger.checks.recall import RecallSpec
 from ledger.log.producer import Producer
 from ledger.ops.kinds.base import BuildContext, Hooks, ModelPlan
 from ledger.ops.kinds.embedding import sample_ids
-from ledger.ops.metrics import DecisionComparison, compare_decisions
+from ledger.ops.metrics import ComparisonSpec, DecisionComparison, compare_decisions
 from ledger.store import Connection, arrow, rows
 from ledger.store.queries import DECISIONS_SQL, outgoing_version, serving_version
 
@@ -227,9 +227,7 @@ class ClassifierKind:
         model: str,
         version: str,
         folder: Path,
-        *,
         recall: RecallSpec,
-        search_k: SearchK,
     ) -> list[Check]:
         return check_decisions(con, model, version, folder)
 
@@ -247,14 +245,11 @@ class ClassifierKind:
         self,
         con: Connection,
         model: str,
-        version_a: str,
-        version_b: str,
-        *,
+        versions: tuple[str, str],
         metrics: tuple[str | None, str | None],
-        k: int,
-        sample: int,
-        seed: int,
+        spec: ComparisonSpec,
     ) -> DecisionComparison:
+        version_a, version_b = versions
         a = arrow(con, DECISIONS_SQL, model=model, version=version_a)
         b = arrow(con, DECISIONS_SQL, model=model, version=version_b)
         return compare_decisions(a, b, version_a=version_a, version_b=version_b)

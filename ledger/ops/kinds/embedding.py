@@ -21,11 +21,11 @@ from ledger.artifacts.index_build import DEFAULT_TREES, build_index
 from ledger.checks.artifact import check_index
 from ledger.checks.check import Check
 from ledger.checks.mixed import MIXED_EMBEDDINGS_SQL, MixedState, mixed_state
-from ledger.checks.recall import RecallSpec, SearchK
+from ledger.checks.recall import RecallSpec
 from ledger.errors import ContractError
 from ledger.log.producer import Producer
 from ledger.ops.kinds.base import BuildContext, Hooks, ModelPlan
-from ledger.ops.metrics import EmbeddingComparison, compare_embeddings
+from ledger.ops.metrics import ComparisonSpec, EmbeddingComparison, compare_embeddings
 from ledger.ops.rates import record_rate
 from ledger.store import Connection, arrow, rows, vector_matrix
 from ledger.store.queries import ITEMS_SQL, serving_version
@@ -204,11 +204,9 @@ class EmbeddingKind:
         model: str,
         version: str,
         folder: Path,
-        *,
         recall: RecallSpec,
-        search_k: SearchK,
     ) -> list[Check]:
-        return check_index(con, model, version, folder, recall=recall, search_k=search_k)
+        return check_index(con, model, version, folder, recall)
 
     def reports(self, plan: ModelPlan) -> dict[str, pa.Table]:
         p = _own(plan)
@@ -224,14 +222,11 @@ class EmbeddingKind:
         self,
         con: Connection,
         model: str,
-        version_a: str,
-        version_b: str,
-        *,
+        versions: tuple[str, str],
         metrics: tuple[str | None, str | None],
-        k: int,
-        sample: int,
-        seed: int,
+        spec: ComparisonSpec,
     ) -> EmbeddingComparison:
+        version_a, version_b = versions
         a = arrow(con, ITEMS_SQL, model=model, version=version_a)
         b = arrow(con, ITEMS_SQL, model=model, version=version_b)
         metric_a = metrics[0] or "angular"
@@ -242,9 +237,9 @@ class EmbeddingKind:
             vector_matrix(b),
             metric=metric_a,
             metric_b=metrics[1] or metric_a,
-            k=k,
-            sample=sample,
-            seed=seed,
+            k=spec.k,
+            sample=spec.sample,
+            seed=spec.seed,
             version_a=version_a,
             version_b=version_b,
         )
