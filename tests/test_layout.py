@@ -111,3 +111,33 @@ def test_no_operator_verb_function_is_over_60_lines():
 def test_rollback_takes_at_most_eight_parameters():
     assert len(inspect.signature(rollback).parameters) <= 8
     assert ledger.rollback is rollback
+
+
+def _resolve(dotted: str) -> object:
+    import importlib
+
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj: object = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for name in parts[i:]:
+            obj = getattr(obj, name)
+        return obj
+    raise ImportError(dotted)
+
+
+def test_the_architecture_page_names_only_what_exists():
+    import re
+
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    named = set(re.findall(r"`(ledger\.[a-z_]+(?:\.[A-Za-z_]+)+)", text))
+    assert len(named) > 15
+    missing = []
+    for dotted in sorted(named):
+        try:
+            _resolve(dotted)
+        except (ImportError, AttributeError):
+            missing.append(dotted)
+    assert missing == []
