@@ -230,7 +230,15 @@ def test_doctor_all_ok_on_a_healthy_home(demo_home, bootstrap):
     result = run(demo_home, "doctor", "--json", bootstrap=bootstrap)
     assert result.exit_code == 0, result.output
     findings = {f["check"]: f for f in json.loads(result.stdout)}
-    assert list(findings) == ["broker", "topics", "store", "serving", "dead letters", "lag"]
+    assert list(findings) == [
+        "broker",
+        "topics",
+        "store",
+        "serving",
+        "deployments",
+        "dead letters",
+        "lag",
+    ]
     assert {f["status"] for f in findings.values()} == {"ok"}, findings
 
 

@@ -83,12 +83,21 @@ def test_verify_passes_on_a_correct_rollback_with_figures(bootstrap, served):
 
     assert report.passed, _failed(report)
     emb = _by_name(report, EMBEDDER)
-    assert set(emb) == {"checksum", "position", "count", "purity", "recall", "lag"}
+    assert set(emb) == {
+        "checksum",
+        "position",
+        "count",
+        "purity",
+        "recall",
+        "deployed",
+        "switch",
+        "lag",
+    }
     assert emb["count"].figures["view_items"] == len(expected.items("v1"))
     assert emb["purity"].figures["vector_differs"] == 0
     assert emb["recall"].figures["recall"] >= 0.9
     clf = _by_name(report, CLASSIFIER)
-    assert set(clf) == {"checksum", "position", "purity", "coverage", "lag"}
+    assert set(clf) == {"checksum", "position", "purity", "coverage", "deployed", "switch", "lag"}
     # The mixed state, from the independent model of the incident.
     mixed = {m.model: m for m in report.mixed}
     live = expected.live()
@@ -125,7 +134,8 @@ def test_mixed_v1_v2_index_fails_purity_naming_v2(bootstrap, served):
 
     report = verify(bootstrap, topics, home, EMBEDDER)
 
-    assert _failed(report) == [(EMBEDDER, "purity")]
+    # switched by hand: the log's deployment names the rollback's artifact, not this one
+    assert _failed(report) == [(EMBEDDER, "deployed"), (EMBEDDER, "purity")]
     purity = _by_name(report, EMBEDDER)["purity"]
     assert purity.figures["vector_differs"] == len(swapped) > 0
     assert purity.figures["differing_vectors_by_version"] == {"v2": len(swapped)}
@@ -160,6 +170,7 @@ def test_manifest_count_off_by_one_fails_only_count(bootstrap, served):
     data = json.loads(path.read_text())
     data["items"] += 1  # not part of the file checksums: the pinned checksum still holds
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    switch(home, EMBEDDER, path.parent, verify=False)  # re-pin the edited manifest
 
     report = verify(bootstrap, topics, home, EMBEDDER)
 
@@ -193,7 +204,8 @@ def test_v2_decision_slipped_into_the_table_fails_decision_purity(bootstrap, ser
 
     report = verify(bootstrap, topics, home, CLASSIFIER)
 
-    assert _failed(report) == [(CLASSIFIER, "purity")]
+    # switched by hand: the log's deployment names the rollback's artifact, not this one
+    assert _failed(report) == [(CLASSIFIER, "deployed"), (CLASSIFIER, "purity")]
     purity = _by_name(report, CLASSIFIER)["purity"]
     assert purity.figures["foreign"] == purity.figures["other_version"] == 1
 
@@ -256,7 +268,17 @@ def _serve_one_tree_index(bootstrap, make_topics, tmp_path):
         log_offsets=offsets,
         trees=1,
     )
-    switch(home, model, home / "artifacts" / manifest.relative_path)
+    pointer = switch(home, model, home / "artifacts" / manifest.relative_path)
+    with Producer(bootstrap=bootstrap, name="test", topics=topics) as producer:
+        producer.record_deployment(  # as a real deployment records it
+            model,
+            to_version="v1",
+            from_version=None,
+            reason="hand",
+            actor="test",
+            summary={"artifact": pointer.artifact},
+        )
+    catch_up(bootstrap, topics, home)
     return topics, home, model
 
 
@@ -382,7 +404,7 @@ def test_store_behind_the_artifact_fails_position_and_skips_count_and_purity(ser
     report = verify(None, topics, home, EMBEDDER)
 
     assert _failed(report) == [(EMBEDDER, "position")]
-    assert [c.name for c in report.checks] == ["checksum", "position"]
+    assert [c.name for c in report.checks] == ["checksum", "position", "switch"]
     assert "run `ledger consume`" in report.checks[1].detail
 
 

@@ -9,7 +9,13 @@ from typing import Any
 
 from ledger.artifacts.decision_table import read_decision_table
 from ledger.artifacts.index_reader import open_artifact
-from ledger.artifacts.manifest import Manifest, load_manifest, verify_artifact
+from ledger.artifacts.manifest import (
+    MANIFEST,
+    Manifest,
+    load_manifest,
+    sha256_file,
+    verify_artifact,
+)
 from ledger.checks.check import Check, few
 from ledger.checks.index_facts import IndexFacts, compare_items, measure_recall, read_facts
 from ledger.checks.recall import RecallSpec
@@ -18,12 +24,15 @@ from ledger.store import Connection, arrow, registered, rows
 from ledger.store.queries import DECISIONS_SQL
 
 
-def check_checksum(model: str, folder: Path, *, pinned: str | None = None) -> Check:
+def check_checksum(
+    model: str, folder: Path, *, pinned: str | None = None, pinned_manifest: str | None = None
+) -> Check:
     """Every file of the artifact has the sha256 its manifest recorded (and, given
-    ``pinned``, the manifest is the one the serving pointer pinned)."""
+    ``pinned`` / ``pinned_manifest``, the manifest is the one the serving pointer pinned)."""
     bad = verify_artifact(folder)
     manifest_checksum = load_manifest(folder).checksum
-    if pinned is not None and pinned != manifest_checksum:
+    edited = pinned_manifest is not None and sha256_file(folder / MANIFEST) != pinned_manifest
+    if (pinned is not None and pinned != manifest_checksum) or edited:
         bad = ["manifest.json (not the one pinned at switch)", *bad]
     return Check(
         model,

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ledger.checks.serving import check_deployed, check_switch_set
 from ledger.contract.events import Topics
 from ledger.errors import BrokerError, LedgerError
 from ledger.log.broker import check_reachable, resolve_bootstrap
@@ -144,6 +145,26 @@ def check_serving(home: Path) -> Finding:
     return Finding("serving", OK, ", ".join(f"{p.model} {p.version}" for p in found))
 
 
+def check_deployments(home: Path) -> Finding:
+    """No set switch is half done, and every pointer is what the log's latest deployment
+    of its model says (a crash after a switch, or a pointer written by hand)."""
+    try:
+        found = pointers(home)
+        with open_views(home, timeout=5.0) as con:
+            checks = [check_switch_set(home), *(check_deployed(con, p) for p in found)]
+    except LedgerError as exc:
+        return Finding("deployments", FAIL, str(exc).splitlines()[0], "restore the state folder")
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        return Finding(
+            "deployments",
+            FAIL,
+            "; ".join(f"{c.model}: {c.detail}" for c in failed),
+            "run what each line says",
+        )
+    return Finding("deployments", OK, "every pointer is the log's latest deployment")
+
+
 def check_lag(bootstrap: str, topics: Topics, home: Path) -> Finding:
     """The shards hold every event of the log."""
     from consumers.lag import lag
@@ -181,6 +202,8 @@ def doctor(bootstrap: str | None, topics: Topics, home: Path) -> list[Finding]:
     store, figures = check_store(home)
     out.append(store)
     out.append(check_serving(home))
+    if store.status == OK:
+        out.append(check_deployments(home))
     if "dead_letters" in figures:
         n = figures["dead_letters"]
         out.append(

@@ -40,10 +40,11 @@ from ledger.ops.rollback import (
     run_stages,
     with_stage,
 )
+from ledger.serving.journal import PendingSwitch, complete_pending_switch, switch_set
 from ledger.serving.locks import rollback_locks
 from ledger.serving.pointers import ServingPointer, current, previous
-from ledger.serving.pointers import switch_back as switch_pointer_back
 from ledger.store import open_views
+from ledger.store.queries import latest_deployment
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -229,34 +230,58 @@ def switch_back(
         raise ContractError("name at least one model (--model)", field="model")
     names = list(dict.fromkeys(models))
     with rollback_locks(home, names):
-        before: dict[str, ServingPointer] = {}
-        for model in names:
-            now, back = current(home, model), previous(home, model)
-            if now is None or back is None:
-                raise ServingError(
-                    f"model {model!r} has no earlier serving artifact in {home} to switch back "
-                    f"to; rebuild the version instead: ledger rollback --model {model} --to V"
-                )
-            before[model] = now
-        # Step 3 before 4: a broker that cannot be reached must not leave pointers
-        # switched with the log not told (a rerun would then switch back again).
-        with Producer(bootstrap=bootstrap, name=actor, topics=topics) as producer:
-            after = {
-                m: switch_pointer_back(home, m, info={"reason": reason, "actor": actor})
-                for m in names
-            }
-            out = []
-            for model in names:
-                event = producer.record_deployment(
+        finished = complete_pending_switch(home, set(names))
+        if finished is None or finished.action != "switch-back":
+            finished = _switched_back(bootstrap, topics, home, names, actor, reason)
+        return _record_switch_back(bootstrap, topics, home, finished, actor, reason)
+
+
+def _switched_back(
+    bootstrap: str, topics: Topics, home: Path, names: Sequence[str], actor: str, reason: str
+) -> PendingSwitch:
+    """Steps 2-4: every model back on its previous artifact, as one set."""
+    backs = {m: previous(home, m) for m in names}
+    for model in names:
+        if current(home, model) is None or backs[model] is None:
+            raise ServingError(
+                f"model {model!r} has no earlier serving artifact in {home} to switch back "
+                f"to; rebuild the version instead: ledger rollback --model {model} --to V"
+            )
+    targets = {m: b.artifact_path(home) for m, b in backs.items() if b is not None}
+    # keep what serving needs (e.g. the calibrated search_k); add the why/who
+    infos = {m: {**b.info, "reason": reason, "actor": actor} for m, b in backs.items() if b}
+    before = {m: current(home, m) for m in names}
+    # Step 3 before 4: a broker that cannot be reached must not leave pointers switched
+    # with the log not told (a rerun would then switch back again).
+    with Producer(bootstrap=bootstrap, name=actor, topics=topics):
+        switch_set(home, "switch-back", "the previous artifacts", targets, infos)
+    return PendingSwitch("switch-back", "", "", {}, infos, before)
+
+
+def _record_switch_back(
+    bootstrap: str, topics: Topics, home: Path, done: PendingSwitch, actor: str, reason: str
+) -> list[SwitchedBack]:
+    """Step 5: one DeploymentChanged per model, except where the log already has it (a
+    switch-back interrupted after some of its events)."""
+    out = []
+    with Producer(bootstrap=bootstrap, name=actor, topics=topics) as producer:
+        for model, before in done.before.items():
+            after = current(home, model)
+            assert before is not None and after is not None  # noqa: S101 - both switched
+            with open_views(home) as con:
+                logged = latest_deployment(con, model)
+            event_id = ""
+            if logged != (after.version, after.artifact):
+                event_id = producer.record_deployment(
                     model,
-                    to_version=after[model].version,
-                    from_version=before[model].version,
+                    to_version=after.version,
+                    from_version=before.version,
                     reason=reason,
                     actor=actor,
                     summary={
-                        "artifact": after[model].artifact,
-                        "switched_from_artifact": before[model].artifact,
+                        "artifact": after.artifact,
+                        "switched_from_artifact": before.artifact,
                     },
-                )
-                out.append(SwitchedBack(model, before[model], after[model], event.event_id))
-        return out
+                ).event_id
+            out.append(SwitchedBack(model, before, after, event_id))
+    return out

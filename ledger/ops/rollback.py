@@ -28,25 +28,28 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from consumers.lag import lag, true_ends
+from ledger.artifacts.manifest import load_manifest
 from ledger.checks.check import Check
 from ledger.checks.lag import check_lag
 from ledger.checks.recall import RecallSpec
 from ledger.contract.events import Topics
-from ledger.errors import LedgerError
+from ledger.errors import ArtifactError, LedgerError, ServingError
 from ledger.log.producer import Producer
 from ledger.ops.build import build_artifacts, fill_gaps, write_reports
 from ledger.ops.catchup import ensure_caught_up, replayed
-from ledger.ops.kinds import Hooks, Progress, no_progress
+from ledger.ops.kinds import Hooks, ModelPlan, Progress, no_progress
 from ledger.ops.plan import RollbackPlan, make_plan
 from ledger.ops.verify import check_artifact
+from ledger.serving.journal import complete_pending_switch, switch_set
 from ledger.serving.locks import rollback_locks
-from ledger.serving.pointers import switch
+from ledger.serving.pointers import current
 from ledger.store import Connection, open_views
+from ledger.store.queries import latest_deployment
 
 
 class RollbackFailed(LedgerError):
@@ -192,14 +195,41 @@ def fill(run: RollbackRun) -> None:
             run.plan = make_plan(run.home, con, run.models, to=run.to)
 
 
+def _serving_already(run: RollbackRun, mp: ModelPlan) -> Path | None:
+    """The artifact serving ``mp``'s model when it is what this build would produce: of
+    the target version and built from the same events of the model's data topic (a rerun
+    after a crash: the deployments it published moved only the models topic)."""
+    try:
+        pointer = current(run.home, mp.model)
+    except ServingError:
+        return None  # a torn pointer: the switch replaces it
+    if pointer is None or pointer.version != run.to or run.options.full_replay:
+        return None
+    topic = mp.kind.data_topic(run.topics) + ":"
+    try:
+        built = load_manifest(pointer.artifact_path(run.home)).log_offsets
+    except ArtifactError:
+        return None
+    wanted = run.the_plan.log_offsets
+    same = {k: v for k, v in built.items() if k.startswith(topic)} == {
+        k: v for k, v in wanted.items() if k.startswith(topic)
+    }
+    return pointer.artifact_path(run.home) if same else None
+
+
 def build(run: RollbackRun) -> None:
-    """5. Build every artifact at the plan's log position (or from a full replay)."""
+    """5. Build every artifact at the plan's log position (or from a full replay); a
+    model already served by exactly that artifact keeps it."""
     if run.options.full_replay:
         run.source = run.resources.enter_context(replayed(run.bootstrap, run.topics, run.progress))
         with run.views() as con:
             run.plan = make_plan(run.home, con, run.models, to=run.to)
+    plan = run.the_plan
+    kept = {mp.model: p for mp in plan.models if (p := _serving_already(run, mp))}
+    todo = replace(plan, models=tuple(m for m in plan.models if m.model not in kept))
     with run.views() as con:
-        run.artifacts = build_artifacts(run.home, con, run.the_plan, progress=run.progress)
+        built = build_artifacts(run.home, con, todo, progress=run.progress)
+    run.artifacts = {mp.model: kept.get(mp.model) or built[mp.model] for mp in plan.models}
 
 
 def verify(run: RollbackRun) -> None:
@@ -238,14 +268,15 @@ def _serving_info(run: RollbackRun, model: str) -> dict[str, Any]:
 
 
 def switch_pointers(run: RollbackRun) -> None:
-    """7. Connect to the broker, then switch every pointer (each atomically)."""
+    """7. Connect to the broker, then switch every pointer as one set (a journal makes a
+    crash between two models' pointers finish on the next run, and verify reports it)."""
     run.producer = run.resources.enter_context(
         Producer(bootstrap=run.bootstrap, name=run.options.actor, topics=run.topics)
     )
     models = run.the_plan.models
-    for i, mp in enumerate(models):
-        run.progress("switch", i, len(models))
-        switch(run.home, mp.model, run.artifacts[mp.model], info=_serving_info(run, mp.model))
+    run.progress("switch", 0, len(models))
+    infos = {mp.model: _serving_info(run, mp.model) for mp in models}
+    switch_set(run.home, "rollback", run.to, run.artifacts, infos)
     run.switched = True
     run.progress("switch", len(models), len(models))
 
@@ -264,9 +295,15 @@ def _deployment_summary(run: RollbackRun, summary: dict[str, Any]) -> dict[str, 
 
 
 def announce(run: RollbackRun) -> None:
-    """8. One DeploymentChanged per model, then the views catch up with them."""
+    """8. One DeploymentChanged per model (none where the log already records this very
+    deployment: a rerun after a crash), then the views catch up with them."""
     assert run.producer is not None, "the switch stage connects the producer"  # noqa: S101
+    with open_views(run.home) as con:
+        logged = {mp.model: latest_deployment(con, mp.model) for mp in run.the_plan.models}
     for mp in run.the_plan.models:
+        artifact = run.artifacts[mp.model].relative_to(run.home).as_posix()
+        if logged[mp.model] == (run.to, artifact):
+            continue
         event = run.producer.record_deployment(
             mp.model,
             to_version=run.to,
@@ -307,6 +344,9 @@ def run_stages(run: RollbackRun, stages: Sequence[Stage] = STAGES) -> RollbackRe
     """Run ``stages`` in order under every model's rollback lock, until one stops the run."""
     run.home.mkdir(parents=True, exist_ok=True)
     with rollback_locks(run.home, run.models), run.resources:
+        # A set switch a crash interrupted is finished first (its targets passed their
+        # checks); one naming models outside this run is refused with what to run.
+        complete_pending_switch(run.home, set(run.models))
         for stage in stages:
             stage(run)
             if run.stopped:

@@ -35,6 +35,7 @@ from ledger.checks.check import Check
 from ledger.checks.lag import check_lag
 from ledger.checks.mixed import MixedState, check_mixed
 from ledger.checks.recall import RecallSpec, SearchK
+from ledger.checks.serving import check_deployed, check_switch_set
 from ledger.contract.events import Topics
 from ledger.errors import ArtifactError, ServingError
 from ledger.ops.kinds import ModelKind, kind_of_artifact
@@ -62,12 +63,17 @@ def check_artifact(
     version: str,
     folder: Path,
     *,
-    pinned: str | None = None,
+    pinned: ServingPointer | None = None,
     recall: RecallSpec,
 ) -> list[Check]:
     """Every check of one artifact against the views on ``con`` (at its log position): its
-    checksum first (and ``pinned``, the one a serving pointer recorded), then its kind's."""
-    checksum = check_checksum(model, folder, pinned=pinned)
+    checksums first (and what the serving pointer ``pinned`` recorded), then its kind's."""
+    checksum = check_checksum(
+        model,
+        folder,
+        pinned=pinned.checksum if pinned else None,
+        pinned_manifest=pinned.manifest_sha256 if pinned else None,
+    )
     if not checksum.passed:
         return [checksum]  # the files are not what was built: nothing else about them is known
     return [checksum, *kind.checks(con, model, version, folder, recall)]
@@ -131,6 +137,7 @@ def verify(
         report = report.merged(
             _verify_one(home, pointer, stored, _resolved(recall, pointer), fail_on_mixed)
         )
+    report = report.merged(VerifyReport((check_switch_set(home),), (), {}))
     if bootstrap is not None:
         report = report.merged(VerifyReport((check_lag(lag(bootstrap, topics, home)),), (), {}))
     return report
@@ -170,7 +177,7 @@ def _verify_one(
             m,
             pointer.version,
             folder,
-            pinned=pointer.checksum,
+            pinned=pointer,
             recall=recall,
         )
     if not position.passed:
@@ -178,6 +185,8 @@ def _verify_one(
     checks = found[:1] + [position] + found[1:]
     with open_views(home) as con:
         state = kind.mixed_state(con, m, pointer.version)
+        if position.passed:  # a store behind the artifact is behind its deployment too
+            checks.append(check_deployed(con, pointer))
     if fail_on_mixed:
         checks.append(check_mixed(state, kind.counted))
     return VerifyReport(tuple(checks), (state,), serving)

@@ -52,12 +52,30 @@ def rollback_lock(home: Path | str, model: str) -> Iterator[Path]:
     """
     path = Path(home) / LOCKS_DIR / f"{path_part(model)}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _locked(path, model)
     try:
+        os.ftruncate(fd, 0)
+        since = datetime.now(UTC).isoformat(timespec="seconds")
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "since": since}).encode(), 0)
+        yield path
+    finally:
+        # Remove the file while still holding the lock, so no lock file outlives its use
+        # (e.g. for a model name that turned out not to exist). A contender that opened
+        # the old file meanwhile finds it unlinked after locking and opens the path again.
+        path.unlink(missing_ok=True)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _locked(path: Path, model: str) -> int:
+    """An open descriptor of ``path`` holding its exclusive lock (non-blocking)."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             pid, since = _holder(fd)
+            os.close(fd)
             who = f"pid {pid}, since {since}" if pid is not None else "pid unknown"
             raise RollbackInProgress(
                 f"a rollback of model {model!r} is already running ({who}); wait for it to "
@@ -65,15 +83,10 @@ def rollback_lock(home: Path | str, model: str) -> Iterator[Path]:
                 pid=pid,
             ) from None
         try:
-            os.ftruncate(fd, 0)
-            since = datetime.now(UTC).isoformat(timespec="seconds")
-            os.pwrite(fd, json.dumps({"pid": os.getpid(), "since": since}).encode(), 0)
-            yield path
-        finally:
-            # Clear the name before unlocking, so nobody reports a holder that has left.
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass  # the holder removed it as we locked: try the new file
         os.close(fd)
 
 

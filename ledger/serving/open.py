@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ledger.artifacts.index_reader import IndexReader, open_artifact
-from ledger.artifacts.manifest import load_manifest
+from ledger.artifacts.manifest import MANIFEST, load_manifest, sha256_file
 from ledger.errors import ArtifactError, ServingError
 from ledger.serving.pointers import ServingPointer, current, refuse_corrupt
 
@@ -40,6 +40,11 @@ def check_pointer(home: Path | str, pointer: ServingPointer, *, verify: bool = T
     """
     folder = pointer.artifact_path(home)
     model = pointer.model
+    if pointer.manifest_sha256 and sha256_file(folder / MANIFEST) != pointer.manifest_sha256:
+        raise ServingError(
+            f"the manifest of the serving artifact {folder} changed since the switch (the "
+            "file was edited); refusing to serve it"
+        )
     try:
         manifest = load_manifest(folder)
     except ArtifactError as exc:

@@ -20,7 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ledger.artifacts.manifest import fsync_path, load_manifest, path_part, verify_artifact
+from ledger.artifacts.manifest import (
+    MANIFEST,
+    fsync_path,
+    load_manifest,
+    path_part,
+    sha256_file,
+    verify_artifact,
+)
 from ledger.errors import ArtifactError, ServingError
 from ledger.serving.locks import LOCKS_DIR, flock
 
@@ -44,6 +51,9 @@ class ServingPointer:
     checksum: str  # the artifact manifest's checksum at switch time
     switched_at: str
     info: Mapping[str, Any] = field(default_factory=dict)
+    # The sha256 of the manifest file itself: the checksum above covers the other files,
+    # so an edited manifest (its version, item count, ...) is caught by this one.
+    manifest_sha256: str | None = None
 
     def artifact_path(self, home: Path | str) -> Path:
         """The artifact folder on disk."""
@@ -59,6 +69,7 @@ class ServingPointer:
                 "checksum": self.checksum,
                 "switched_at": self.switched_at,
                 "info": dict(self.info),
+                **({"manifest_sha256": self.manifest_sha256} if self.manifest_sha256 else {}),
             },
             sort_keys=True,
             default=str,
@@ -76,6 +87,7 @@ class ServingPointer:
                 str(d["checksum"]),
                 str(d["switched_at"]),
                 dict(d.get("info") or {}),
+                d.get("manifest_sha256"),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ServingError(f"not a valid serving pointer: {exc!r}") from exc
@@ -96,11 +108,18 @@ def current(home: Path | str, model: str) -> ServingPointer | None:
         >>> current(".ledger", "embedder").version  # doctest: +SKIP
         'v2'
     """
+    path = _pointer_file(Path(home), model)
     try:
-        text = _pointer_file(Path(home), model).read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
-    return ServingPointer.from_json(text)
+    try:
+        return ServingPointer.from_json(text)
+    except ServingError as exc:
+        raise ServingError(
+            f"the serving pointer {path} is unreadable ({exc}); a rollback of {model} replaces "
+            f"it, or restore its last good line from {_history_file(Path(home), model)}"
+        ) from exc
 
 
 def history(home: Path | str, model: str) -> list[ServingPointer]:
@@ -110,18 +129,22 @@ def history(home: Path | str, model: str) -> list[ServingPointer]:
         >>> [p.version for p in history(".ledger", "embedder")]  # doctest: +SKIP
         ['v1', 'v2']
     """
+    path = _history_file(Path(home), model)
     try:
-        lines = _history_file(Path(home), model).read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         return []
     out: list[ServingPointer] = []
     for n, line in enumerate(lines):
         try:
             out.append(ServingPointer.from_json(line))
-        except ServingError:
+        except ServingError as exc:
             if n == len(lines) - 1:
                 continue  # a line torn by a crash mid-append; the pointer it held is current
-            raise
+            raise ServingError(
+                f"line {n + 1} of the serving history {path} is unreadable ({exc}); "
+                "remove or repair that line (the history only serves switch-back)"
+            ) from exc
     return out
 
 
@@ -178,6 +201,7 @@ def switch(
         checksum=manifest.checksum,
         switched_at=now,
         info=dict(info or {}),
+        manifest_sha256=sha256_file(folder / MANIFEST),
     )
     target = _pointer_file(base, model)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -186,7 +210,8 @@ def switch(
         # 1. Append the pointer being replaced to the history first and fsync it: a crash
         #    after this step leaves the old pointer current and also in the history, which
         #    is harmless; the other order could lose it.
-        previous = current(base, model)
+        _remove_leftovers(target)
+        previous = _replaceable(base, model, target)
         if previous is not None:
             with _history_file(base, model).open("a", encoding="utf-8") as f:
                 f.write(previous.to_json() + "\n")
@@ -204,6 +229,24 @@ def switch(
         os.replace(tmp, target)
         fsync_path(target.parent, directory=True)
     return pointer
+
+
+def _remove_leftovers(target: Path) -> None:
+    # Temporary pointer files of switches that crashed before their rename; the switch lock
+    # is held, so none of them belongs to a switch in progress.
+    for leftover in target.parent.glob(f".{target.name}.tmp-*"):
+        leftover.unlink(missing_ok=True)
+
+
+def _replaceable(home: Path, model: str, target: Path) -> ServingPointer | None:
+    """The pointer being replaced; a torn one is kept aside (``<name>.torn-<time>``), not
+    fatal: the switch is how it gets repaired."""
+    try:
+        return current(home, model)
+    except ServingError:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        os.replace(target, target.with_name(f"{target.name}.torn-{stamp}"))
+        return None
 
 
 def previous(home: Path | str, model: str) -> ServingPointer | None:

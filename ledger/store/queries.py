@@ -21,6 +21,18 @@ DECISIONS_SQL = """
 """
 
 
+def latest_deployment(con: Connection, model: str) -> tuple[str, str | None] | None:
+    """``(version, artifact)`` of the log's latest deployment of ``model`` (the artifact
+    when the event's summary names one), or None if the log records none."""
+    found = rows(
+        con,
+        "SELECT model_version, summary['artifact'] FROM serving_history "
+        "WHERE model = $model AND served_until IS NULL",
+        model=model,
+    )
+    return (str(found[0][0]), found[0][1]) if found else None
+
+
 def log_offsets(con: Connection) -> dict[str, int]:
     """The log position the views cover: ``{"topic:partition": next offset}``."""
     found = rows(con, 'SELECT topic, "partition", next_offset FROM offsets ORDER BY ALL')

@@ -19,6 +19,7 @@ import pyarrow as pa
 from ledger.checks.check import Check
 from ledger.checks.mixed import MixedState
 from ledger.checks.recall import RecallSpec
+from ledger.contract.events import Topics
 from ledger.errors import ContractError
 from ledger.log.producer import Producer
 from ledger.ops.metrics import ComparisonSpec
@@ -119,6 +120,10 @@ class ModelKind(Protocol):
     artifact: str  # the manifest's kind: "index" | "decisions"
     counted: str  # what the mixed-state figure counts: "vectors" | "decisions"
     latest: str  # what one counted item is, for people: "live entities' latest vector"
+
+    def data_topic(self, topics: Topics) -> str:
+        """The topic its artifact is built from (the rest of the log cannot change it)."""
+        ...
 
     def plan(
         self, con: Connection, model: str, version: str, registered: tuple[int | None, str | None]

@@ -21,6 +21,7 @@ from ledger.checks.artifact import check_decisions
 from ledger.checks.check import Check
 from ledger.checks.mixed import MIXED_DECISIONS_SQL, MixedState, mixed_state
 from ledger.checks.recall import RecallSpec
+from ledger.contract.events import Topics
 from ledger.log.producer import Producer
 from ledger.ops.kinds.base import BuildContext, Hooks, ModelPlan
 from ledger.ops.kinds.embedding import sample_ids
@@ -164,6 +165,9 @@ class ClassifierKind:
     artifact = "decisions"
     counted = "decisions"
     latest = "subjects' latest decision"
+
+    def data_topic(self, topics: Topics) -> str:
+        return topics.decisions
 
     def plan(
         self, con: Connection, model: str, version: str, registered: tuple[int | None, str | None]

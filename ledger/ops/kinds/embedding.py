@@ -22,6 +22,7 @@ from ledger.checks.artifact import check_index
 from ledger.checks.check import Check
 from ledger.checks.mixed import MIXED_EMBEDDINGS_SQL, MixedState, mixed_state
 from ledger.checks.recall import RecallSpec
+from ledger.contract.events import Topics
 from ledger.errors import ContractError
 from ledger.log.producer import Producer
 from ledger.ops.kinds.base import BuildContext, Hooks, ModelPlan
@@ -139,6 +140,9 @@ class EmbeddingKind:
     artifact = "index"
     counted = "vectors"
     latest = "live entities' latest vector"
+
+    def data_topic(self, topics: Topics) -> str:
+        return topics.embeddings
 
     def plan(
         self, con: Connection, model: str, version: str, registered: tuple[int | None, str | None]
