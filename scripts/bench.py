@@ -64,5 +64,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # spawned build workers import this module: keep the guard
+if __name__ == "__main__":
     sys.exit(main())

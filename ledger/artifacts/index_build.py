@@ -9,27 +9,32 @@ every shard is built with ``n_jobs=1``, because Annoy's multi-threaded build giv
 different file on every run. Parallelism comes from shards instead: an entity's shard is a
 stable hash (crc32) of its id, and each shard is built in its own process. The files depend
 on the input and on ``shards``, never on how many worker processes built them.
+
+The workers (:mod:`ledger.artifacts.shard_jobs`) are fresh interpreters started with
+:mod:`subprocess`, not multiprocessing: multiprocessing's ``spawn`` re-imports the caller's
+``__main__`` in every worker (a script without an ``if __name__ == "__main__":`` guard ran
+again and failed) and leaves a resource tracker and workers behind when the caller is
+killed, holding its stdout/stderr open. A worker reads its shard from a ``.npy`` file in the
+staging folder (memory-mapped) and its job as JSON on stdin, and dies with its parent: end of
+file on stdin, and on Linux PR_SET_PDEATHSIG. On SIGTERM or an exception the build kills and
+reaps its workers and removes its staging folder; a SIGTERM is then sent again to the
+handler that was there before (by default the process ends, killed by the signal).
 """
 
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
+import sys
 import zlib
-from array import array
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Literal, cast
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
-from annoy import AnnoyIndex
 
 from ledger.artifacts.manifest import (
     ID_MAP,
@@ -40,6 +45,16 @@ from ledger.artifacts.manifest import (
     sha256_file,
     shard_file,
 )
+from ledger.artifacts.shard_jobs import AnnoyMetric as AnnoyMetric
+from ledger.artifacts.shard_jobs import (
+    ShardParams,
+    Terminated,
+    build_in_workers,
+    build_shard_file,
+    resend_sigterm,
+    sigterm_raises,
+)
+from ledger.artifacts.shard_jobs import Vectors as Vectors
 from ledger.contract.rules import METRICS
 from ledger.errors import ArtifactError, ContractError
 
@@ -49,57 +64,8 @@ DEFAULT_SEED = 1
 # the same log must give the same artifact on any machine. Two suits a 2-core box.
 DEFAULT_SHARDS = 2
 
-Vectors = npt.NDArray[np.float32]
-AnnoyMetric = Literal["angular", "euclidean", "dot"]
-
 
 # -- build ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _ShardJob:
-    """One shard for a worker process: its vectors in item order, where to write the index."""
-
-    input_path: str
-    output_path: str
-    dimension: int
-    metric: str
-    trees: int
-    seed: int
-
-
-def _build_shard_file(
-    vectors: Vectors, *, output_path: str, dimension: int, metric: str, trees: int, seed: int
-) -> str:
-    """Build one shard with n_jobs=1, write it under a temporary name, fsync, rename; sha256."""
-    index = AnnoyIndex(dimension, cast(AnnoyMetric, metric))
-    index.set_seed(seed)
-    # Rows as array('f'): Annoy reads them 2x faster than lists of floats (the float objects
-    # cost more than the adding) and 2x faster than numpy rows (measured, 384-d).
-    native = np.ascontiguousarray(vectors, dtype=np.float32)
-    for item, row in enumerate(native):
-        index.add_item(item, array("f", row.tobytes()))
-    index.build(trees, n_jobs=1)
-    out = Path(output_path)
-    tmp = out.with_name(out.name + ".tmp")
-    index.save(str(tmp))
-    index.unload()
-    fsync_path(tmp)
-    os.replace(tmp, out)
-    return sha256_file(out)
-
-
-def _build_shard_job(job: _ShardJob) -> str:
-    """Worker-process entry point (must be importable: spawned processes import it)."""
-    vectors: Vectors = np.load(job.input_path, mmap_mode="r")
-    return _build_shard_file(
-        vectors,
-        output_path=job.output_path,
-        dimension=job.dimension,
-        metric=job.metric,
-        trees=job.trees,
-        seed=job.seed,
-    )
 
 
 def shard_of(entity_ids: Sequence[str], shards: int) -> npt.NDArray[np.int64]:
@@ -200,8 +166,9 @@ def build_index(
         jobs: worker processes (default ``min(shards, cpu count)``); never changes the bytes.
 
     Raises:
-        ContractError: bad vectors or metric. ArtifactError: duplicate ids, or an artifact
-        for this position exists with different content. ChecksumMismatch: it is corrupt.
+        ContractError: bad vectors or metric. ArtifactError: duplicate ids, an artifact
+        for this position exists with different content, or a worker process failed (its
+        last stderr line). ChecksumMismatch: it is corrupt.
 
     Example:
         >>> m = build_index(".ledger/artifacts", model="embedder", version="v1",
@@ -240,14 +207,20 @@ def build_index(
         created_at="",
         annoy_version=package_version("annoy"),
     )
-    return publish(
-        out_dir,
-        plan,
-        lambda staging: {
-            ID_MAP: _write_id_map(staging, sorted_ids, where),
-            **_build_shards(staging, sorted_vectors, where, plan, jobs=jobs),
-        },
-    )
+    try:
+        return publish(
+            out_dir,
+            plan,
+            lambda staging: {
+                ID_MAP: _write_id_map(staging, sorted_ids, where),
+                **_build_shards(staging, sorted_vectors, where, plan, jobs=jobs),
+            },
+        )
+    except Terminated:
+        # The workers are reaped and the staging folder is gone: now let SIGTERM do what it
+        # would have done (by default, end the process here).
+        resend_sigterm()
+        raise ArtifactError("the index build was stopped by SIGTERM") from None
 
 
 def _write_id_map(staging: Path, sorted_ids: list[str], where: npt.NDArray[np.int64]) -> str:
@@ -278,35 +251,17 @@ def _build_shards(
     jobs: int | None,
 ) -> dict[str, str]:
     workers = min(plan.shards, jobs if jobs is not None else (os.cpu_count() or 1))
-    params = {
-        "dimension": plan.dimension,
-        "metric": plan.metric,
-        "trees": plan.trees,
-        "seed": plan.seed,
-    }
-    names = [shard_file(s) for s in range(plan.shards)]
-    if workers == 1:
-        digests = [
-            _build_shard_file(sorted_vectors[where == s], output_path=str(staging / name), **params)  # type: ignore[arg-type]
-            for s, name in enumerate(names)
-        ]
-    else:
-        # Each worker reads its shard from a .npy file (mmap) rather than from a pickle
-        # through a pipe; 'spawn' starts clean interpreters (no forked locks or threads).
-        # A shard is submitted as soon as its file is written, so workers start building
-        # while the next file is written.
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = []
-            for s, name in enumerate(names):
-                input_path = staging / f"shard-{s:04d}.input.npy"
-                np.save(input_path, sorted_vectors[where == s])
-                job = _ShardJob(str(input_path), str(staging / name), **params)  # type: ignore[arg-type]
-                futures.append(pool.submit(_build_shard_job, job))
-            digests = [f.result() for f in futures]
+    params = ShardParams(plan.dimension, plan.metric, plan.trees, plan.seed)
+
+    def shards() -> Iterator[tuple[str, Vectors]]:
+        # Lazily: a shard's vectors are copied out when it is about to be built.
         for s in range(plan.shards):
-            os.unlink(staging / f"shard-{s:04d}.input.npy")
-    return dict(zip(names, digests, strict=True))
+            yield shard_file(s), sorted_vectors[where == s]
+
+    if workers == 1 or not sys.executable:  # no interpreter to start: build here
+        return {name: build_shard_file(v, staging / name, params) for name, v in shards()}
+    with sigterm_raises():
+        return build_in_workers(staging, shards(), params, workers=workers)
 
 
 # -- read -------------------------------------------------------------------------------------

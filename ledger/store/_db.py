@@ -25,6 +25,19 @@ def _run(
     return result.fetchall()
 
 
+def _open_db(database: str) -> duckdb.DuckDBPyConnection:
+    # Every connection the ledger opens. DuckDB draws a progress bar on stderr for queries
+    # over ~2 s: from a library it lands in the caller's terminal, logs and pipes. It is a
+    # setting of the connection (DuckDB refuses it as a connect-time global option).
+    con = duckdb.connect(database)
+    try:
+        _run(con, "SET enable_progress_bar = false")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
 def _is_lock_error(exc: duckdb.Error) -> bool:
     # Another process holds the file (IOException "Could not set lock"), or this process
     # has it attached elsewhere (ResourceInUseException "already attached"): both pass.

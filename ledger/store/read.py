@@ -13,7 +13,7 @@ import duckdb
 import pyarrow as pa
 
 from ledger.errors import StoreError
-from ledger.store._db import _run, _sql_str, _store_error
+from ledger.store._db import _open_db, _run, _sql_str, _store_error
 from ledger.store.shards import DDL, shard_paths
 
 # -- the read side -------------------------------------------------------------------
@@ -46,7 +46,7 @@ def open_views(
     """
     from ledger.store.views import view_statements  # the SQL text lives in its own module
 
-    con = duckdb.connect(":memory:")
+    con = _open_db(":memory:")
     try:
         sources: list[str] = []
         for i, path in enumerate(shard_paths(home)):
@@ -136,7 +136,7 @@ def append_rows(path: Path, table_name: str, rows: pa.Table) -> None:
         raise StoreError(f"bad table name {table_name!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        con = duckdb.connect(str(path))
+        con = _open_db(str(path))
     except duckdb.Error as exc:
         raise _store_error(exc, f"opening {path.name}") from exc
     try:

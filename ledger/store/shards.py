@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from ledger.contract.rules import ModelVersion
 from ledger.errors import ShardBusy, StoreError
-from ledger.store._db import _run, _store_error
+from ledger.store._db import _open_db, _run, _store_error
 
 #: Event tables, in the order a batch writes them (registrations first).
 EVENT_TABLES = ("model_versions", "deployments", "embeddings", "deletions", "decisions")
@@ -290,7 +290,7 @@ class Shard:
         delay = 0.002
         while True:
             try:
-                con = duckdb.connect(str(self.path))
+                con = _open_db(str(self.path))
                 break
             except duckdb.Error as exc:
                 err = _store_error(exc, f"opening shard {self.name}")
