@@ -374,6 +374,15 @@ def test_a_bad_file_in_shards_is_named_with_what_to_do(home, name, data, says):
     assert run(home, "sql", "SELECT count(*) FROM embeddings").exit_code == 0
 
 
+def test_a_shard_cut_in_half_fails_its_query_naming_the_file(home):
+    # It still opens (the start of the file is whole): the query finds the gap.
+    data = shard_paths(home)[0].read_bytes()
+    bad = _plant(home, "cut.duckdb", data[: len(data) // 2])
+    result = run(home, "sql", "SELECT sum(len(vector)) FROM embeddings")
+    assert_refused(result, "Could not read", str(bad), "--shard cut")
+    assert tempfile.gettempdir() not in result.stderr  # the file, not its copy
+
+
 def test_doctor_names_the_bad_shard(home, bootstrap, demo_home):
     _plant(home, "junk.duckdb", os.urandom(5000))
     result = CliRunner().invoke(
