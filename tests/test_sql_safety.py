@@ -86,6 +86,7 @@ def watched(home: Path) -> list[Path]:
         "EXPLAIN (ANALYZE) COPY (SELECT 42 AS answer) TO 'out.csv'",
         "EXPLAIN (FORMAT json, ANALYZE) COPY (SELECT 42 AS answer) TO 'out.csv'",
         "/* x */ EXPLAIN ANALYZE COPY (SELECT 42 AS answer) TO 'out.csv'",
+        "EXPLAIN /* x */ ANALYZE -- y\n COPY (SELECT 42 AS answer) TO 'out.csv'",
         "COPY (SELECT 42 AS answer) TO 'out.csv'",
     ],
 )
@@ -169,6 +170,7 @@ def test_more_or_fewer_than_one_statement_is_refused(home, statement, n):
         "EXPLAIN ANALYZE SELECT count(*) FROM embeddings",
         "EXPLAIN (FORMAT json) SELECT 1",
         "EXPLAIN (SELECT 1) UNION (SELECT 2)",
+        "EXPLAIN /* x */ ANALYZE /* y */ SELECT 1",
         "FROM serving_now",
         "WITH n AS (SELECT count(*) AS n FROM decisions) SELECT * FROM n",
         "DESCRIBE embeddings",

@@ -122,11 +122,15 @@ def _explained_types(sql: str) -> set[str]:
     statement starts at one of a few token boundaries. Each suffix there that parses is
     a candidate: the caller accepts only when every candidate is a SELECT.
     """
-    tokens = [
-        (start, kind) for start, kind in duckdb.tokenize(sql) if kind != duckdb.token_type.comment
+    every = duckdb.tokenize(sql)
+    ends = [start for start, _ in every[1:]] + [len(sql)]
+    spans = [(start, end, kind) for (start, kind), end in zip(every, ends, strict=True)]
+    tokens = [(start, kind) for start, _, kind in spans if kind != duckdb.token_type.comment]
+    words = [
+        sql[start:end].strip().upper()
+        for start, end, kind in spans
+        if kind != duckdb.token_type.comment
     ]
-    ends = [start for start, _ in tokens[1:]] + [len(sql)]
-    words = [sql[start:end].strip().upper() for (start, _), end in zip(tokens, ends, strict=True)]
     starts: list[int] = []
     i = 1
     while i < len(tokens) and words[i] in _EXPLAIN_PREFIX:
