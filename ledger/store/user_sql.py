@@ -93,7 +93,7 @@ def check_read_only(sql: str) -> None:
         raise StoreError(f"read-only: {kinds[0]} statements are refused{_ONLY}")
     explained = _explained_types(sql)
     if explained != {"SELECT"}:
-        what = "/".join(sorted(explained - {"SELECT"})) or "this"
+        what = "/".join(sorted(explained - {"SELECT"})) or "non-SELECT"
         raise StoreError(f"read-only: EXPLAIN of a {what} statement is refused{_ONLY}")
 
 
