@@ -15,14 +15,14 @@ import argparse
 import re
 from pathlib import Path
 
-from ledger.cli.audit import home_views, render_table
+from ledger.cli.audit import render_table, sql_views
 from ledger.store import read_only_query
 
 BLOCK = re.compile(r"^```sql\n(?P<sql>.*?)^```\n(?:\n?```text\n.*?^```\n)?", re.M | re.S)
 
 
 def refresh(text: str, home: Path) -> str:
-    with home_views(home) as con:
+    with sql_views(home) as con:
 
         def replace(match: re.Match[str]) -> str:
             result = read_only_query(con, match["sql"])

@@ -59,12 +59,12 @@ def _sql_examples() -> list[tuple[str, str, str | None]]:
 
 @pytest.mark.kafka
 def test_every_sql_example_in_the_docs_runs_on_the_demo_home(demo_home) -> None:
-    from ledger.cli.audit import home_views, render_table
+    from ledger.cli.audit import render_table, sql_views
     from ledger.store import read_only_query
 
     examples = _sql_examples()
     assert len(examples) >= 20
-    with home_views(demo_home.home) as con:
+    with sql_views(demo_home.home) as con:  # as `ledger sql` runs them
         for name, sql, documented in examples:
             result = read_only_query(con, sql)  # raises on an example that does not run
             if documented is not None:

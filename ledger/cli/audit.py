@@ -36,10 +36,7 @@ def home_views(home: Path) -> Iterator[Any]:
     """
     from ledger.store import attach_read_only, open_views
 
-    if not home.is_dir():
-        raise CouldNotRun(
-            f"no ledger state in {home}: run `ledger demo` or `ledger consume`, or pass --home"
-        )
+    _require_state(home)
     con = open_views(home)
     try:
         for alias, name in _EXTRA_FILES.items():
@@ -48,6 +45,29 @@ def home_views(home: Path) -> Iterator[Any]:
         yield con
     finally:
         con.close()
+
+
+@contextlib.contextmanager
+def sql_views(home: Path) -> Iterator[Any]:
+    """The views ``ledger sql`` queries: copies of ``home``'s shards (and ``demo.duckdb``
+    as ``demo``), on a connection that cannot write or reach other files.
+
+    Example:
+        >>> with sql_views(Path(".ledger")) as con:  # doctest: +SKIP
+        ...     read_only_query(con, "SELECT * FROM serving_now", time_limit=60)
+    """
+    from ledger.store import query_views
+
+    _require_state(home)
+    with query_views(home, files={a: home / name for a, name in _EXTRA_FILES.items()}) as con:
+        yield con
+
+
+def _require_state(home: Path) -> None:
+    if not home.is_dir():
+        raise CouldNotRun(
+            f"no ledger state in {home}: run `ledger demo` or `ledger consume`, or pass --home"
+        )
 
 
 def _text(value: Any) -> str:
@@ -108,28 +128,38 @@ def _csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 @click.argument("query")
 @json_option
 @click.option("--csv", "as_csv", is_flag=True, help="CSV output (header row first).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=300.0,
+    show_default=True,
+    help="Stop the query after this many seconds (exit 2).",
+)
 @pass_context
-def sql_cmd(c: Context, query: str, as_json: bool, as_csv: bool) -> None:
+def sql_cmd(c: Context, query: str, as_json: bool, as_csv: bool, timeout: float) -> None:
     """Run one read-only SQL query on the ledger's views (writes are refused).
 
-    The views and macros are documented in docs/sql.md; the demo's figures are in
-    demo.demo_runs. Works offline: it reads the shards in --home, not the broker.
+    One SELECT (or EXPLAIN of one); it reads copies of the shards, so the materialisers
+    never wait for it, and cannot write or read other files. The views and macros are
+    documented in docs/sql.md; the demo's figures are in demo.demo_runs. Works offline:
+    it reads the shards in --home, not the broker.
 
     \b
     Example:
         ledger sql "SELECT * FROM version_counts"
         ledger sql "SELECT * FROM serving_history" --json
-        ledger sql "FROM live_entities('text-embedder') LIMIT 5" --csv
+        ledger sql "FROM live_entities('text-embedder') LIMIT 5" --csv --timeout 30
     """
-    from ledger.store import read_only_query
+    from ledger.store import check_read_only, read_only_query
 
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
-    with home_views(c.home) as con:
-        try:
-            result = read_only_query(con, query)
-        except StoreError as exc:
-            raise CouldNotRun(str(exc).splitlines()[0]) from exc
+    try:
+        check_read_only(query)  # before copying anything: a refusal costs nothing
+        with sql_views(c.home) as con:
+            result = read_only_query(con, query, time_limit=timeout)
+    except StoreError as exc:
+        raise CouldNotRun(str(exc).splitlines()[0]) from exc
     if as_csv:
         click.echo(_csv(result.columns, result.rows), nl=False)
     else:

@@ -10,21 +10,16 @@ most ``hold`` seconds at a time, then closes it and pauses briefly; it closes it
 as it is idle. (Connecting for every transaction costs ~10 ms plus a checkpoint on
 close, 50-130 ms for 2,000 384-d rows: 13k rows/s against 21k rows/s held, measured.)
 It retries while a reader holds the file; readers (:func:`open_views`) attach the
-shards read-only, retry while a writer holds one, and should close promptly.
+shards read-only, retry while a writer holds one, and should close promptly; the SQL
+a person types (:func:`query_views`) reads copies of the shards instead, on a
+connection that cannot write or reach files.
 
 This module alone catches ``duckdb.Error``; it becomes :class:`StoreError`
 (``transient=True`` for a lock held by another process).
 """
 
 from ledger.store._db import Connection, arrow, registered, rows, vector_matrix
-from ledger.store.read import (
-    POSITION_TABLE,
-    QueryResult,
-    append_rows,
-    attach_read_only,
-    open_views,
-    read_only_query,
-)
+from ledger.store.read import POSITION_TABLE, append_rows, attach_read_only, open_views
 from ledger.store.shards import (
     ARROW_SCHEMAS,
     DDL,
@@ -38,6 +33,7 @@ from ledger.store.shards import (
     shard_dir,
     shard_paths,
 )
+from ledger.store.user_sql import QueryResult, check_read_only, query_views, read_only_query
 
 __all__ = [
     "ARROW_SCHEMAS",
@@ -54,8 +50,10 @@ __all__ = [
     "arrow",
     "attach_read_only",
     "busy_shards",
+    "check_read_only",
     "empty_table",
     "open_views",
+    "query_views",
     "read_only_query",
     "registered",
     "rows",

@@ -1,20 +1,18 @@
 """The read side: the views over every shard (read-only), and the user's own files (the
-demo's record) with the read-only SQL of ``ledger sql``."""
+demo's record). The SQL a person types runs in :mod:`ledger.store.user_sql`."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 from ledger.errors import StoreError
 from ledger.store._db import _open_db, _run, _sql_str, _store_error
-from ledger.store.shards import DDL, shard_paths
+from ledger.store.shards import ARROW_SCHEMAS, DDL, shard_paths
 
 # -- the read side -------------------------------------------------------------------
 
@@ -44,13 +42,25 @@ def open_views(
         >>> manifest = load_manifest(artifact)                     # doctest: +SKIP
         >>> as_built = open_views(Path(".ledger"), at=manifest.log_offsets)  # doctest: +SKIP
     """
+    return views_over(shard_paths(home), timeout=timeout, at=at, where=str(home))
+
+
+def views_over(
+    paths: Sequence[Path],
+    *,
+    timeout: float = 30.0,
+    at: Mapping[str, int] | None = None,
+    where: str = "the shards",
+) -> duckdb.DuckDBPyConnection:
+    """:func:`open_views` over the shard files ``paths`` (e.g. copies of a home's shards)."""
     from ledger.store.views import view_statements  # the SQL text lives in its own module
 
     con = _open_db(":memory:")
     try:
         sources: list[str] = []
-        for i, path in enumerate(shard_paths(home)):
+        for i, path in enumerate(paths):
             _attach_read_only(con, path, f"shard_{i}", timeout=timeout)
+            _check_shard_tables(con, path, f"shard_{i}")
             sources.append(f"shard_{i}")
         if not sources:
             # No shard yet: the views still exist, over empty tables of the same shape.
@@ -82,45 +92,76 @@ def open_views(
             _run(con, statement)
     except duckdb.Error as exc:
         con.close()
-        raise _store_error(exc, f"opening the views of {home}") from exc
+        raise _store_error(exc, f"opening the views of {where}") from exc
     except BaseException:
         con.close()
         raise
     return con
 
 
+#: The tables every shard has (the views read each of them).
+_SHARD_TABLES = frozenset({*ARROW_SCHEMAS, "offsets"})
+
+
+def _check_shard_tables(con: duckdb.DuckDBPyConnection, path: Path, alias: str) -> None:
+    # A DuckDB file that is not a shard (planted, or from another tool) would fail every
+    # view with "table does not exist": name the file instead.
+    found = {
+        str(name)
+        for (name,) in _run(
+            con, "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [alias]
+        )
+    }
+    missing = sorted(_SHARD_TABLES - found)
+    if missing:
+        raise StoreError(
+            f"shard {path.name} is not a ledger shard (no table {', '.join(missing)}): "
+            + _recovery(path, shard=True)
+        )
+
+
+def _recovery(path: Path, *, shard: bool) -> str:
+    # One line an operator can act on: the views read every *.duckdb file of the folder.
+    if not shard:
+        return f"move {path} aside"
+    return (
+        f"move {path} out of {path.parent}; `ledger consume --no-group --shard {path.stem} "
+        "--until-caught-up` rebuilds a shard from the log"
+    )
+
+
 def _attach_read_only(
-    con: duckdb.DuckDBPyConnection, path: Path, alias: str, *, timeout: float
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    alias: str,
+    *,
+    timeout: float,
+    shard: bool = True,
 ) -> None:
     # A writer holds the file for one transaction at a time: retry until it lets go.
     deadline = time.monotonic() + timeout
     delay = 0.005
+    what = "shard" if shard else "file"
     while True:
         try:
             _run(con, f"ATTACH '{_sql_str(str(path))}' AS {alias} (READ_ONLY)")
             return
         except duckdb.Error as exc:
-            err = _store_error(exc, f"attaching shard {path.name}")
-            if not err.transient or time.monotonic() > deadline:
+            err = _store_error(exc, f"attaching {what} {path.name}")
+            if err.transient and time.monotonic() > deadline:
                 raise err from exc
+            if not err.transient:
+                # Not a database, or cut short: every reader would fail the same way.
+                reason = str(exc).splitlines()[0]
+                raise StoreError(
+                    f"{what} {path.name} is not a readable DuckDB database ({reason}): "
+                    + _recovery(path, shard=shard)
+                ) from exc
             time.sleep(delay)
             delay = min(delay * 2, 0.02)
 
 
-# -- files of the user's own (the demo's record) and the read-only SQL of ``ledger sql`` ----
-
-#: Statement types ``ledger sql`` runs; anything else (INSERT, CREATE, COPY, ATTACH, SET,
-#: ...) is refused before it runs. The shards are attached read-only besides.
-READ_ONLY_STATEMENTS = frozenset({"SELECT", "EXPLAIN"})
-
-
-@dataclass(frozen=True, slots=True)
-class QueryResult:
-    """A fetched result: column names, DuckDB type names and rows."""
-
-    columns: tuple[str, ...]
-    types: tuple[str, ...]
-    rows: list[tuple[Any, ...]]
+# -- files of the user's own (the demo's record) -------------------------------------
 
 
 def append_rows(path: Path, table_name: str, rows: pa.Table) -> None:
@@ -160,42 +201,4 @@ def attach_read_only(con: duckdb.DuckDBPyConnection, path: Path, alias: str) -> 
     """
     if not alias.isidentifier():
         raise StoreError(f"bad alias {alias!r}")
-    _attach_read_only(con, path, alias, timeout=5.0)
-
-
-def read_only_query(con: duckdb.DuckDBPyConnection, sql: str) -> QueryResult:
-    """Run one read-only statement (``SELECT`` / ``EXPLAIN``) and fetch its result.
-
-    Anything else is refused with :class:`StoreError` before it runs, judged by DuckDB's
-    own parser (statement type), not by matching the text.
-
-    Example:
-        >>> con = duckdb.connect()
-        >>> read_only_query(con, "SELECT 42 AS answer").rows
-        [(42,)]
-        >>> read_only_query(con, "CREATE TABLE t (a INT)")
-        Traceback (most recent call last):
-        ...
-        ledger.errors.StoreError: read-only: CREATE statements are refused (only SELECT, EXPLAIN)
-    """
-    try:
-        statements = con.extract_statements(sql)
-    except duckdb.Error as exc:
-        raise _store_error(exc, "parsing the query") from exc
-    if len(statements) != 1:
-        raise StoreError(f"give exactly one SQL statement (got {len(statements)})")
-    kind = statements[0].type.name
-    if kind not in READ_ONLY_STATEMENTS:
-        raise StoreError(
-            f"read-only: {kind} statements are refused (only "
-            f"{', '.join(sorted(READ_ONLY_STATEMENTS, reverse=True))})"
-        )
-    try:
-        result = con.sql(sql)
-        if result is None:
-            return QueryResult((), (), [])
-        return QueryResult(
-            tuple(result.columns), tuple(str(t) for t in result.types), result.fetchall()
-        )
-    except duckdb.Error as exc:
-        raise _store_error(exc, "query") from exc
+    _attach_read_only(con, path, alias, timeout=5.0, shard=False)
