@@ -49,7 +49,7 @@ from ledger.checks.artifact import DEFAULT_RECALL_THRESHOLD, DEFAULT_SAMPLE, ver
 from ledger.checks.check import Check
 from ledger.checks.verify import check_lag
 from ledger.contract.events import Topics
-from ledger.errors import ContractError, LedgerError, ShardBusy
+from ledger.errors import ContractError, LedgerError, RollbackFailed, ShardBusy
 from ledger.log.producer import Producer
 from ledger.ops.plan import DecisionPlan, EmbeddingPlan, ModelPlan, plan_model
 from ledger.serving.locks import rollback_locks
@@ -67,10 +67,6 @@ RATES_FILE = "rates.json"
 # vectors from the views in items/s, and building Annoy in (items x dimension x trees)/s,
 # since build time grows with all three.
 DEFAULT_RATES = {"load": 100_000.0, "build": 3.0e8}
-
-
-class RollbackFailed(LedgerError):
-    """A check failed before the switch: nothing was switched."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
