@@ -156,7 +156,7 @@ class UnknownSchema(WireError):
         super().__init__(
             f"unknown schema fingerprint {fingerprint.hex()}: the writer used a schema this "
             "ledger does not have",
-            hint="add the schema to schemas/history/ (old versions) or upgrade lineage-ledger",
+            hint="add the writer's schema to schemas/history/, or upgrade lineage-ledger",
         )
         self.fingerprint = fingerprint
 

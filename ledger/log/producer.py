@@ -194,8 +194,9 @@ class Producer:
     def _broker_error(self, topic: str, exc: KafkaError) -> BrokerError:
         if isinstance(exc, KafkaTimeoutError):
             return BrokerError(
-                f"no metadata for topic {topic} from {self.bootstrap} within "
-                f"{self.timeouts.connect:g}s: the broker is down or the topic does not exist",
+                f"the broker at {self.bootstrap} did not take events for topic {topic} within "
+                f"{self.timeouts.connect:g}s: it is down, the topic does not exist, or it is "
+                "not keeping up",
                 hint="check that the broker is up and that init_topics() created the topics",
                 cli_hint="check that the broker is up and that `ledger init` created the "
                 "topics, or check --topic-prefix",

@@ -75,8 +75,8 @@ def check_single_partition(topic: str, partitions: Iterable[int]) -> None:
         raise BrokerError(
             f"topic {topic} has {len(found)} partitions; the ledger needs exactly 1 so that "
             "registrations and deployments have one order",
-            hint="it was not created by init_topics (e.g. broker auto-create): recreate it "
-            "with 1 partition",
-            cli_hint="it was not created by `ledger init` (e.g. broker auto-create): recreate "
-            "it with 1 partition",
+            hint="it was not created by init_topics(), perhaps auto-created by the broker: "
+            "recreate it with 1 partition",
+            cli_hint="it was not created by `ledger init`, perhaps auto-created by the broker: "
+            "recreate it with 1 partition",
         )
