@@ -13,17 +13,12 @@ A broker that cannot be reached, or does not acknowledge, raises
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import threading
-import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 import numpy as np
-from kafka import KafkaProducer
-from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 
 from ledger.contract.events import (
     DeploymentChanged,
@@ -50,17 +45,13 @@ from ledger.contract.rules import (
 )
 from ledger.contract.schemas import SchemaStore, default_store
 from ledger.contract.wire import RowTemplate, encode, encode_batch, row_template
-from ledger.errors import BrokerError, ContractError, UsageError
-from ledger.log.broker import connect_client
+from ledger.errors import ContractError, UsageError
 from ledger.log.reading import read_to_end
+from ledger.log.sending import Sender
 from ledger.log.timeouts import BrokerTimeouts, current_timeouts, using_timeouts
 from ledger.log.topics import check_single_partition
 
 _F32 = np.dtype("<f4")
-#: Bytes a record adds to its key and value in a batch (kafka-python estimates 61 for the
-#: batch header plus a few varints); kept generous so the size check refuses before
-#: kafka-python would, and a batch is refused whole rather than half sent.
-_RECORD_OVERHEAD = 128
 
 
 def content_hash(content: str | bytes) -> str:
@@ -142,25 +133,7 @@ class Producer:
         self._embedding_targets: dict[
             tuple[str, str, bool], tuple[ModelVersion, RowTemplate | None]
         ] = {}
-        self._failures: list[BaseException] = []
-        # Events handed to the client, and those it has settled (acknowledged or failed):
-        # the difference is what a flush still waits for. Callbacks run on the client's
-        # sender thread, so both change under the lock.
-        self._sent = 0
-        self._settled = 0
-        self._lock = threading.Lock()
-        config: dict[str, Any] = {
-            "acks": "all",
-            "linger_ms": 10,
-            "batch_size": 256 * 1024,
-            "max_request_size": 16 * 1024 * 1024,
-            "bootstrap_timeout_ms": self.timeouts.connect_ms,
-            "max_block_ms": self.timeouts.connect_ms,
-            **kafka_config,
-        }
-        self._max_event_bytes = int(config["max_request_size"])
-        with using_timeouts(self.timeouts):
-            self._kafka = connect_client(KafkaProducer, bootstrap, **config)
+        self._sender = Sender(bootstrap, self.timeouts, **kafka_config)
 
     # -- registry -----------------------------------------------------------------
 
@@ -169,11 +142,8 @@ class Producer:
         check_id("version", version)
         if self._registry is None or (model, version) not in self._registry:
             if self._registry is None:
-                try:
-                    partitions = self._kafka.partitions_for(self.topics.models)
-                except KafkaError as exc:
-                    raise self._broker_error(self.topics.models, exc) from exc
-                check_single_partition(self.topics.models, partitions or ())
+                partitions = self._sender.partitions_for(self.topics.models)
+                check_single_partition(self.topics.models, partitions)
             # Another service may have registered it: the log is the registry. Read it
             # with this producer's connect timeout.
             with using_timeouts(self.timeouts):
@@ -185,63 +155,9 @@ class Producer:
 
     # -- sending ------------------------------------------------------------------
 
-    def _on_settled(self, result: Any) -> None:
-        with self._lock:
-            self._settled += 1
-            if isinstance(result, BaseException):
-                self._failures.append(result)
-
-    def _broker_error(self, topic: str, exc: KafkaError) -> BrokerError:
-        if isinstance(exc, KafkaTimeoutError):
-            return BrokerError(
-                f"the broker at {self.bootstrap} did not take events for topic {topic} within "
-                f"{self.timeouts.connect:g}s: it is down, the topic does not exist, or it is "
-                "not keeping up",
-                hint="check that the broker is up and that init_topics() created the topics",
-                cli_hint="check that the broker is up and that `ledger init` created the "
-                "topics, or check --topic-prefix",
-            )
-        return BrokerError(f"sending to {topic} at {self.bootstrap} failed: {exc}")
-
-    def _check_sizes(self, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
-        """Refuse the whole call when an event exceeds ``max_request_size`` (else the
-        client refuses it alone, after the events before it were sent)."""
-        limit = self._max_event_bytes - _RECORD_OVERHEAD
-        for i, (key, value) in enumerate(zip(keys, values, strict=True)):
-            if len(key) + len(value) > limit:
-                raise ContractError(
-                    f"event {i} of the call is {len(key) + len(value)} bytes, more than the "
-                    f"producer's max_request_size ({self._max_event_bytes}) allows",
-                    field="event",
-                    expected=f"at most {limit} bytes",
-                    got=f"{len(key) + len(value)} bytes (id {len(key)} bytes)",
-                    hint="ids are keys, not content: shorten them, or raise max_request_size "
-                    "and the broker's message.max.bytes",
-                )
-
-    def _send_all(self, topic: str, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
-        """Send already validated, encoded events; count them for :meth:`flush`."""
-        self._check_sizes(keys, values)
-        send, on_settled, sent = self._kafka.send, self._on_settled, 0
-        try:
-            for key, value in zip(keys, values, strict=True):
-                send(topic, key=key, value=value).add_both(on_settled)
-                sent += 1
-        except MessageSizeTooLargeError as exc:
-            raise ContractError(
-                f"an event is larger than the producer's max_request_size: {exc}",
-                field="event",
-                hint="shorten the ids and texts of the event",
-            ) from exc
-        except KafkaError as exc:
-            raise self._broker_error(topic, exc) from exc
-        finally:
-            with self._lock:
-                self._sent += sent
-
     def _send(self, event_type: str, topic: str, key: str, record: dict[str, Any]) -> None:
         value = encode(self._schemas[event_type], record)
-        self._send_all(topic, [key.encode("utf-8")], [value])
+        self._sender.send_all(topic, [key.encode("utf-8")], [value])
 
     def _envelope(self, model: str, version: str) -> dict[str, Any]:
         return {
@@ -372,7 +288,7 @@ class Producer:
                 "shadow": shadow,
             }
             value = encode(self._schemas["EmbeddingWritten"], record)
-        self._send_all(self.topics.embeddings, [entity_id.encode("utf-8")], [value])
+        self._sender.send_all(self.topics.embeddings, [entity_id.encode("utf-8")], [value])
         return event_id
 
     def write_embeddings(
@@ -432,7 +348,7 @@ class Producer:
             },
         )
         keys = [entity_id.encode("utf-8") for entity_id in entity_ids]
-        self._send_all(self.topics.embeddings, keys, values)
+        self._sender.send_all(self.topics.embeddings, keys, values)
         return event_ids
 
     def delete_entity(self, model: str, version: str, entity_id: str) -> str:
@@ -514,70 +430,16 @@ class Producer:
         how many events are not acknowledged once ``timeout`` seconds (default: the
         producer's ``flush_timeout``) pass without one.
         """
-        stall = self.timeouts.flush if timeout is None else BrokerTimeouts(flush=timeout).flush
-        # kafka-python's flush(timeout) waits up to ``timeout`` per batch, so a dead broker
-        # would hold it for batches x timeout: wait in short steps and watch progress.
-        step = min(stall, 0.25)
-        deadline = time.monotonic() + stall
-        while True:
-            with self._lock:
-                settled = self._settled
-            try:
-                self._kafka.flush(timeout=step)
-                break
-            except KafkaTimeoutError:
-                pass  # not done yet: judged by progress below
-            except KafkaError as exc:
-                raise BrokerError(f"flush to {self.bootstrap} failed: {exc}") from exc
-            with self._lock:
-                progressed, pending = self._settled != settled, self._sent - self._settled
-            now = time.monotonic()
-            if progressed:
-                deadline = now + stall
-            elif now >= deadline:
-                raise BrokerError(
-                    f"{pending} events were not acknowledged by {self.bootstrap} "
-                    f"within {stall:g}s; they may be missing from the log",
-                    hint="check that the broker is up, or allow more time with flush_timeout; "
-                    "then write them again",
-                    cli_hint="check that the broker is up, or allow more time with "
-                    "--broker-timeout; then run the command again",
-                )
-        with self._lock:
-            failures, self._failures = self._failures, []
-        if failures:
-            raise BrokerError(
-                f"{len(failures)} events were not acknowledged by {self.bootstrap} "
-                f"(first: {failures[0]!r}); they were not written",
-                hint="write them again",
-            )
+        self._sender.flush(timeout)
 
     def close(self) -> None:
         """Flush and release the connection (also when the flush fails)."""
         try:
-            self.flush()
+            self._sender.flush()
         except BaseException:
-            self._close_client(graceful=False)  # the flush already waited its time
+            self._sender.close(graceful=False)  # the flush already waited its time
             raise
-        self._close_client(graceful=True)
-
-    def _close_client(self, *, graceful: bool) -> None:
-        if graceful:
-            try:
-                self._kafka.close(timeout=self.timeouts.flush)
-                return
-            except KafkaError:
-                pass  # events left undelivered: force the close below
-        # kafka-python 3.0.12's close() flushes first and raises while events are
-        # undelivered (the broker is gone), before its own force close; without that step
-        # its sender thread lives on and __del__ prints a traceback at exit.
-        sender = self._kafka._sender  # noqa: SLF001 - the client has no public force close
-        sender.force_close()
-        sender.join(self.timeouts.flush)
-        with contextlib.suppress(KafkaError):
-            # Safe to ignore: the sender has stopped and failed what it held, so only
-            # the client's bookkeeping is left to release.
-            self._kafka.close(timeout=0)
+        self._sender.close()
 
     def __enter__(self) -> Producer:
         return self
