@@ -157,7 +157,7 @@ class Producer:
 
     def _send(self, event_type: str, topic: str, key: str, record: dict[str, Any]) -> None:
         value = encode(self._schemas[event_type], record)
-        self._sender.send_all(topic, [key.encode("utf-8")], [value])
+        self._sender.send_one(topic, key.encode("utf-8"), value)
 
     def _envelope(self, model: str, version: str) -> dict[str, Any]:
         return {
@@ -288,7 +288,7 @@ class Producer:
                 "shadow": shadow,
             }
             value = encode(self._schemas["EmbeddingWritten"], record)
-        self._sender.send_all(self.topics.embeddings, [entity_id.encode("utf-8")], [value])
+        self._sender.send_one(self.topics.embeddings, entity_id.encode("utf-8"), value)
         return event_id
 
     def write_embeddings(

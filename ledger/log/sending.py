@@ -67,6 +67,20 @@ class Sender:
         except KafkaError as exc:
             raise self._broker_error(topic, exc) from exc
 
+    def send_one(self, topic: str, key: bytes, value: bytes) -> None:
+        """Send one validated, encoded event (the per-call hot path of ``write_embedding``)."""
+        if len(key) + len(value) > self.max_event_bytes - _RECORD_OVERHEAD:
+            self._check_sizes([key], [value])  # raises with the message and data
+        try:
+            future = self._kafka.send(topic, key=key, value=value)
+        except MessageSizeTooLargeError as exc:
+            raise self._too_large(exc) from exc
+        except KafkaError as exc:
+            raise self._broker_error(topic, exc) from exc
+        with self._lock:
+            self._sent += 1
+        future.add_both(self._on_settled)
+
     def send_all(self, topic: str, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
         """Send validated, encoded events (all of them, or none when one is too large)."""
         self._check_sizes(keys, values)
@@ -76,11 +90,7 @@ class Sender:
                 send(topic, key=key, value=value).add_both(on_settled)
                 sent += 1
         except MessageSizeTooLargeError as exc:
-            raise ContractError(
-                f"an event is larger than the producer's max_request_size: {exc}",
-                field="event",
-                hint="shorten the ids and texts of the event",
-            ) from exc
+            raise self._too_large(exc) from exc
         except KafkaError as exc:
             raise self._broker_error(topic, exc) from exc
         finally:
@@ -156,6 +166,13 @@ class Sender:
             self._settled += 1
             if isinstance(result, BaseException):
                 self._failures.append(result)
+
+    def _too_large(self, exc: KafkaError) -> ContractError:
+        return ContractError(
+            f"an event is larger than the producer's max_request_size: {exc}",
+            field="event",
+            hint="shorten the ids and texts of the event",
+        )
 
     def _broker_error(self, topic: str, exc: KafkaError) -> BrokerError:
         if isinstance(exc, KafkaTimeoutError):
