@@ -16,7 +16,7 @@ from ledger.contract.events import Topics
 from ledger.contract.rules import Registry
 from ledger.contract.schemas import default_store
 from ledger.contract.wire import decode
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, UsageError
 from ledger.log.producer import load_registry
 from ledger.store import Batch, DeadLetter, Shard, shard_paths
 
@@ -64,7 +64,11 @@ def show_dead_letter(home: Path, dead_letter_id: str) -> tuple[DeadLetter, dict[
             if isinstance(record.get("vector"), bytes):
                 record["vector"] = f"<{len(record['vector'])} bytes>"
             return dl, record
-    raise LedgerError(f"no dead letter {dead_letter_id} in {home}; see `ledger dlq list`")
+    raise UsageError(
+        f"no dead letter {dead_letter_id} in {home}",
+        hint="list_dead_letters() lists them",
+        cli_hint="see `ledger dlq list`",
+    )
 
 
 def redrive(

@@ -171,7 +171,8 @@ def wait_caught_up(
         if time.monotonic() > deadline:
             behind = sum(r.lag for r in rows if r.lag > 0)
             raise BrokerError(
-                f"materialisers are still {behind} events behind after {timeout}s; "
-                "is `ledger consume` running for this home?"
+                f"materialisers are still {behind} events behind after {timeout}s",
+                hint="is a materialiser running for this home?",
+                cli_hint="is `ledger consume` running for this home?",
             )
         time.sleep(interval)

@@ -19,14 +19,17 @@ from ledger.errors import (
     ContractError,
     CorruptMessage,
     GateSpecError,
+    HookError,
     LedgerError,
     LogGapError,
+    RollbackFailed,
     RollbackInProgress,
     ServingError,
     ShardBusy,
     StoreError,
     UnknownModelVersion,
     UnknownSchema,
+    UsageError,
     WireError,
 )
 from ledger.log.broker import EmbeddedBroker
@@ -38,7 +41,7 @@ from ledger.ops.kinds import Hooks
 from ledger.ops.metrics import ComparisonSpec
 from ledger.ops.plan import RollbackPlan
 from ledger.ops.promotion import PromotionResult, SwitchedBack, promote, switch_back
-from ledger.ops.rollback import RollbackFailed, RollbackOptions, RollbackResult, rollback
+from ledger.ops.rollback import RollbackOptions, RollbackResult, rollback
 from ledger.ops.verify import VerifyReport, verify
 from ledger.serving.open import open_index
 from ledger.store import open_views
@@ -60,6 +63,7 @@ __all__ = [
     "EmbeddingWritten",
     "EntityDeleted",
     "GateSpecError",
+    "HookError",
     "Hooks",
     "IndexReader",
     "LedgerError",
@@ -83,6 +87,7 @@ __all__ = [
     "Topics",
     "UnknownModelVersion",
     "UnknownSchema",
+    "UsageError",
     "VerifyReport",
     "VersionComparison",
     "WireError",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
+from collections.abc import Iterator
 
 import click
 import pytest
@@ -110,6 +112,7 @@ def test_every_command_is_in_docs_cli_md() -> None:
         ["consume", "--until-caught-up"],
         ["rollback", "--model", "m", "--to", "v1", "--dry-run"],
         ["demo"],
+        ["dlq", "redrive"],
     ],
 )
 def test_commands_needing_the_broker_fail_fast_with_one_line(tmp_path, command) -> None:
@@ -120,3 +123,34 @@ def test_commands_needing_the_broker_fail_fast_with_one_line(tmp_path, command) 
     assert result.exit_code == 2, result.output
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith(f"Error: cannot reach a Kafka broker at {bootstrap}")
+
+
+@pytest.fixture
+def silent_broker() -> Iterator[str]:
+    """A port that accepts TCP connections and never answers: a hung broker."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+
+
+@pytest.mark.parametrize(("option", "waited"), [([], 5), (["--broker-timeout", "1"], 1)])
+def test_a_broker_that_does_not_answer_fails_within_the_broker_timeout(
+    silent_broker, option, waited
+) -> None:
+    started = time.monotonic()
+    result = CliRunner().invoke(cli, ["--bootstrap", silent_broker, *option, "init"])
+    elapsed = time.monotonic() - started
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"Error: cannot reach a Kafka broker at {silent_broker}: no answer within {waited}s "
+        "(start one with `ledger broker`, or check --bootstrap / LEDGER_BOOTSTRAP)\n"
+    )
+    assert waited <= elapsed < waited + 4
+
+
+def test_broker_timeout_must_be_positive() -> None:
+    result = CliRunner().invoke(cli, ["--broker-timeout", "0", "init"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--broker-timeout': 0.0 is not in the range x>0." in result.stderr

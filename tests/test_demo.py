@@ -89,7 +89,9 @@ def test_demo_refuses_a_home_that_is_not_a_demo_and_topics_with_events(
     args = ["--bootstrap", bootstrap, "--topic-prefix", prefix, "--home", str(tmp_path), "demo"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2
-    assert "not a demo's; pass another --home" in result.stderr
+    assert result.stderr == (
+        f"Error: {tmp_path} holds a ledger state that is not a demo's (pass another --home)\n"
+    )
     assert (tmp_path / "shards" / "main.duckdb").exists()
 
     result = CliRunner().invoke(
@@ -105,7 +107,10 @@ def test_demo_refuses_a_home_that_is_not_a_demo_and_topics_with_events(
         ],
     )
     assert result.exit_code == 2
-    assert "already hold events; pass a fresh --topic-prefix" in result.stderr
+    assert result.stderr == (
+        f"Error: the topics {demo_home.topics.prefix}.* already hold events "
+        "(pass a fresh --topic-prefix)\n"
+    )
 
 
 def test_demo_replaces_the_state_of_a_demo_that_crashed_half_way(bootstrap, tmp_path):

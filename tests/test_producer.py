@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import gc
+import threading
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 
-from ledger import ContractError, Producer, Topics, UnknownModelVersion, content_hash, load_registry
+from ledger import (
+    BrokerError,
+    ContractError,
+    EmbeddedBroker,
+    Producer,
+    Topics,
+    UnknownModelVersion,
+    content_hash,
+    load_registry,
+)
 from ledger.contract.schemas import default_store
 from ledger.contract.wire import decode
+from ledger.log.broker import free_port
 from ledger.log.reading import read_to_end
+from ledger.log.topics import init_topics
 
 pytestmark = pytest.mark.kafka
 
@@ -227,6 +242,99 @@ BAD_CALLS: list[Any] = [
         "entity_ids",
         id="count-mismatch",
     ),
+    # Found by an adversarial run: each of these escaped as a non-ledger error, or was sent.
+    pytest.param(
+        lambda p: p.write_embedding("emb", "v1", "a\ud800", np.ones(DIM), content_sha256=SHA),
+        ContractError,
+        "entity_id",
+        id="lone-surrogate-in-id",
+    ),
+    pytest.param(
+        lambda p: p.write_embeddings(
+            "emb", "v1", ["a", "b\udcff"], _GOOD, content_sha256s=[SHA, SHA]
+        ),
+        ContractError,
+        "entity_id",
+        id="lone-surrogate-in-batch-id",
+    ),
+    pytest.param(
+        lambda p: p.record_decision("clf", "v1", "\ud800", "ham", score=0.5, input_sha256=SHA),
+        ContractError,
+        "subject_id",
+        id="lone-surrogate-in-subject-id",
+    ),
+    pytest.param(
+        lambda p: p.write_embeddings("emb", "v1", None, _GOOD, content_sha256s=[SHA, SHA]),
+        ContractError,
+        "entity_ids",
+        id="entity-ids-none",
+    ),
+    pytest.param(
+        lambda p: p.write_embeddings(
+            "emb", "v1", (e for e in "ab"), _GOOD, content_sha256s=[SHA, SHA]
+        ),
+        ContractError,
+        "entity_ids",
+        id="entity-ids-generator",
+    ),
+    pytest.param(
+        lambda p: p.write_embeddings("emb", "v1", "ab", _GOOD, content_sha256s=[SHA, SHA]),
+        ContractError,
+        "entity_ids",
+        id="entity-ids-plain-string",
+    ),
+    pytest.param(
+        lambda p: p.register_model_version(
+            "emb", "v2", kind="embedding", dimension=2**31, metric="angular"
+        ),
+        ContractError,
+        "dimension",
+        id="dimension-beyond-avro-int",
+    ),
+    pytest.param(
+        lambda p: p.register_model_version("clf", "v2", kind="classifier", labels="ab"),
+        ContractError,
+        "labels",
+        id="labels-plain-string",
+    ),
+    pytest.param(
+        lambda p: p.write_embedding("emb", "v1", "a", _GOOD, content_sha256=SHA),
+        ContractError,
+        "vector",
+        id="two-rows-to-write-embedding",
+    ),
+    pytest.param(
+        lambda p: p.write_embedding(
+            "emb", "v1", "a", np.ones(DIM), content_sha256=SHA, shadow="no"
+        ),
+        ContractError,
+        "shadow",
+        id="shadow-not-a-bool",
+    ),
+    pytest.param(
+        lambda p: p.record_decision(
+            "clf", "v1", "u", "ham", score=0.5, input_sha256=SHA, shadow="no"
+        ),
+        ContractError,
+        "shadow",
+        id="decision-shadow-not-a-bool",
+    ),
+    pytest.param(
+        lambda p: p.write_embedding(
+            "emb", "v1", "x" * 20_000_000, np.ones(DIM), content_sha256=SHA
+        ),
+        ContractError,
+        "event",
+        id="id-too-large-for-a-message",
+    ),
+    pytest.param(
+        lambda p: p.write_embeddings(
+            "emb", "v1", ["a", "x" * 20_000_000], _GOOD, content_sha256s=[SHA, SHA]
+        ),
+        ContractError,
+        "event",
+        id="batch-with-one-id-too-large",
+    ),
 ]
 
 
@@ -242,6 +350,8 @@ def test_bad_input_raises_its_error_and_sends_nothing(
     with pytest.raises(error) as info:
         call(producer)
     assert info.value.field == field
+    assert info.value.hint, "a refusal says what to do"
+    assert "\n" not in str(info.value)
     producer.flush()
 
     names = [name for _, _, name, _ in _read(bootstrap, topics)]
@@ -324,3 +434,93 @@ def test_a_models_topic_with_several_partitions_is_refused(bootstrap):
             producer.register_model_version(
                 "emb", "v1", kind="embedding", dimension=4, metric="dot"
             )
+
+
+def test_a_numpy_float_score_is_recorded_as_that_float(bootstrap, topics, producer):
+    producer.record_decision("clf", "v1", "u", "spam", score=np.float32(0.5), input_sha256=SHA)
+    producer.flush()
+    decisions = [rec for _, _, name, rec in _read(bootstrap, topics) if name == "DecisionRecorded"]
+    assert [(d["subject_id"], d["label"], d["score"]) for d in decisions] == [("u", "spam", 0.5)]
+
+
+# -- a broker that is not there, or goes away ---------------------------------------------
+
+UNREACHABLE_HINT = "(start one, or check the bootstrap address / LEDGER_BOOTSTRAP)"
+
+
+@pytest.fixture
+def own_broker() -> Iterator[EmbeddedBroker]:
+    """A broker of this test's own, so the test can stop it."""
+    broker = EmbeddedBroker()
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def _sender_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if "kafka" in t.name.lower() and t.is_alive()]
+
+
+def test_a_producer_for_a_closed_port_fails_within_its_connect_timeout() -> None:
+    bootstrap = f"127.0.0.1:{free_port()}"  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(BrokerError) as info:
+        Producer(bootstrap=bootstrap, connect_timeout=2)
+    assert time.monotonic() - started < 10
+    assert str(info.value) == f"cannot reach a Kafka broker at {bootstrap} {UNREACHABLE_HINT}"
+
+
+def test_reading_the_registry_with_the_broker_down_is_a_broker_error(own_broker) -> None:
+    topics = Topics(f"t{uuid.uuid4().hex[:12]}")
+    init_topics(own_broker.bootstrap, topics)
+    producer = Producer(
+        bootstrap=own_broker.bootstrap, topics=topics, connect_timeout=2, flush_timeout=2
+    )
+    producer.register_model_version("emb", "v1", kind="embedding", dimension=4, metric="dot")
+    own_broker.stop()
+
+    started = time.monotonic()
+    with pytest.raises(BrokerError) as info:  # v2 is not known yet: the log is read again
+        producer.write_embedding("emb", "v2", "a", np.ones(4), content_sha256=SHA)
+    assert time.monotonic() - started < 10
+    assert str(info.value) == (
+        f"cannot reach a Kafka broker at {own_broker.bootstrap} {UNREACHABLE_HINT}"
+    )
+    producer.close()  # nothing was sent: closes at once
+
+
+# kafka-python 3.0.12 (kafka/net/inet.py sock_connect) raises on a refused reconnect
+# without closing the socket; the GC closes it and warns. Only that warning is let pass.
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
+)
+def test_flush_with_the_broker_down_says_how_many_events_were_not_acknowledged(
+    own_broker,
+) -> None:
+    topics = Topics(f"t{uuid.uuid4().hex[:12]}")
+    init_topics(own_broker.bootstrap, topics)
+    before = _sender_threads()
+    producer = Producer(
+        bootstrap=own_broker.bootstrap, topics=topics, connect_timeout=2, flush_timeout=2
+    )
+    producer.register_model_version("emb", "v1", kind="embedding", dimension=4, metric="dot")
+    own_broker.stop()
+    for i in range(30):
+        producer.write_embedding("emb", "v1", f"e{i}", np.ones(4), content_sha256=SHA)
+
+    started = time.monotonic()
+    with pytest.raises(BrokerError) as info:
+        producer.flush()
+    assert time.monotonic() - started < 10
+    assert str(info.value) == (
+        f"30 events were not acknowledged by {own_broker.bootstrap} within 2s; they may be "
+        "missing from the log (check that the broker is up, or allow more time with "
+        "flush_timeout; then write them again)"
+    )
+
+    started = time.monotonic()
+    with pytest.raises(BrokerError, match="^30 events were not acknowledged"):
+        producer.close()
+    assert time.monotonic() - started < 10
+    assert _sender_threads() == before  # the client's thread is gone, not left retrying
+    gc.collect()  # those sockets are collected here, under this test's filter

@@ -405,7 +405,12 @@ def test_store_behind_the_artifact_fails_position_and_skips_count_and_purity(ser
 
     assert _failed(report) == [(EMBEDDER, "position")]
     assert [c.name for c in report.checks] == ["checksum", "position", "switch"]
-    assert "run `ledger consume`" in report.checks[1].detail
+    behind = report.checks[1].figures["behind"]
+    first, at = next(iter(behind.items()))
+    assert report.checks[1].detail == (
+        f"the store is behind the artifact on {len(behind)} partitions (e.g. {first}: "
+        f"artifact {at['artifact']}, store 0); materialise the log up to it first"
+    )
 
 
 def test_recall_check_calibrates_the_serving_search_k_and_serving_uses_it(

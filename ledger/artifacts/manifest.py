@@ -274,14 +274,17 @@ def existing_artifact(final: Path, plan: Manifest) -> Manifest:
     if _build_identity(existing) != _build_identity(plan):
         raise ArtifactError(
             f"artifact {final} exists with different input or parameters; artifacts are "
-            "immutable and the log position should determine the input (remove it with "
-            "`ledger artifacts gc` if it is not serving, or investigate the log)"
+            "immutable and the log position should determine the input",
+            hint="remove it with collect_garbage() if it is not serving, or investigate the log",
+            cli_hint="remove it with `ledger artifacts gc` if it is not serving, or "
+            "investigate the log",
         )
     bad = verify_artifact(final)
     if bad:
         raise ChecksumMismatch(
-            f"artifact {final} exists but is corrupt ({', '.join(bad)}); remove it and rebuild",
+            f"artifact {final} exists but is corrupt ({', '.join(bad)})",
             files=tuple(bad),
+            hint="remove it and rebuild",
         )
     return existing
 

@@ -243,6 +243,6 @@ def check_position(model: str, manifest: Manifest, stored: Mapping[str, int]) ->
         if not short
         else f"the store is behind the artifact on {len(short)} partitions "
         f"(e.g. {next(iter(short))}: artifact {next(iter(short.values()))[0]}, "
-        f"store {next(iter(short.values()))[1]}); run `ledger consume`",
+        f"store {next(iter(short.values()))[1]}); materialise the log up to it first",
         {"behind": {k: {"artifact": a, "store": s} for k, (a, s) in short.items()}},
     )

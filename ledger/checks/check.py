@@ -9,13 +9,15 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Check:
-    """One verification result."""
+    """One verification result: ``detail`` says what was found in the library's terms;
+    ``cli_hint``, for a failure that a command repairs, names that command."""
 
     model: str
     name: str
     passed: bool
     detail: str
     figures: dict[str, Any] = field(default_factory=dict)
+    cli_hint: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -24,6 +26,7 @@ class Check:
             "passed": self.passed,
             "detail": self.detail,
             "figures": self.figures,
+            **({"cli_hint": self.cli_hint} if self.cli_hint else {}),
         }
 
 

@@ -29,6 +29,6 @@ def check_lag(partitions: Sequence[Any]) -> Check:
         detail = (
             f"{total} events behind on {len(behind)} partitions ({worst})"
             + ("; negative lag: the broker lost events the store holds" if lost else "")
-            + "; run `ledger consume` until caught up"
+            + "; the materialisers have not caught up"
         )
     return Check("*", "lag", not behind, detail, figures)

@@ -19,41 +19,38 @@ from ledger.store.queries import latest_deployment
 def check_deployed(con: Connection, pointer: ServingPointer) -> Check:
     """The pointer serves the version (and artifact, when the event names one) that the
     log's latest deployment of its model says, per the views on ``con`` (caught up)."""
-    m = pointer.model
+    m, version = pointer.model, pointer.version
     found = latest_deployment(con, m)
     figures: dict[str, str | None] = {
-        "pointer_version": pointer.version,
+        "pointer_version": version,
         "pointer_artifact": pointer.artifact,
     }
+    record = f"ledger rollback --model {m} --to {version} --yes"
     if not found:
         return Check(
             m,
             "deployed",
             False,
-            f"the pointer serves {pointer.version} ({pointer.artifact}) but the log records no "
-            f"deployment of {m}: serving was switched outside a rollback; record it by "
-            f"rolling back to {pointer.version} (ledger rollback --model {m} --to "
-            f"{pointer.version} --yes), or switch back",
+            f"the pointer serves {version} ({pointer.artifact}) but the log records no "
+            f"deployment of {m}: serving was switched outside a rollback; a rollback to "
+            f"{version} records it",
             figures,
+            cli_hint=record,
         )
-    version, artifact = found
-    figures |= {"log_version": version, "log_artifact": artifact}
-    agree = version == pointer.version and artifact in (None, pointer.artifact)
-    if agree:
-        return Check(
-            m, "deployed", True, f"the log's latest deployment of {m} is this one", figures
-        )
-    logged = f"{version}" + (f" ({artifact})" if artifact else "")
+    logged_version, artifact = found
+    figures |= {"log_version": logged_version, "log_artifact": artifact}
+    if logged_version == version and artifact in (None, pointer.artifact):
+        return Check(m, "deployed", True, f"the log's latest deployment of {m} is this", figures)
+    logged = logged_version + (f" ({artifact})" if artifact else "")
     return Check(
         m,
         "deployed",
         False,
-        f"the pointer serves {pointer.version} ({pointer.artifact}) but the log's latest "
-        f"deployment of {m} is {logged}: if a rollback to {pointer.version} crashed after its "
-        f"switch, run it again to record it (ledger rollback --model {m} --to "
-        f"{pointer.version} --yes); if the pointer was changed by hand, switch to what the log "
-        f"says (ledger rollback --model {m} --to {version} --yes)",
+        f"the pointer serves {version} ({pointer.artifact}) but the log's latest deployment "
+        f"of {m} is {logged}: if a rollback to {version} crashed after its switch, running it "
+        f"again records it; if the pointer was changed by hand, roll back to {logged_version}",
         figures,
+        cli_hint=f"{record}   # or: ledger rollback --model {m} --to {logged_version} --yes",
     )
 
 
@@ -63,16 +60,16 @@ def check_switch_set(home: Path) -> Check:
     if pending is None:
         return Check("*", "switch", True, "no interrupted switch", {})
     models = " ".join(f"--model {m}" for m in pending.targets)
+    again = (
+        f"ledger rollback {models} --to {pending.to_version} --yes"
+        if pending.action == "rollback"
+        else f"ledger switch-back {models}"
+    )
     return Check(
         "*",
         "switch",
         False,
-        f"{pending.describe(home)}; run it again to finish it ("
-        + (
-            f"ledger rollback {models} --to {pending.to_version} --yes"
-            if pending.action == "rollback"
-            else f"ledger switch-back {models}"
-        )
-        + ")",
+        f"{pending.describe(home)}; running the {pending.action} again finishes it",
         {"targets": dict(pending.targets), "behind": pending.behind(home)},
+        cli_hint=again,
     )

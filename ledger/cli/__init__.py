@@ -15,7 +15,14 @@ import click
 
 from ledger.cli.artifacts import artifacts_cmd
 from ledger.cli.audit import doctor_cmd, export_cmd, lineage_cmd, sql_cmd, versions_cmd
-from ledger.cli.context import ENV_HOME, ENV_TOPIC_PREFIX, Context, LedgerGroup
+from ledger.cli.context import (
+    DEFAULT_BROKER_TIMEOUT,
+    ENV_BROKER_TIMEOUT,
+    ENV_HOME,
+    ENV_TOPIC_PREFIX,
+    Context,
+    LedgerGroup,
+)
 from ledger.cli.demo import demo_cmd
 from ledger.cli.log import broker_cmd, init_cmd
 from ledger.cli.materialiser import consume_cmd, dlq_group, status_cmd
@@ -23,6 +30,7 @@ from ledger.cli.promote import compare_cmd, promote_cmd, runbook_cmd, switch_bac
 from ledger.cli.rollback import rollback_cmd
 from ledger.cli.verify import verify_cmd
 from ledger.contract.events import Topics
+from ledger.log.timeouts import BrokerTimeouts, using_timeouts
 
 
 @click.group(cls=LedgerGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,11 +52,26 @@ from ledger.contract.events import Topics
     show_default=True,
     help="Prefix of the ledger's topics (env LEDGER_TOPIC_PREFIX).",
 )
+@click.option(
+    "--broker-timeout",
+    envvar=ENV_BROKER_TIMEOUT,
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_BROKER_TIMEOUT,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to wait for a broker that does not answer: to connect, and for "
+    f"acknowledgements of what was sent (env {ENV_BROKER_TIMEOUT}).",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(package_name="lineage-ledger")
 @click.pass_context
 def cli(
-    ctx: click.Context, bootstrap: str | None, home: Path, topic_prefix: str, debug: bool
+    ctx: click.Context,
+    bootstrap: str | None,
+    home: Path,
+    topic_prefix: str,
+    broker_timeout: float,
+    debug: bool,
 ) -> None:
     """lineage-ledger: safe, verified, one-command model rollbacks, rebuilt from the log.
 
@@ -60,7 +83,16 @@ def cli(
 
     Exit codes: 0 ok, 1 a check failed, 2 usage error or could not run.
     """
-    ctx.obj = Context(bootstrap=bootstrap, home=home, topics=Topics(topic_prefix), debug=debug)
+    timeouts = BrokerTimeouts(connect=broker_timeout, flush=broker_timeout)
+    ctx.obj = Context(
+        bootstrap=bootstrap,
+        home=home,
+        topics=Topics(topic_prefix),
+        debug=debug,
+        broker_timeouts=timeouts,
+    )
+    # Every broker wait of the command (producers, readers, admin) takes these defaults.
+    ctx.with_resource(using_timeouts(timeouts))
 
 
 for command in (

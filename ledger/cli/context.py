@@ -15,9 +15,13 @@ from ledger.checks.recall import DEFAULT_RECALL_THRESHOLD, DEFAULT_SAMPLE, Recal
 from ledger.contract.events import Topics
 from ledger.errors import BrokerError, LedgerError
 from ledger.log.broker import resolve_bootstrap
+from ledger.log.timeouts import BrokerTimeouts
 
 ENV_HOME = "LEDGER_HOME"
 ENV_TOPIC_PREFIX = "LEDGER_TOPIC_PREFIX"
+ENV_BROKER_TIMEOUT = "LEDGER_BROKER_TIMEOUT"
+#: The CLI waits briefly for a broker: an operator wants to hear at once that it is down.
+DEFAULT_BROKER_TIMEOUT = 5.0
 
 
 class CouldNotRun(click.ClickException):
@@ -34,19 +38,36 @@ class Context:
     home: Path
     topics: Topics
     debug: bool
+    broker_timeouts: BrokerTimeouts = BrokerTimeouts(
+        connect=DEFAULT_BROKER_TIMEOUT, flush=DEFAULT_BROKER_TIMEOUT
+    )
 
     def require_bootstrap(self) -> str:
         """A reachable broker for commands that need the persistent log."""
         resolved = resolve_bootstrap(self.bootstrap, home=self.home)
         if not resolved:
             raise BrokerError(
-                "no broker: pass --bootstrap / set LEDGER_BOOTSTRAP, or start the local one "
-                "with `ledger broker` in another terminal"
+                "no broker named",
+                cli_hint="pass --bootstrap / set LEDGER_BOOTSTRAP, or start the local one "
+                "with `ledger broker` in another terminal",
             )
         from ledger.log.broker import check_reachable
 
         check_reachable(resolved)
         return resolved
+
+
+def one_line(exc: LedgerError) -> str:
+    """How the CLI shows a library error: the message, then the CLI's hint (else the
+    library's) in parentheses, on one line.
+
+    Example:
+        >>> one_line(BrokerError("no broker at k:1", hint="start one", cli_hint="ledger broker"))
+        'no broker at k:1 (ledger broker)'
+    """
+    hint = exc.cli_hint or exc.hint
+    text = exc.message if not hint else f"{exc.message} ({hint})"
+    return " ".join(text.split())  # a cause's text may hold newlines: keep it one line
 
 
 class LedgerGroup(click.Group):
@@ -59,7 +80,7 @@ class LedgerGroup(click.Group):
             obj = ctx.find_object(Context)
             if obj is not None and obj.debug:
                 raise
-            raise CouldNotRun(str(exc)) from exc
+            raise CouldNotRun(one_line(exc)) from exc
 
 
 def emit(data: Any, *, as_json: bool, human: Callable[[Any], None]) -> None:

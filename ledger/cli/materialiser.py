@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ledger.cli.context import Context, emit, json_option, pass_context
-from ledger.log.broker import resolve_bootstrap
+from ledger.log.broker import check_reachable, resolve_bootstrap
 
 
 @click.command("consume")
@@ -229,7 +229,8 @@ def dlq_show_cmd(c: Context, dead_letter_id: str, as_json: bool) -> None:
 def dlq_redrive_cmd(c: Context, ids: tuple[str, ...], as_json: bool) -> None:
     """Materialise the dead letters that now pass (all pending, or IDS), exactly once.
 
-    Registrations come from the shards and, when a broker is reachable, the log.
+    Registrations come from the shards and, when a broker is named (or a local one
+    runs for this home), the log; a named broker that does not answer is an error.
 
     \b
     Example:
@@ -238,6 +239,8 @@ def dlq_redrive_cmd(c: Context, ids: tuple[str, ...], as_json: bool) -> None:
     from consumers.deadletters import redrive
 
     bootstrap = resolve_bootstrap(c.bootstrap, home=c.home)
+    if bootstrap:
+        check_reachable(bootstrap)
     report = redrive(c.home, topics=c.topics, bootstrap=bootstrap or None, ids=ids)
     emit(
         {

@@ -21,6 +21,8 @@ def print_report(report: VerifyReport) -> None:
     for check in report.checks:
         mark = "ok  " if check.passed else "FAIL"
         click.echo(f"  {mark} {check.model} {check.name}: {check.detail}")
+        if not check.passed and check.cli_hint:
+            click.echo(f"       run: {check.cli_hint}")
     for m in report.mixed:
         what = kind_named(m.kind).latest
         whose = ", ".join(f"{v} {n}" for v, n in m.by_version.items()) or "-"

@@ -7,8 +7,9 @@ Checks on vectors are vectorised: a batch is validated with a few numpy calls.
 from __future__ import annotations
 
 import math
+import numbers
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,8 @@ from ledger.errors import ContractError, LedgerError, UnknownModelVersion
 KINDS = ("embedding", "classifier")
 METRICS = ("angular", "euclidean", "dot")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+#: A dimension is an Avro ``int`` on the wire.
+MAX_DIMENSION = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +59,7 @@ class Registry:
         >>> r.get("m", "v1")
         Traceback (most recent call last):
         ...
-        ledger.errors.UnknownModelVersion: model m version v1 is not registered; ...
+        ledger.errors.UnknownModelVersion: model m version v1 is not registered (...)
     """
 
     def __init__(self, versions: Iterable[ModelVersion] = ()) -> None:
@@ -79,11 +82,11 @@ class Registry:
             raise ContractError(
                 f"{mv.model} {mv.version} is already registered as {existing.kind} "
                 f"(dimension={existing.dimension}, metric={existing.metric}, "
-                f"labels={list(existing.labels)}); a version's contract never changes: "
-                "register a new version",
+                f"labels={list(existing.labels)}); a version's contract never changes",
                 field="model_version",
                 expected=str(existing),
                 got=str(mv),
+                hint="register a new version",
             )
         self._versions[(mv.model, mv.version)] = mv
 
@@ -118,11 +121,11 @@ class Registry:
         mv = self._versions.get((model, version))
         if mv is None:
             raise UnknownModelVersion(
-                f"model {model} version {version} is not registered; "
-                "call register_model_version() for it first",
+                f"model {model} version {version} is not registered",
                 field="model_version",
                 expected="a registered version",
                 got=f"{model}/{version}",
+                hint="call register_model_version() for it first",
             )
         if kind is not None and mv.kind != kind:
             raise ContractError(
@@ -130,40 +133,95 @@ class Registry:
                 field="kind",
                 expected=kind,
                 got=mv.kind,
+                hint=f"name a version of a {kind} model",
             )
         return mv
 
 
+def check_text(field: str, value: Any) -> str:
+    """A string that encodes as UTF-8 (Avro strings and Kafka keys are UTF-8)."""
+    if not isinstance(value, str):
+        raise ContractError(
+            f"{field} must be a string, got {type(value).__name__}",
+            field=field,
+            expected="str",
+            got=repr(value)[:40],
+            hint=f"pass {field} as a str",
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _not_utf8(field, value, exc) from exc
+    return value
+
+
+def _not_utf8(field: str, value: str, exc: UnicodeEncodeError) -> ContractError:
+    return ContractError(
+        f"{field} is not valid Unicode text: it holds a lone surrogate "
+        f"{value[exc.start]!r} at position {exc.start}",
+        field=field,
+        expected="UTF-8 encodable str",
+        got=repr(value)[:40],
+        hint="such text comes from decoding with errors='surrogateescape': decode the bytes "
+        "with errors='replace' instead, or use another id",
+    )
+
+
 def check_id(field: str, value: Any) -> str:
-    """A non-empty string id."""
+    """A non-empty string id that encodes as UTF-8."""
     if not isinstance(value, str) or not value.strip():
         raise ContractError(
             f"{field} must be a non-empty string",
             field=field,
             expected="non-empty str",
             got=repr(value)[:40],
+            hint=f"pass {field} as a non-empty str",
         )
-    return value
+    return check_text(field, value)
+
+
+def check_sequence(field: str, values: Any) -> list[Any]:
+    """A list, tuple or 1-d array of values (one per row); a plain string, a generator, a
+    set or None is refused rather than taken apart. Returns the values as a list."""
+    if (
+        isinstance(values, str | bytes | Mapping)
+        or not hasattr(values, "__len__")
+        or not hasattr(values, "__getitem__")
+        or (isinstance(values, np.ndarray) and values.ndim != 1)
+    ):
+        raise ContractError(
+            f"{field} must be a list (one value per row), got {type(values).__name__}",
+            field=field,
+            expected="list",
+            got=repr(values)[:40],
+            hint=f"pass a list or tuple, e.g. [{field[:-1]}]",
+        )
+    return list(values)
 
 
 def check_sha256(field: str, value: Any) -> str:
     """A lowercase hex sha256 (use ``ledger.content_hash`` to make one)."""
     if not isinstance(value, str) or not _SHA256.fullmatch(value):
         raise ContractError(
-            f"{field} must be 64 lowercase hex characters (hashlib.sha256(...).hexdigest(), "
-            "or ledger.content_hash(content))",
+            f"{field} must be 64 lowercase hex characters",
             field=field,
             expected="sha256 hex",
             got=repr(value)[:40],
+            hint="make it with hashlib.sha256(...).hexdigest(), or ledger.content_hash(content)",
         )
     return value
 
 
 def check_ids(field: str, values: Sequence[Any]) -> None:
-    """Every value a non-empty string id (one pass; names the first bad one)."""
+    """Every value a non-empty UTF-8 string id (one pass; names the first bad one)."""
     for value in values:
         if type(value) is not str or not value.strip():
             check_id(field, value)  # raises with the message and data
+    try:
+        "".join(values).encode("utf-8")  # one pass over the batch
+    except UnicodeEncodeError:
+        for value in values:
+            check_id(field, value)
 
 
 _SHA256_RUN = re.compile(r"(?:[0-9a-f]{64})*")
@@ -185,33 +243,57 @@ def check_registration(
     """A registration must be complete for its kind."""
     if kind not in KINDS:
         raise ContractError(
-            f"kind must be one of {KINDS}", field="kind", expected="|".join(KINDS), got=repr(kind)
+            f"kind must be one of {KINDS}",
+            field="kind",
+            expected="|".join(KINDS),
+            got=repr(kind)[:40],
+            hint="pass kind='embedding' or kind='classifier'",
         )
     if kind == "embedding":
-        if not isinstance(dimension, int) or isinstance(dimension, bool) or dimension <= 0:
+        if (
+            not isinstance(dimension, numbers.Integral)
+            or isinstance(dimension, bool | np.bool_)
+            or not 0 < dimension <= MAX_DIMENSION
+        ):
             raise ContractError(
-                "an embedding model needs dimension=<positive int>",
+                f"an embedding model needs a dimension from 1 to {MAX_DIMENSION}, "
+                f"got {dimension!r}"[:120],
                 field="dimension",
-                expected="positive int",
-                got=repr(dimension),
+                expected=f"int in 1..{MAX_DIMENSION}",
+                got=repr(dimension)[:40],
+                hint="pass dimension=<the length of the model's vectors>",
             )
         if metric not in METRICS:
             raise ContractError(
-                f"an embedding model needs metric= one of {METRICS}",
+                f"an embedding model needs a metric, one of {METRICS}",
                 field="metric",
                 expected="|".join(METRICS),
-                got=repr(metric),
+                got=repr(metric)[:40],
+                hint="pass metric='angular', 'euclidean' or 'dot'",
             )
     else:
-        if not labels or any(not isinstance(x, str) or not x for x in labels):
+        if (
+            isinstance(labels, str | bytes)
+            or not isinstance(labels, Sequence)
+            or not labels
+            or any(not isinstance(x, str) or not x for x in labels)
+        ):
             raise ContractError(
-                "a classifier needs labels=[...] (the non-empty labels it may emit)",
+                "a classifier needs labels: a list of the non-empty labels it may emit",
                 field="labels",
                 expected="non-empty list of str",
                 got=repr(labels)[:40],
+                hint='pass labels=["ham", "spam"], not one string',
             )
+        for label in labels:
+            check_text("labels", label)
         if len(set(labels)) != len(labels):
-            raise ContractError("labels must be distinct", field="labels", got=repr(labels)[:40])
+            raise ContractError(
+                "labels must be distinct",
+                field="labels",
+                got=repr(labels)[:40],
+                hint="name each label once",
+            )
 
 
 def check_vectors(mv: ModelVersion, vectors: Any) -> npt.NDArray[np.float32]:
@@ -227,6 +309,7 @@ def check_vectors(mv: ModelVersion, vectors: Any) -> npt.NDArray[np.float32]:
             field="vector",
             expected=f"float[{mv.dimension}]",
             got="ragged or non-array",
+            hint=f"pass an (n, {mv.dimension}) float array, one row per vector",
         ) from exc
     if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
         raise ContractError(
@@ -234,48 +317,91 @@ def check_vectors(mv: ModelVersion, vectors: Any) -> npt.NDArray[np.float32]:
             field="vector",
             expected="float",
             got=str(arr.dtype),
+            hint="pass the model's float output, e.g. np.asarray(v, dtype=np.float32)",
         )
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)
     if arr.ndim != 2 or arr.shape[1] != mv.dimension:
         raise ContractError(
-            f"{mv.model} {mv.version} takes {mv.dimension}-d vectors, got shape "
-            f"{tuple(arr.shape)}; embed with the model version you name",
+            f"{mv.model} {mv.version} takes {mv.dimension}-d vectors, got shape {tuple(arr.shape)}",
             field="dimension",
             expected=str(mv.dimension),
             got=str(arr.shape[-1] if arr.ndim else 0),
+            hint="embed with the model version you name",
         )
     out = np.ascontiguousarray(arr, dtype="<f4")
     finite = np.isfinite(out).all(axis=1)
     if not finite.all():
         row = int(np.argmin(finite))
         raise ContractError(
-            f"vector {row} has NaN or inf values; fix the embedding before writing it",
+            f"vector {row} has NaN or inf values",
             field="vector",
             expected="finite floats",
             got="nan/inf",
+            hint="fix the embedding before writing it",
         )
     return out
 
 
+def check_vector(mv: ModelVersion, vector: Any) -> npt.NDArray[np.float32]:
+    """Validate one vector for ``mv``: 1-d, ``(d,)``; returns it as C-contiguous float32.
+
+    A 2-d array is refused even when it holds one row: it is a batch (``write_embeddings``).
+    """
+    try:
+        shape = np.shape(vector)
+    except (ValueError, TypeError):  # ragged lists and the like: check_vectors says so
+        shape = (-1,)
+    if len(shape) != 1:
+        raise ContractError(
+            f"write_embedding takes one vector of shape ({mv.dimension},), got shape {shape}",
+            field="vector",
+            expected=f"float[{mv.dimension}]",
+            got=f"shape {shape}",
+            hint="pass one row, or write several with write_embeddings()",
+        )
+    row: npt.NDArray[np.float32] = check_vectors(mv, vector)[0]
+    return row
+
+
 def check_label(mv: ModelVersion, label: Any, score: Any) -> tuple[str, float]:
-    """A decision's label must be one of the classifier's labels; the score a finite number."""
-    if label not in mv.labels:
+    """A decision's label must be one of the classifier's labels; the score a finite real
+    number (a Python or numpy float or int, not a bool)."""
+    if not isinstance(label, str) or label not in mv.labels:
         raise ContractError(
             f"label {label!r} is not a label of {mv.model} {mv.version} (labels: "
             f"{', '.join(mv.labels)})",
             field="label",
             expected="|".join(mv.labels),
             got=repr(label)[:40],
+            hint="record one of the registered labels, or register a new version with it",
         )
-    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+    if (
+        isinstance(score, bool | np.bool_)
+        or not isinstance(score, numbers.Real)
+        or not math.isfinite(score)
+    ):
         raise ContractError(
             "score must be a finite number",
             field="score",
             expected="finite float",
             got=repr(score)[:40],
+            hint="pass the classifier's score as a float",
         )
-    return label, float(score)
+    return str(label), float(score)
+
+
+def check_flag(field: str, value: Any) -> bool:
+    """A real bool (``True``/``False``, or a numpy bool): ``"no"`` would be truthy."""
+    if not isinstance(value, bool | np.bool_):
+        raise ContractError(
+            f"{field} must be True or False, got {value!r}"[:120],
+            field=field,
+            expected="bool",
+            got=repr(value)[:40],
+            hint=f"pass {field}=True or {field}=False",
+        )
+    return bool(value)
 
 
 def check_embedding_record(registry: Registry, record: dict[str, Any]) -> None:

@@ -41,7 +41,7 @@ from ledger.artifacts.index_reader import IndexReader, open_artifact
 from ledger.checks.exact import exact_topk, recall_at_k
 from ledger.contract.events import Topics
 from ledger.demo.textembed import Corpus, TextEmbedder, ToyClassifier, synthetic_corpus
-from ledger.errors import ContractError
+from ledger.errors import UsageError
 from ledger.log.producer import Producer, content_hash
 from ledger.log.topics import init_topics
 from ledger.ops.kinds import DecisionPlan, EmbeddingPlan, Hooks
@@ -137,9 +137,10 @@ def _ensure_demo_home(home: Path) -> None:
             else:
                 path.unlink(missing_ok=True)
     elif shard_paths(home):
-        raise ContractError(
-            f"{home} holds a ledger state that is not a demo's; pass another --home",
-            field="home",
+        raise UsageError(
+            f"{home} holds a ledger state that is not a demo's",
+            hint="give the demo another home folder",
+            cli_hint="pass another --home",
         )
     home.mkdir(parents=True, exist_ok=True)
     (home / _MARKER).write_text("a ledger demo's home: `ledger demo` replaces it\n")
@@ -148,9 +149,10 @@ def _ensure_demo_home(home: Path) -> None:
 def _ensure_empty_topics(bootstrap: str, topics: Topics) -> None:
     init_topics(bootstrap, topics)
     if any(true_ends(bootstrap, topics.all).values()):
-        raise ContractError(
-            f"the topics {topics.prefix}.* already hold events; pass a fresh --topic-prefix",
-            field="topic_prefix",
+        raise UsageError(
+            f"the topics {topics.prefix}.* already hold events",
+            hint="give the demo a fresh topic prefix",
+            cli_hint="pass a fresh --topic-prefix",
         )
 
 

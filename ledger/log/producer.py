@@ -5,19 +5,20 @@ raises a :class:`~ledger.errors.ContractError` and nothing reaches the log.
 Messages are keyed by entity / subject id (per-entity order) and sent with
 ``acks=all``. Registrations are flushed before the call returns, so any event
 that uses a version is in the log after the version's registration.
+
+A broker that cannot be reached, or does not acknowledge, raises
+:class:`~ledger.errors.BrokerError` within the producer's ``connect_timeout`` /
+``flush_timeout``; nothing else escapes from the Kafka client.
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 import numpy as np
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
 
 from ledger.contract.events import (
     DeploymentChanged,
@@ -30,18 +31,24 @@ from ledger.contract.events import (
 from ledger.contract.rules import (
     ModelVersion,
     Registry,
+    check_flag,
     check_id,
     check_ids,
     check_label,
     check_registration,
+    check_sequence,
     check_sha256,
     check_sha256s,
+    check_text,
+    check_vector,
     check_vectors,
 )
 from ledger.contract.schemas import SchemaStore, default_store
 from ledger.contract.wire import RowTemplate, encode, encode_batch, row_template
-from ledger.errors import BrokerError, ContractError
+from ledger.errors import ContractError, UsageError
 from ledger.log.reading import read_to_end
+from ledger.log.sending import Sender
+from ledger.log.timeouts import BrokerTimeouts, current_timeouts, using_timeouts
 from ledger.log.topics import check_single_partition
 
 _F32 = np.dtype("<f4")
@@ -76,6 +83,12 @@ class Producer:
         topics: the topic names (prefix) of the ledger.
         shadow: mark this producer's embeddings and decisions as shadow writes (a candidate
             version running beside the serving one); each call can override it.
+        connect_timeout: seconds to wait for the broker to answer (at the start, and for
+            topic metadata) before :class:`~ledger.errors.BrokerError`; default: the
+            connect timeout in force (:mod:`ledger.log.timeouts`, 10 s unless set).
+        flush_timeout: seconds :meth:`flush` waits without any acknowledgement before it
+            raises :class:`~ledger.errors.BrokerError` naming how many events were not
+            acknowledged; default: the flush timeout in force (30 s unless set).
         **kafka_config: passed to ``kafka.KafkaProducer`` (e.g. ``linger_ms``).
 
     Example:
@@ -96,34 +109,31 @@ class Producer:
         name: str = "ledger",
         topics: Topics | None = None,
         shadow: bool = False,
+        connect_timeout: float | None = None,
+        flush_timeout: float | None = None,
         **kafka_config: Any,
     ) -> None:
+        if not isinstance(bootstrap, str) or not bootstrap.strip():
+            raise UsageError(
+                f"bootstrap must name the Kafka servers, got {bootstrap!r}",
+                hint='pass bootstrap="host:port" (several: comma-separated)',
+            )
         self.bootstrap = bootstrap
-        self.shadow = bool(shadow)
+        self.shadow = check_flag("shadow", shadow)
         self.name = check_id("name", name)
         self.topics = topics or Topics()
+        ambient = current_timeouts()
+        self.timeouts = BrokerTimeouts(
+            connect=ambient.connect if connect_timeout is None else connect_timeout,
+            flush=ambient.flush if flush_timeout is None else flush_timeout,
+        )
         self._store = default_store()
         self._schemas = {n: self._store.current[n] for n in self._store.current}
         self._registry: Registry | None = None
         self._embedding_targets: dict[
             tuple[str, str, bool], tuple[ModelVersion, RowTemplate | None]
         ] = {}
-        self._failures: list[BaseException] = []
-        self._lock = threading.Lock()
-        config: dict[str, Any] = {
-            "acks": "all",
-            "linger_ms": 10,
-            "batch_size": 256 * 1024,
-            "max_request_size": 16 * 1024 * 1024,
-            **kafka_config,
-        }
-        try:
-            self._kafka = KafkaProducer(bootstrap_servers=bootstrap, **config)
-        except KafkaError as exc:
-            raise BrokerError(
-                f"cannot reach a Kafka broker at {bootstrap}: {exc}; start one with "
-                "`ledger broker` or check --bootstrap"
-            ) from exc
+        self._sender = Sender(bootstrap, self.timeouts, **kafka_config)
 
     # -- registry -----------------------------------------------------------------
 
@@ -132,11 +142,12 @@ class Producer:
         check_id("version", version)
         if self._registry is None or (model, version) not in self._registry:
             if self._registry is None:
-                check_single_partition(
-                    self.topics.models, self._kafka.partitions_for(self.topics.models) or ()
-                )
-            # Another service may have registered it: the log is the registry.
-            self._registry = load_registry(self.bootstrap, self.topics, store=self._store)
+                partitions = self._sender.partitions_for(self.topics.models)
+                check_single_partition(self.topics.models, partitions)
+            # Another service may have registered it: the log is the registry. Read it
+            # with this producer's connect timeout.
+            with using_timeouts(self.timeouts):
+                self._registry = load_registry(self.bootstrap, self.topics, store=self._store)
         return self._registry
 
     def _version(self, model: str, version: str, kind: str | None = None) -> ModelVersion:
@@ -144,14 +155,9 @@ class Producer:
 
     # -- sending ------------------------------------------------------------------
 
-    def _on_error(self, exc: BaseException) -> None:
-        with self._lock:
-            self._failures.append(exc)
-
     def _send(self, event_type: str, topic: str, key: str, record: dict[str, Any]) -> None:
         value = encode(self._schemas[event_type], record)
-        future = self._kafka.send(topic, key=key.encode("utf-8"), value=value)
-        future.add_errback(self._on_error)
+        self._sender.send_one(topic, key.encode("utf-8"), value)
 
     def _envelope(self, model: str, version: str) -> dict[str, Any]:
         return {
@@ -185,12 +191,13 @@ class Producer:
         check_id("model", model)
         check_id("version", version)
         check_registration(kind=kind, dimension=dimension, metric=metric, labels=labels)
+        check_text("artifact_uri", artifact_uri)
         sha = check_sha256("artifact_sha256", artifact_sha256 or content_hash(artifact_uri))
         wanted = ModelVersion(
             model,
             version,
             kind,
-            dimension if kind == "embedding" else None,
+            int(dimension) if kind == "embedding" and dimension is not None else None,
             metric if kind == "embedding" else None,
             tuple(labels) if kind == "classifier" else (),
         )
@@ -199,10 +206,11 @@ class Producer:
         if existing is not None and existing != wanted:
             raise ContractError(
                 f"{model} {version} is already registered with a different contract "
-                f"({existing.kind}, dimension={existing.dimension}); register a new version",
+                f"({existing.kind}, dimension={existing.dimension})",
                 field="model_version",
                 expected=str(existing),
                 got=str(wanted),
+                hint="register a new version",
             )
         event = ModelVersionRegistered(
             **self._envelope(model, version),
@@ -233,7 +241,7 @@ class Producer:
         ``shadow`` (default: the producer's) marks a write by a version that does not serve.
         Returns the event id. For many vectors at once, :meth:`write_embeddings` is faster.
         """
-        shadow = self.shadow if shadow is None else bool(shadow)
+        shadow = self.shadow if shadow is None else check_flag("shadow", shadow)
         target = self._embedding_targets.get((model, version, shadow))
         if target is None:
             mv = self._version(model, version, "embedding")
@@ -259,7 +267,7 @@ class Producer:
             and vector.flags.c_contiguous
             and np.isfinite(vector).all()
         ):
-            vector = check_vectors(mv, vector)  # the general path: converts or says what's wrong
+            vector = check_vector(mv, vector)  # the general path: converts or says what's wrong
         check_id("entity_id", entity_id)
         check_sha256("content_sha256", content_sha256)
         event_id = new_event_id()
@@ -280,9 +288,7 @@ class Producer:
                 "shadow": shadow,
             }
             value = encode(self._schemas["EmbeddingWritten"], record)
-        self._kafka.send(
-            self.topics.embeddings, key=entity_id.encode("utf-8"), value=value
-        ).add_errback(self._on_error)
+        self._sender.send_one(self.topics.embeddings, entity_id.encode("utf-8"), value)
         return event_id
 
     def write_embeddings(
@@ -300,6 +306,9 @@ class Producer:
         The whole batch is validated before anything is sent. ``shadow`` as in
         :meth:`write_embedding`. Returns the event ids.
         """
+        entity_ids = check_sequence("entity_ids", entity_ids)
+        content_sha256s = check_sequence("content_sha256s", content_sha256s)
+        shadow = self.shadow if shadow is None else check_flag("shadow", shadow)
         if len(entity_ids) == 0 and len(content_sha256s) == 0 and np.size(vectors) == 0:
             return []  # an empty batch (e.g. the tail of a chunked loop) sends nothing
         mv = self._version(model, version, "embedding")
@@ -307,10 +316,11 @@ class Producer:
         if not (len(entity_ids) == len(content_sha256s) == matrix.shape[0]):
             raise ContractError(
                 f"{len(entity_ids)} ids, {len(content_sha256s)} hashes and {matrix.shape[0]} "
-                "vectors: give one of each per entity",
+                "vectors",
                 field="entity_ids",
                 expected=str(matrix.shape[0]),
                 got=str(len(entity_ids)),
+                hint="give one id, one hash and one vector per entity",
             )
         check_ids("entity_id", entity_ids)
         check_sha256s("content_sha256", content_sha256s)
@@ -328,7 +338,7 @@ class Producer:
                 "model": model,
                 "model_version": version,
                 "dimension": dim,
-                "shadow": self.shadow if shadow is None else bool(shadow),
+                "shadow": shadow,
             },
             {
                 "event_id": event_ids,
@@ -337,9 +347,8 @@ class Producer:
                 "vector": [flat[i : i + width] for i in range(0, n * width, width)],
             },
         )
-        send, topic, on_error = self._kafka.send, self.topics.embeddings, self._on_error
-        for entity_id, value in zip(entity_ids, values, strict=True):
-            send(topic, key=entity_id.encode("utf-8"), value=value).add_errback(on_error)
+        keys = [entity_id.encode("utf-8") for entity_id in entity_ids]
+        self._sender.send_all(self.topics.embeddings, keys, values)
         return event_ids
 
     def delete_entity(self, model: str, version: str, entity_id: str) -> str:
@@ -367,6 +376,7 @@ class Producer:
         ``shadow`` (default: the producer's) marks a decision by a version that does not
         serve (it was not acted upon).
         """
+        shadow = self.shadow if shadow is None else check_flag("shadow", shadow)
         mv = self._version(model, version, "classifier")
         check_id("subject_id", subject_id)
         label, score = check_label(mv, label, score)
@@ -377,7 +387,7 @@ class Producer:
             label=label,
             score=score,
             input_sha256=input_sha256,
-            shadow=self.shadow if shadow is None else bool(shadow),
+            shadow=shadow,
         )
         self._send("DecisionRecorded", self.topics.decisions, subject_id, record)
         return str(record["event_id"])
@@ -398,7 +408,10 @@ class Producer:
             self._version(model, from_version)
         check_id("reason", reason)
         check_id("actor", actor)
-        summary = {str(k): str(v) for k, v in (summary or {}).items()}
+        summary = {
+            check_text("summary", str(k)): check_text("summary", str(v))
+            for k, v in (summary or {}).items()
+        }
         event = DeploymentChanged(
             **self._envelope(model, to_version),
             from_version=from_version,
@@ -410,26 +423,23 @@ class Producer:
         self.flush()
         return event
 
-    def flush(self, timeout: float | None = 60.0) -> None:
-        """Wait until every sent event is acknowledged; raise if any send failed."""
-        try:
-            self._kafka.flush(timeout=timeout)
-        except KafkaError as exc:
-            raise BrokerError(f"flush to {self.bootstrap} failed: {exc}") from exc
-        with self._lock:
-            failures, self._failures = self._failures, []
-        if failures:
-            raise BrokerError(
-                f"{len(failures)} events were not acknowledged by {self.bootstrap} "
-                f"(first: {failures[0]!r}); they were not written, send them again"
-            )
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every sent event is acknowledged; raise if any send failed.
+
+        Waits as long as acknowledgements keep coming; raises :class:`BrokerError` naming
+        how many events are not acknowledged once ``timeout`` seconds (default: the
+        producer's ``flush_timeout``) pass without one.
+        """
+        self._sender.flush(timeout)
 
     def close(self) -> None:
-        """Flush and release the connection."""
+        """Flush and release the connection (also when the flush fails)."""
         try:
-            self.flush()
-        finally:
-            self._kafka.close()
+            self._sender.flush()
+        except BaseException:
+            self._sender.close(graceful=False)  # the flush already waited its time
+            raise
+        self._sender.close()
 
     def __enter__(self) -> Producer:
         return self

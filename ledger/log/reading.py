@@ -11,18 +11,20 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from kafka import KafkaConsumer
+from kafka.errors import KafkaError
 
 from ledger.errors import BrokerError
+from ledger.log.broker import connect_client
 from ledger.log.topics import partitions_of
 
 
 def reader(bootstrap: str, **config: Any) -> KafkaConsumer:
-    """A group-less consumer for explicit assignment (replays, reads to the end)."""
-    return KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        **config,
+    """A group-less consumer for explicit assignment (replays, reads to the end).
+
+    Raises :class:`BrokerError` when no broker answers within the connect timeout in force.
+    """
+    return connect_client(
+        KafkaConsumer, bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", **config
     )
 
 
@@ -40,7 +42,8 @@ def read_to_end(bootstrap: str, topics: Sequence[str], *, timeout: float = 60.0)
         while pending:
             if time.monotonic() > deadline:
                 raise BrokerError(
-                    f"reading {', '.join(topics)} to the end timed out after {timeout}s"
+                    f"reading {', '.join(topics)} to the end timed out after {timeout}s",
+                    hint="check that the broker is up and not overloaded",
                 )
             batch = consumer.poll(timeout_ms=50)
             for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
@@ -49,5 +52,10 @@ def read_to_end(bootstrap: str, topics: Sequence[str], *, timeout: float = 60.0)
                 hw = consumer.highwater(tp)
                 if hw is not None and consumer.position(tp) >= hw:
                     pending.discard(tp)
+    except KafkaError as exc:
+        raise BrokerError(
+            f"reading {', '.join(topics)} from {bootstrap} failed: {exc}",
+            hint="check that the broker is up",
+        ) from exc
     finally:
         consumer.close()

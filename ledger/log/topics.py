@@ -11,16 +11,16 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from ledger.contract.events import Topics
 from ledger.errors import BrokerError
+from ledger.log.broker import connect_client
+from ledger.log.timeouts import current_timeouts
 
 #: Unlimited retention: the log is the history (DESIGN decision 9).
 TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}
 
 
 def admin_client(bootstrap: str) -> KafkaAdminClient:
-    try:
-        return KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    except KafkaError as exc:
-        raise BrokerError(f"cannot reach a Kafka broker at {bootstrap}: {exc}") from exc
+    """An admin client, or :class:`BrokerError` within the connect timeout in force."""
+    return connect_client(KafkaAdminClient, bootstrap, request_timeout_ms=10_000)
 
 
 def init_topics(bootstrap: str, topics: Topics, *, partitions: int = 4) -> list[str]:
@@ -52,13 +52,17 @@ def partitions_of(consumer: KafkaConsumer, topics: Iterable[str]) -> list[TopicP
     out: list[TopicPartition] = []
     for topic in topics:
         parts = None
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + current_timeouts().connect
         while parts is None and time.monotonic() < deadline:
             parts = consumer.partitions_for_topic(topic)
             if parts is None:
                 time.sleep(0.05)
         if parts is None:
-            raise BrokerError(f"topic {topic} does not exist; run `ledger init` first")
+            raise BrokerError(
+                f"topic {topic} does not exist",
+                hint="create the ledger's topics first with init_topics()",
+                cli_hint="run `ledger init` first, or check --topic-prefix",
+            )
         out.extend(TopicPartition(topic, p) for p in sorted(parts))
     return out
 
@@ -70,17 +74,17 @@ def check_single_partition(topic: str, partitions: Iterable[int]) -> None:
     if found != [0]:
         raise BrokerError(
             f"topic {topic} has {len(found)} partitions; the ledger needs exactly 1 so that "
-            "registrations and deployments have one order. It was not created by `ledger init` "
-            "(e.g. broker auto-create): recreate it with 1 partition"
+            "registrations and deployments have one order",
+            hint="it was not created by init_topics(), perhaps auto-created by the broker: "
+            "recreate it with 1 partition",
+            cli_hint="it was not created by `ledger init`, perhaps auto-created by the broker: "
+            "recreate it with 1 partition",
         )
 
 
 def topic_partitions(bootstrap: str, *, timeout_ms: int = 5000) -> dict[str, int]:
     """Every topic the cluster has, with its partition count (metadata only)."""
-    try:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
-    except KafkaError as exc:
-        raise BrokerError(f"cannot read topic metadata from {bootstrap}: {exc}") from exc
+    consumer = connect_client(KafkaConsumer, bootstrap, request_timeout_ms=timeout_ms)
     try:
         return {t: len(consumer.partitions_for_topic(t) or ()) for t in consumer.topics()}
     except KafkaError as exc:

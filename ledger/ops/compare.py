@@ -22,7 +22,7 @@ from typing import Any
 
 from ledger.artifacts.manifest import path_part
 from ledger.contract.events import Topics
-from ledger.errors import ContractError
+from ledger.errors import ContractError, UsageError
 from ledger.ops.build import REPORTS_DIR
 from ledger.ops.catchup import ensure_caught_up
 from ledger.ops.gates import Gate, GateResult, evaluate_gates, parse_gates
@@ -108,7 +108,7 @@ def compare_versions(
         0.93
     """
     if not models:
-        raise ContractError("name at least one model (--model)", field="model")
+        raise UsageError("name at least one model", cli_hint="pass --model M")
     out: dict[str, Comparison] = {}
     for model in dict.fromkeys(models):
         kind_a, _, metric_a = registered_version(con, model, version_a)

@@ -160,7 +160,7 @@ def check_deployments(home: Path) -> Finding:
             "deployments",
             FAIL,
             "; ".join(f"{c.model}: {c.detail}" for c in failed),
-            "run what each line says",
+            "; ".join(c.cli_hint for c in failed if c.cli_hint),
         )
     return Finding("deployments", OK, "every pointer is the log's latest deployment")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ledger.errors import ContractError
+from ledger.errors import UsageError
 from ledger.ops.kinds import ModelPlan, kind_named
 from ledger.ops.rates import read_rates
 from ledger.store import Connection
@@ -58,7 +58,7 @@ def plan_model(con: Connection, model: str, version: str) -> ModelPlan:
 def make_plan(home: Path, con: Connection, models: Sequence[str], *, to: str) -> RollbackPlan:
     """Plan a rollback of ``models`` to ``to`` from the views on ``con``."""
     if not models:
-        raise ContractError("name at least one model (--model)", field="model")
+        raise UsageError("name at least one model", cli_hint="pass --model M")
     plans = tuple(plan_model(con, m, to) for m in dict.fromkeys(models))
     rates = read_rates(home)
     eta = sum(mp.kind.eta(mp, rates) for mp in plans)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger.contract.events import Topics
-from ledger.errors import ContractError, ServingError
+from ledger.errors import ServingError, UsageError
 from ledger.log.producer import Producer
 from ledger.ops.compare import (
     DEFAULT_COMPARISON,
@@ -105,10 +105,10 @@ class PromotionGate:
         for mp in run.the_plan.models:
             version = self.against or mp.serving_version
             if version is None:
-                raise ContractError(
-                    f"no version of {mp.model} serves yet (no deployment in the log); "
-                    "name the version to compare with: --against VERSION",
-                    field="against",
+                raise UsageError(
+                    f"no version of {mp.model} serves yet (no deployment in the log)",
+                    hint="name the version to compare with (against=)",
+                    cli_hint="name the version to compare with: --against VERSION",
                 )
             self.versions[mp.model] = version
         with open_views(self.home) as con:
@@ -162,7 +162,7 @@ def promote(
     """
     parsed = parse_gates(gate) if gate is not None else None
     if not models:
-        raise ContractError("name at least one model (--model)", field="model")
+        raise UsageError("name at least one model", cli_hint="pass --model M")
     gated = PromotionGate(home, to, parsed, against, compare, dry_run)
     # The outgoing version is in each DeploymentChanged's from_version.
     checked = f"gates {gate.replace(' ', '')}" if gate is not None else "no gates"
@@ -227,7 +227,7 @@ def switch_back(
         ['v2']
     """
     if not models:
-        raise ContractError("name at least one model (--model)", field="model")
+        raise UsageError("name at least one model", cli_hint="pass --model M")
     names = list(dict.fromkeys(models))
     with rollback_locks(home, names):
         finished = complete_pending_switch(home, set(names))
@@ -244,8 +244,9 @@ def _switched_back(
     for model in names:
         if current(home, model) is None or backs[model] is None:
             raise ServingError(
-                f"model {model!r} has no earlier serving artifact in {home} to switch back "
-                f"to; rebuild the version instead: ledger rollback --model {model} --to V"
+                f"model {model!r} has no earlier serving artifact in {home} to switch back to",
+                hint="rebuild the version with a rollback instead",
+                cli_hint=f"rebuild the version instead: ledger rollback --model {model} --to V",
             )
     targets = {m: b.artifact_path(home) for m, b in backs.items() if b is not None}
     # keep what serving needs (e.g. the calibrated search_k); add the why/who

@@ -38,7 +38,7 @@ from ledger.checks.check import Check
 from ledger.checks.lag import check_lag
 from ledger.checks.recall import RecallSpec
 from ledger.contract.events import Topics
-from ledger.errors import ArtifactError, LedgerError, ServingError
+from ledger.errors import ArtifactError, LedgerError, RollbackFailed, ServingError
 from ledger.log.producer import Producer
 from ledger.ops.build import build_artifacts, fill_gaps, write_reports
 from ledger.ops.catchup import ensure_caught_up, replayed
@@ -50,10 +50,6 @@ from ledger.serving.locks import rollback_locks
 from ledger.serving.pointers import current
 from ledger.store import Connection, open_views
 from ledger.store.queries import latest_deployment
-
-
-class RollbackFailed(LedgerError):
-    """A check failed before the switch: nothing was switched."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,7 +315,7 @@ def announce(run: RollbackRun) -> None:
     try:
         _catch_up_to_now(run)
     except LedgerError as exc:
-        run.warning = f"switched, but the views are not caught up yet ({exc}); run `ledger consume`"
+        run.warning = f"switched, but the views are not caught up yet ({exc}); materialise the log"
 
 
 STAGES: tuple[Stage, ...] = (

@@ -285,6 +285,7 @@ def refuse_corrupt(folder: Path) -> None:
     bad = verify_artifact(folder)
     if bad:
         raise ServingError(
-            f"artifact {folder} fails its checksums ({', '.join(bad)}); rebuild it "
-            "(`ledger rollback`) instead of serving it"
+            f"artifact {folder} fails its checksums ({', '.join(bad)})",
+            hint="rebuild it with a rollback to its version instead of serving it",
+            cli_hint="rebuild it with `ledger rollback` instead of serving it",
         )

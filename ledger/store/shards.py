@@ -255,8 +255,8 @@ class Shard:
     def claim(self) -> None:
         """Become this shard's one writer process (an advisory lock held until :meth:`release`).
 
-        Raises StoreError when another live process writes this shard: give it another
-        ``--shard`` name.
+        Raises ShardBusy when another live process writes this shard: give it another
+        shard name.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path.with_suffix(".writer"), "ab")  # noqa: SIM115 - held until release()
@@ -265,9 +265,10 @@ class Shard:
         except BlockingIOError:
             handle.close()
             raise ShardBusy(
-                f"shard {self.name} is being written by another materialiser process; "
-                "give this one its own --shard name",
+                f"shard {self.name} is being written by another materialiser process",
                 shard=self.name,
+                hint="give this materialiser a shard name of its own",
+                cli_hint="give this one its own --shard name",
             ) from None
         self._owner = handle
 

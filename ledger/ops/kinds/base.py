@@ -20,7 +20,7 @@ from ledger.checks.check import Check
 from ledger.checks.mixed import MixedState
 from ledger.checks.recall import RecallSpec
 from ledger.contract.events import Topics
-from ledger.errors import ContractError
+from ledger.errors import HookError
 from ledger.log.producer import Producer
 from ledger.ops.metrics import ComparisonSpec
 from ledger.store import Connection
@@ -60,13 +60,13 @@ def load_function(spec: str) -> Callable[..., Any]:
     """Import ``module:function`` (a hook of the user's)."""
     module, _, name = spec.partition(":")
     if not module or not name:
-        raise ContractError(f"expected module:function, got {spec!r}", field="hook", got=spec)
+        raise HookError(f"a hook is named module:function, got {spec!r}", hook=spec)
     try:
         fn = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as exc:
-        raise ContractError(f"cannot import {spec}: {exc}", field="hook", got=spec) from exc
+        raise HookError(f"cannot import {spec}: {exc}", hook=spec) from exc
     if not callable(fn):
-        raise ContractError(f"{spec} is not callable", field="hook", got=spec)
+        raise HookError(f"{spec} is not callable", hook=spec)
     return fn  # type: ignore[no-any-return]
 
 
