@@ -489,11 +489,6 @@ def test_reading_the_registry_with_the_broker_down_is_a_broker_error(own_broker)
     producer.close()  # nothing was sent: closes at once
 
 
-# kafka-python 3.0.12 (kafka/net/inet.py sock_connect) raises on a refused reconnect
-# without closing the socket; the GC closes it and warns. Only that warning is let pass.
-@pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
-)
 def test_flush_with_the_broker_down_says_how_many_events_were_not_acknowledged(
     own_broker,
 ) -> None:
