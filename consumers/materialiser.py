@@ -2,9 +2,13 @@
 
 Each poll is decoded, validated and written with the offsets it covers in ONE DuckDB
 transaction (DESIGN decision 3). On start and on every assignment the consumer seeks
-to the offset stored in its shard, or, for a partition the shard never held, to the
-group's committed offset (committed only after the DuckDB transaction), or to 0.
-Events already stored are skipped by event id; the views dedupe across shards.
+to the newest offset any shard of the home stored for the partition, or, for a
+partition no shard holds, to the group's committed offset (committed only after the
+DuckDB transaction), or to 0. Before it stores anything from a partition it reads the
+partition's log mark again (:mod:`consumers.identity`): stored offsets of another log
+stop it with :class:`LogGapError`. Events already stored are skipped by event id; the
+views dedupe across shards. Empty record batches are dead-lettered and stepped over
+(:mod:`consumers.stalls`).
 
 Example:
     >>> stats = catch_up("localhost:9092", Topics(), Path(".ledger"))  # doctest: +SKIP
@@ -29,12 +33,23 @@ from kafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRange
 from kafka.structs import OffsetAndMetadata
 
 from consumers.batch import BatchBuilder
+from consumers.identity import (
+    check_record,
+    check_topic_id,
+    record_sha256,
+    replaced_log,
+    resume_positions,
+    topic_id,
+)
+from consumers.registrations import ModelsTail
+from consumers.stalls import StallWatch, find_next_record
 from ledger.contract.events import Topics
 from ledger.contract.rules import Registry
-from ledger.contract.schemas import SchemaStore, default_store
-from ledger.errors import BrokerError, LogGapError
-from ledger.log.topics import check_single_partition, partitions_of
-from ledger.store import Shard
+from ledger.contract.schemas import default_store
+from ledger.errors import BrokerError, CorruptMessage, LogGapError
+from ledger.log.topics import partitions_of
+from ledger.store import Batch, Shard
+from ledger.store.positions import LogMark, Position
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +65,9 @@ FETCH_CONFIG = {
     "fetch_max_wait_ms": 100,
     "receive_buffer_bytes": 4 * 1024 * 1024,
 }
+
+#: A catch-up that made no progress for this many seconds stops and says what it waits for.
+PATIENCE_S = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,37 +92,8 @@ def _key(tp: TopicPartition) -> tuple[str, int]:
     return (tp.topic, tp.partition)
 
 
-class _ModelsTail:
-    """Reads the models topic forward to its true end, to learn registrations early."""
-
-    def __init__(self, bootstrap: str, topic: str, schemas: SchemaStore) -> None:
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=50,
-        )
-        check_single_partition(
-            topic, (tp.partition for tp in partitions_of(self._consumer, [topic]))
-        )
-        self._tp = TopicPartition(topic, 0)
-        self._consumer.assign([self._tp])
-        self._consumer.seek(self._tp, 0)
-        self._schemas = schemas
-
-    def read_into(self, registry: Registry, *, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            for records in self._consumer.poll(timeout_ms=100).values():
-                registry.add_registrations((m.value for m in records), self._schemas)
-            hw = self._consumer.highwater(self._tp)
-            if hw is not None and self._consumer.position(self._tp) >= hw:
-                return
-            if time.monotonic() > deadline:
-                raise BrokerError(f"reading {self._tp.topic} to its end timed out")
-
-    def close(self) -> None:
-        self._consumer.close()
+def _where(tp: TopicPartition) -> str:
+    return f"{tp.topic}[{tp.partition}]"
 
 
 class Materialiser:
@@ -142,26 +131,33 @@ class Materialiser:
         self.topics = topics
         self.group = group
         self.max_batch = max_batch
+        self.home = Path(home)
         self.shard = Shard(home, shard, lock_timeout=lock_timeout, hold=hold)
         self.shard.claim()
         self._schemas = default_store()
-        self._tail: _ModelsTail | None = None
+        self._tail: ModelsTail | None = None
         self._consumer: KafkaConsumer | None = None
         self._joined = False
         self._messages = self._events = self._duplicates = self._dead = self._txns = 0
         self._next: dict[tuple[str, int], int] = {}
         self._until: dict[tuple[str, int], int] = {}  # run(until=...): where catching up ends
+        # Assigned, paused until _prepare() positions them (it blocks: not in the callback).
+        self._unprepared: set[TopicPartition] = set()
+        # Partitions whose first record read must be their log mark's (consumers.identity).
+        self._verify: dict[tuple[str, int], LogMark] = {}
+        self._topic_ids: dict[str, str] = {}  # as the broker reported them when positioned
+        self._stalls = StallWatch()
+        self._moved = 0.0  # when the last message was read (a catch-up's patience)
         # One writer thread: DuckDB writes batch N (releasing the GIL) while this thread
         # polls and decodes batch N+1. At most one transaction is in flight.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
-        self._pending: tuple[Future[dict[str, int]], int, int, dict[tuple[str, int], int]] | None
-        self._pending = None
-        self._stored: dict[tuple[str, int], int] = {}
+        self._pending: tuple[Future[tuple[dict[str, int], int]], int, Batch] | None = None
+        self._stored: dict[tuple[str, int], Position] = {}
         try:
             self.registry = Registry(self.shard.model_versions())
-            # This process is the shard's only writer (claim), so after this one read the
-            # stored offsets are known here; the rebalance callback must not block on I/O.
-            self._stored = self.shard.stored_offsets()
+            # This process is the shard's only writer (claim), so after this one read its
+            # own stored positions are known here.
+            self._stored = self.shard.stored_positions()
             self._consumer = self._connect()
         except BaseException:
             self.close()
@@ -176,35 +172,78 @@ class Materialiser:
             # Never jump silently: an out-of-range position is a gap (DESIGN decision 9).
             "auto_offset_reset": "none",
             "max_poll_records": self.max_batch,
+            "allow_auto_create_topics": False,  # a mistyped prefix must not create topics
             **FETCH_CONFIG,
         }
         try:
-            if self.group is None:
-                consumer = KafkaConsumer(**config)
-                tps = partitions_of(consumer, self.topics.all)
-                consumer.assign(tps)
-                self._seek(consumer, tps)
-                self._joined = True
-            else:
-                consumer = KafkaConsumer(group_id=self.group, **GROUP_CONFIG, **config)
-                partitions_of(consumer, self.topics.all)  # fail fast on missing topics
-                consumer.subscribe(list(self.topics.all), listener=_Listener(self, consumer))
+            group = {"group_id": self.group, **GROUP_CONFIG} if self.group is not None else {}
+            consumer = KafkaConsumer(**group, **config)
         except KafkaError as exc:
             raise BrokerError(f"cannot consume from {self.bootstrap}: {exc}") from exc
+        try:
+            tps = partitions_of(consumer, self.topics.all)  # fails on missing topics
+            if self.group is None:
+                consumer.assign(tps)
+                self._prepare(consumer, tps)
+                self._joined = True
+            else:
+                consumer.subscribe(list(self.topics.all), listener=_Listener(self, consumer))
+        except KafkaError as exc:
+            consumer.close(autocommit=False)
+            raise BrokerError(f"cannot consume from {self.bootstrap}: {exc}") from exc
+        except BaseException:
+            consumer.close(autocommit=False)
+            raise
         return consumer
 
-    def _seek_stored(self, consumer: KafkaConsumer, tps: Iterable[TopicPartition]) -> None:
-        """Seek to the offsets stored in the shard; others keep the group's committed offset.
+    def _prepare(self, consumer: KafkaConsumer, tps: Iterable[TopicPartition]) -> None:
+        """Position newly assigned partitions, then let them be fetched.
 
-        Runs inside the rebalance callback, where kafka-python allows no blocking call:
-        a partition without a stored offset is positioned by the consumer itself from the
-        group's committed offset, or, with none, ends up in :meth:`_sync_positions`.
+        1. Take the newest position any shard stored (this one's own, or the shard that
+           held the partition before a rebalance: it is not read again).
+        2. Refuse a position before the log's start (retention deleted what was never
+           stored) or in a topic whose id changed (created again).
+        3. Seek to the log mark's offset, so the first record read proves the log is the
+           one the position came from (checked in :meth:`_poll`, skipped there after);
+           without a mark, to the position itself. A partition no shard holds keeps the
+           group's committed offset, or starts at 0 (:meth:`_sync_positions`).
         """
+        tps = list(tps)
+        if not tps:
+            return
+        found = resume_positions(self.home, self.shard.name, self._stored, map(_key, tps))
+        starts = consumer.beginning_offsets(tps)
         for tp in tps:
-            offset = self._stored.get(_key(tp))
-            if offset is not None:
-                consumer.seek(tp, offset)
-                self._next[_key(tp)] = offset
+            key = _key(tp)
+            current = topic_id(consumer, tp.topic)
+            if current is not None:
+                self._topic_ids[tp.topic] = current
+            pos = found.get(key)
+            if pos is None:
+                continue
+            start = starts.get(tp, 0)
+            if start > pos.next_offset:
+                raise LogGapError(
+                    f"{_where(tp)}: the log starts at offset {start} but offsets "
+                    f"{pos.next_offset}..{start - 1} were never materialised (retention "
+                    "deleted them); rebuild from a source that still holds them"
+                )
+            check_topic_id(_where(tp), pos.mark, current)
+            if pos.mark is not None and pos.mark.offset >= start:
+                consumer.seek(tp, pos.mark.offset)
+                self._verify[key] = pos.mark
+            else:
+                consumer.seek(tp, pos.next_offset)
+            self._next[key] = pos.next_offset
+            if pos.shard != self.shard.name:
+                log.info(
+                    "shard %s resumes %s at %d, from shard %s",
+                    self.shard.name,
+                    _where(tp),
+                    pos.next_offset,
+                    pos.shard,
+                )
+        consumer.resume(*tps)
 
     def _sync_positions(self, consumer: KafkaConsumer) -> None:
         """Learn where newly assigned partitions read from; a partition nobody has read
@@ -218,26 +257,9 @@ class Materialiser:
                 consumer.seek(tp, 0)
                 self._next[_key(tp)] = 0
 
-    def _seek(self, consumer: KafkaConsumer, tps: Iterable[TopicPartition]) -> None:
-        """Position each partition at its stored offset, else 0; check the log still has it."""
-        tps = list(tps)
-        if not tps:
-            return
-        starts = consumer.beginning_offsets(tps)
-        for tp in tps:
-            offset = self._stored.get(_key(tp), 0)
-            if starts.get(tp, 0) > offset:
-                raise LogGapError(
-                    f"{tp.topic}[{tp.partition}]: the log starts at offset {starts[tp]} but "
-                    f"offsets {offset}..{starts[tp] - 1} were never materialised (retention "
-                    "deleted them); rebuild from a source that still holds them"
-                )
-            consumer.seek(tp, offset)
-            self._next[_key(tp)] = offset
-
     def _refresh_registry(self) -> None:
         if self._tail is None:
-            self._tail = _ModelsTail(self.bootstrap, self.topics.models, self._schemas)
+            self._tail = ModelsTail(self.bootstrap, self.topics.models, self._schemas)
         self._tail.read_into(self.registry)
 
     # -- the loop -------------------------------------------------------------------
@@ -250,30 +272,45 @@ class Materialiser:
         progress: Progress | None = None,
         timeout: float | None = None,
         until: Mapping[tuple[str, int], int] | None = None,
+        patience: float = PATIENCE_S,
     ) -> Stats:
         """Materialise until ``stop`` is set, or until caught up with ``until_caught_up``.
 
         ``until`` (topic, partition) -> offset bounds "caught up" for those partitions: the
         run ends once it holds everything before them, even if producers keep writing.
+        A catch-up that reads nothing for ``patience`` seconds stops too, saying what it
+        waits for.
 
         Raises:
-            LogGapError: a stored offset is outside the partition's log.
+            LogGapError: a stored offset is outside the partition's log, or belongs to
+                another log (the broker's was replaced).
+            BrokerError: not caught up within ``timeout``, or no progress for ``patience``.
             StoreError: DuckDB failed (or a reader held the shard past ``lock_timeout``).
         """
         consumer = self._consumer
         assert consumer is not None  # set in __init__  # noqa: S101
         self._until = dict(until or {})
-        started = time.monotonic()
+        started = self._moved = time.monotonic()
         try:
             while stop is None or not stop.is_set():
-                if timeout is not None and time.monotonic() - started > timeout:
-                    raise BrokerError(f"not caught up after {timeout}s")
-                polled = self._poll(consumer)
+                now = time.monotonic()
+                if timeout is not None and now - started > timeout:
+                    raise BrokerError(
+                        f"not caught up after {timeout}s: {self._waiting_for(consumer)}"
+                    )
+                if until_caught_up and now - self._moved > patience:
+                    raise BrokerError(
+                        f"no progress for {patience:.0f}s: {self._waiting_for(consumer)}"
+                    )
+                polled, drained = self._poll(consumer)
                 if polled:
+                    self._moved = time.monotonic()
                     self._write(consumer, polled)
                 else:
                     self._drain(consumer)
                     self.shard.idle()  # nothing to write: let readers have the file
+                if drained:
+                    self._watch_stalls(consumer, {(m.topic, m.partition) for m in polled})
                 self._check_gaps(consumer)
                 if progress is not None:
                     progress(self._messages, self._messages + self._known_lag(consumer))
@@ -284,14 +321,19 @@ class Materialiser:
             self.shard.idle()
         return self.stats(time.monotonic() - started)
 
-    def _poll(self, consumer: KafkaConsumer) -> list[Any]:
+    def _poll(self, consumer: KafkaConsumer) -> tuple[list[Any], bool]:
+        """The messages of one transaction, and whether the fetch buffers are drained."""
         out: list[Any] = []
+        drained = True
         try:
             batch = consumer.poll(timeout_ms=200, max_records=self.max_batch)
             while batch:
-                for records in batch.values():
+                for tp, records in batch.items():
+                    if self._verify and _key(tp) in self._verify:
+                        records = self._verified(tp, records)
                     out.extend(records)
                 if len(out) >= self.max_batch:
+                    drained = False
                     break
                 # Top up the transaction with fetches already buffered.
                 batch = consumer.poll(timeout_ms=0, max_records=self.max_batch - len(out))
@@ -301,38 +343,64 @@ class Materialiser:
             for tp in exc.args[0] if exc.args else ():
                 consumer.seek(tp, 0)  # never read by anyone in the group: the whole log
                 self._next[_key(tp)] = 0
+        if self._unprepared:  # assigned during this poll (the callback only paused them)
+            tps, self._unprepared = list(self._unprepared), set()
+            self._prepare(consumer, tps)
         self._sync_positions(consumer)
-        return out
+        return out, drained
+
+    def _verified(self, tp: TopicPartition, records: list[Any]) -> list[Any]:
+        """Check the first record read after positioning against the log mark; return the
+        records past the stored position."""
+        mark = self._verify.pop(_key(tp))
+        check_record(_where(tp), mark, records[0].offset, records[0].value)
+        held = self._next.get(_key(tp), 0)
+        return [r for r in records if r.offset >= held]
 
     def _write(self, consumer: KafkaConsumer, messages: list[Any]) -> None:
         builder = BatchBuilder(
             self._schemas, self.registry, self.topics, refresh=self._refresh_registry
         )
-        offsets: dict[tuple[str, int], int] = {}
+        last: dict[tuple[str, int], Any] = {}
         # Registrations first: an event may use a version registered in the same poll.
+        # The sort is stable: each partition's messages stay in offset order.
         messages.sort(key=lambda m: m.topic != self.topics.models)
         for msg in messages:
-            builder.add(msg.topic, msg.partition, msg.offset, msg.value)
-            key = (msg.topic, msg.partition)
-            offsets[key] = max(offsets.get(key, 0), msg.offset + 1)
-        batch = builder.build(offsets)
+            builder.add(msg.topic, msg.partition, msg.offset, msg.value, msg.key)
+            last[(msg.topic, msg.partition)] = msg
+        offsets = {key: msg.offset + 1 for key, msg in last.items()}
+        marks = {
+            key: LogMark(msg.offset, record_sha256(msg.value), self._topic_ids.get(key[0]))
+            for key, msg in last.items()
+        }
+        self._submit(consumer, builder, builder.build(offsets, marks=marks))
+
+    def _submit(self, consumer: KafkaConsumer, builder: BatchBuilder, batch: Batch) -> None:
+        """Hand ``batch`` to the writer thread (after the transaction in flight)."""
         self._drain(consumer)
-        self._pending = (
-            self._writer.submit(self.shard.write, batch),
-            builder.messages,
-            len(builder.rejected),
-            offsets,
-        )
-        self._next.update(offsets)
+        self._pending = (self._writer.submit(self._store, builder, batch), builder.messages, batch)
+        self._next.update(batch.offsets)
+
+    def _store(self, builder: BatchBuilder, batch: Batch) -> tuple[dict[str, int], int]:
+        """The writer thread's transaction; rows that reuse a stored event's id with other
+        content become dead letters, and the batch is written again without them."""
+        inserted, conflicts = self.shard.write_checked(batch)
+        while conflicts:
+            builder.reject_conflicts(conflicts)
+            batch = builder.build(batch.offsets, marks=batch.marks)
+            inserted, conflicts = self.shard.write_checked(batch)
+        return inserted, len(builder.rejected)
 
     def _drain(self, consumer: KafkaConsumer) -> None:
         """Wait for the transaction in flight; then count it and commit its offsets."""
         if self._pending is None:
             return
-        future, messages, rejected, offsets = self._pending
+        future, messages, batch = self._pending
         self._pending = None
-        inserted = future.result()  # a StoreError of the writer thread surfaces here
-        self._stored.update(offsets)
+        inserted, rejected = future.result()  # a StoreError of the writer thread surfaces here
+        for key, offset in batch.offsets.items():
+            mark = batch.marks.get(key) or getattr(self._stored.get(key), "mark", None)
+            self._stored[key] = Position(offset, mark, self.shard.name)
         self._txns += 1
         self._messages += messages
         self._dead += rejected
@@ -344,22 +412,86 @@ class Materialiser:
             consumer.commit_async(
                 {
                     TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-                    for (t, p), o in offsets.items()
+                    for (t, p), o in batch.offsets.items()
                 }
             )
 
-    def _check_gaps(self, consumer: KafkaConsumer) -> None:
-        # Tansu answers a fetch past the end with no records and no error: compare the
-        # position with the high watermark (the broker lost its log, e.g. a restart).
+    def _watch_stalls(self, consumer: KafkaConsumer, moved: set[tuple[str, int]]) -> None:
+        """After a drained poll: a partition that stays put while its log goes on holds an
+        empty record batch (or its log mark's record is gone): see :mod:`consumers.stalls`."""
         for tp in consumer.assignment():
+            key = _key(tp)
+            mark = self._verify.get(key)
+            at = mark.offset if mark is not None else self._next.get(key)
+            if at is None or tp in self._unprepared:
+                continue
+            if self._stalls.stalled(key, at, consumer.highwater(tp), key in moved):
+                self._unstall(consumer, tp, at)
+
+    def _unstall(self, consumer: KafkaConsumer, tp: TopicPartition, at: int) -> None:
+        found = find_next_record(self.bootstrap, tp, at)
+        key = _key(tp)
+        mark = self._verify.pop(key, None)
+        if mark is not None:
+            # The record to verify is not where the mark says: the log is another one.
+            check_record(_where(tp), mark, found.offset if found.found else None, found.value)
+            consumer.seek(tp, self._next[key])
+            return
+        if found.offset <= at:
+            return  # a record is there after all: this consumer was only slow to fetch it
+        # 1. dead-letter the empty range, so nothing is skipped in silence; 2. move the
+        # stored position past it in the same transaction; 3. read on from there.
+        builder = BatchBuilder(self._schemas, self.registry, self.topics)
+        builder.messages += 1  # the empty range counts as one message, dead-lettered
+        end = found.offset - 1
+        builder.reject(
+            tp.topic,
+            tp.partition,
+            at,
+            b"",
+            CorruptMessage(
+                f"empty record batch at offsets {at}..{end}: the log holds no record there "
+                "(another producer wrote a batch with record_count 0); skipped"
+            ),
+        )
+        log.warning("%s: empty record batch at offsets %d..%d, skipped", _where(tp), at, end)
+        self._submit(consumer, builder, builder.build({key: found.offset}))
+        consumer.seek(tp, found.offset)
+        self._moved = time.monotonic()
+
+    def _check_gaps(self, consumer: KafkaConsumer) -> None:
+        for tp in consumer.assignment():
+            # Tansu answers a fetch past the end with no records and no error: compare the
+            # position with the high watermark (the broker lost its log, e.g. a restart).
             hw = consumer.highwater(tp)
             pos = self._next.get(_key(tp))
             if hw is not None and pos is not None and pos > hw:
                 raise LogGapError(
-                    f"{tp.topic}[{tp.partition}]: stored offset {pos} is past the log's end "
+                    f"{_where(tp)}: stored offset {pos} is past the log's end "
                     f"{hw}: offsets {hw}..{pos - 1} are gone from the broker (did it lose its "
                     "log, e.g. a memory-only broker restarted?); materialise into a fresh home"
                 )
+            # A topic created again while this consumer ran: its metadata has a new id.
+            seen = self._topic_ids.get(tp.topic)
+            current = topic_id(consumer, tp.topic)
+            if seen is not None and current is not None and current != seen:
+                raise replaced_log(
+                    _where(tp), f"the topic's id changed from {seen} to {current} while reading"
+                )
+
+    def _waiting_for(self, consumer: KafkaConsumer) -> str:
+        """What a catch-up still waits for, in words."""
+        if not self._joined:
+            return f"waiting for the group {self.group} to assign partitions"
+        behind = []
+        for tp in sorted(consumer.assignment(), key=_key):
+            held = self._next.get(_key(tp))
+            hw = consumer.highwater(tp)
+            if tp in self._unprepared or held is None or hw is None:
+                behind.append(f"{_where(tp)} (no position or end known yet)")
+            elif held < self._until.get(_key(tp), hw):
+                behind.append(f"{_where(tp)} at offset {held}, end {hw}")
+        return "waiting for " + (", ".join(behind) or "the log marks to be read again")
 
     def _gap(self, consumer: KafkaConsumer, exc: OffsetOutOfRangeError) -> LogGapError:
         parts = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
@@ -387,7 +519,7 @@ class Materialiser:
         return lag
 
     def _caught_up(self, consumer: KafkaConsumer) -> bool:
-        if not self._joined:
+        if not self._joined or self._unprepared or self._verify:
             return False
         for tp in consumer.assignment():
             held = self._next.get(_key(tp), 0)
@@ -444,11 +576,19 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_revoked(self, revoked: Any) -> None:
         # A transaction in flight for these partitions may still commit: harmless, its
         # rows carry event ids that the views dedupe, and its offsets are this shard's own.
+        owner = self._owner
         for tp in revoked:
-            self._owner._next.pop(_key(tp), None)  # noqa: SLF001 - the owner's own state
+            owner._next.pop(_key(tp), None)  # noqa: SLF001 - the owner's own state
+            owner._verify.pop(_key(tp), None)  # noqa: SLF001
+            owner._unprepared.discard(tp)  # noqa: SLF001
+            owner._stalls.forget(_key(tp))  # noqa: SLF001
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        self._owner._seek_stored(self._consumer, assigned)  # noqa: SLF001
+        # kafka-python allows no blocking call here, and positioning reads other shards'
+        # files and the log: pause them until the poll loop has (Materialiser._prepare).
+        if assigned:
+            self._consumer.pause(*assigned)
+        self._owner._unprepared.update(assigned)  # noqa: SLF001
         self._owner._joined = True  # noqa: SLF001
         log.info(
             "shard %s assigned %s",
@@ -467,6 +607,7 @@ def catch_up(
     progress: Progress | None = None,
     timeout: float | None = None,
     until: Mapping[tuple[str, int], int] | None = None,
+    patience: float = PATIENCE_S,
 ) -> Stats:
     """Materialise every partition (or the group's share) to its true end, then return.
 
@@ -478,4 +619,6 @@ def catch_up(
         100000
     """
     with Materialiser(bootstrap, topics, home, shard=shard, group=group) as mat:
-        return mat.run(until_caught_up=True, progress=progress, timeout=timeout, until=until)
+        return mat.run(
+            until_caught_up=True, progress=progress, timeout=timeout, until=until, patience=patience
+        )

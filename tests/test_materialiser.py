@@ -143,6 +143,9 @@ class _LogStartsAt10:
     def seek(self, tp, offset):
         self.seeks.append((tp, offset))
 
+    def resume(self, *tps):
+        pass
+
 
 def test_log_start_past_the_stored_offset_stops_with_a_log_gap(bootstrap, topics, tmp_path):
     from kafka import TopicPartition
@@ -153,7 +156,7 @@ def test_log_start_past_the_stored_offset_stops_with_a_log_gap(bootstrap, topics
     with Materialiser(bootstrap, topics, tmp_path) as mat:
         fake = _LogStartsAt10()
         with pytest.raises(LogGapError, match=rf"{topics.decisions}\[1\].*offsets 4\.\.9"):
-            mat._seek(fake, [TopicPartition(topics.decisions, 1)])
+            mat._prepare(fake, [TopicPartition(topics.decisions, 1)])
         assert fake.seeks == []  # never positioned past the missing range
 
 
