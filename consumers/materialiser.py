@@ -329,6 +329,7 @@ class Materialiser:
             batch = consumer.poll(timeout_ms=200, max_records=self.max_batch)
             while batch:
                 for tp, records in batch.items():
+                    self._check_topic_id(consumer, tp)  # before a record of it is stored
                     if self._verify and _key(tp) in self._verify:
                         records = self._verified(tp, records)
                     out.extend(records)
@@ -471,13 +472,17 @@ class Materialiser:
                     f"{hw}: offsets {hw}..{pos - 1} are gone from the broker (did it lose its "
                     "log, e.g. a memory-only broker restarted?); materialise into a fresh home"
                 )
-            # A topic created again while this consumer ran: its metadata has a new id.
-            seen = self._topic_ids.get(tp.topic)
-            current = topic_id(consumer, tp.topic)
-            if seen is not None and current is not None and current != seen:
-                raise replaced_log(
-                    _where(tp), f"the topic's id changed from {seen} to {current} while reading"
-                )
+            self._check_topic_id(consumer, tp)
+
+    def _check_topic_id(self, consumer: KafkaConsumer, tp: TopicPartition) -> None:
+        # A topic created again while this consumer ran (or the broker lost its log): the
+        # metadata, refreshed on reconnecting, has a new id before the new log is fetched.
+        seen = self._topic_ids.get(tp.topic)
+        current = topic_id(consumer, tp.topic)
+        if seen is not None and current is not None and current != seen:
+            raise replaced_log(
+                _where(tp), f"the topic's id changed from {seen} to {current} while reading"
+            )
 
     def _waiting_for(self, consumer: KafkaConsumer) -> str:
         """What a catch-up still waits for, in words."""
