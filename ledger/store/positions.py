@@ -133,6 +133,11 @@ def peek_positions(path: Path, *, timeout: float) -> dict[Partition, Position] |
         try:
             con = duckdb.connect(str(path), read_only=True)
             break
+        except duckdb.ConnectionException:
+            # This process has the file open read-write already (another materialiser
+            # in it): a connection of the same kind shares that database.
+            con = duckdb.connect(str(path))
+            break
         except duckdb.Error as exc:
             err = _store_error(exc, f"reading the offsets of shard {path.stem}")
             if not err.transient:
