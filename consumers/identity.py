@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,43 @@ def replaced_log(where: str, detail: str) -> LogGapError:
         "again, or a memory-only broker restarted), so the stored offsets belong to the old "
         "log and resuming would mix the two; materialise into a fresh home"
     )
+
+
+def deleted_before_stored(where: str, next_offset: int, start: int) -> LogGapError:
+    """The error for a log that starts past the stored position (retention deleted it)."""
+    return LogGapError(
+        f"{where}: the log starts at offset {start} but offsets {next_offset}..{start - 1} "
+        "were never materialised (retention deleted them); rebuild from a source that "
+        "still holds them"
+    )
+
+
+def past_the_end(where: str, position: int, end: int) -> LogGapError:
+    """The error for a stored position past the log's end (the broker lost events)."""
+    return LogGapError(
+        f"{where}: stored offset {position} is past the log's end {end}: offsets "
+        f"{end}..{position - 1} are gone from the broker (did it lose its log, e.g. a "
+        "memory-only broker restarted?); materialise into a fresh home"
+    )
+
+
+def out_of_range(consumer: Any, exc: Exception) -> LogGapError:
+    """The error for the client's OffsetOutOfRangeError (``{partition: offset}``)."""
+    parts = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+    details = []
+    for tp, offset in parts.items():
+        start = consumer.beginning_offsets([tp]).get(tp, 0)
+        if offset < start:
+            details.append(
+                f"{tp.topic}[{tp.partition}] offsets {offset}..{start - 1} "
+                "were deleted before being materialised"
+            )
+        else:
+            details.append(
+                f"{tp.topic}[{tp.partition}] stored offset {offset} is past the "
+                "log's end (the broker lost events)"
+            )
+    return LogGapError("; ".join(details) or f"offset out of range: {exc}")
 
 
 def check_topic_id(where: str, mark: LogMark | None, current: str | None) -> None:
@@ -103,3 +141,64 @@ def resume_positions(
             continue
         found.append({k: v for k, v in peeked.items() if k in wanted})
     return newest(found)
+
+
+@dataclass(frozen=True, slots=True)
+class Seeks:
+    """Where :func:`position` put the partitions: their next offsets, and the log marks
+    their first record read must match."""
+
+    next_offsets: dict[Partition, int] = field(default_factory=dict)
+    verify: dict[Partition, LogMark] = field(default_factory=dict)
+
+
+def position(
+    consumer: Any, tps: list[Any], found: dict[Partition, Position], *, topic_ids: dict[str, str]
+) -> Seeks:
+    """Seek ``tps`` for the positions ``found`` (see :func:`resume_positions`).
+
+    1. Refuse a position before the log's start (retention deleted what was never stored)
+       or in a topic whose id is not the stored one (created again).
+    2. Seek to the log mark's offset, so that the first record read proves the log is the
+       one the position came from; without a mark, to the position itself. A partition
+       without a position is left to the consumer (the group's committed offset, or 0).
+
+    ``topic_ids`` is updated with the ids the broker reports now.
+    """
+    out = Seeks()
+    starts = consumer.beginning_offsets(tps)
+    for tp in tps:
+        key, where = (tp.topic, tp.partition), f"{tp.topic}[{tp.partition}]"
+        current = topic_id(consumer, tp.topic)
+        if current is not None:
+            topic_ids[tp.topic] = current
+        pos = found.get(key)
+        if pos is None:
+            continue
+        start = starts.get(tp, 0)
+        if start > pos.next_offset:
+            raise deleted_before_stored(where, pos.next_offset, start)
+        check_topic_id(where, pos.mark, current)
+        if pos.mark is not None and pos.mark.offset >= start:
+            consumer.seek(tp, pos.mark.offset)
+            out.verify[key] = pos.mark
+        else:
+            consumer.seek(tp, pos.next_offset)
+        out.next_offsets[key] = pos.next_offset
+        log.info("%s resumes at %d, stored by shard %s", where, pos.next_offset, pos.shard)
+    return out
+
+
+def check_same_topic(consumer: Any, tp: Any, topic_ids: dict[str, str]) -> None:
+    """Raise :class:`LogGapError` when ``tp``'s topic has another id than when positioned.
+
+    A topic created again while the consumer ran (or a broker that lost its log): the
+    metadata, refreshed on reconnecting, has the new id before the new log is fetched.
+    """
+    seen = topic_ids.get(tp.topic)
+    current = topic_id(consumer, tp.topic)
+    if seen is not None and current is not None and current != seen:
+        raise replaced_log(
+            f"{tp.topic}[{tp.partition}]",
+            f"the topic's id changed from {seen} to {current} while reading",
+        )

@@ -22,8 +22,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,21 +33,23 @@ from kafka.structs import OffsetAndMetadata
 from consumers.batch import BatchBuilder
 from consumers.identity import (
     check_record,
-    check_topic_id,
+    check_same_topic,
+    out_of_range,
+    past_the_end,
+    position,
     record_sha256,
-    replaced_log,
     resume_positions,
-    topic_id,
 )
 from consumers.registrations import ModelsTail
-from consumers.stalls import StallWatch, find_next_record
+from consumers.stalls import StallWatch, empty_range, find_next_record
+from consumers.writer import ShardWriter, Stats
 from ledger.contract.events import Topics
 from ledger.contract.rules import Registry
 from ledger.contract.schemas import default_store
-from ledger.errors import BrokerError, CorruptMessage, LogGapError
+from ledger.errors import BrokerError
 from ledger.log.topics import partitions_of
 from ledger.store import Batch, Shard
-from ledger.store.positions import LogMark, Position
+from ledger.store.positions import LogMark
 
 log = logging.getLogger(__name__)
 
@@ -68,24 +68,6 @@ FETCH_CONFIG = {
 
 #: A catch-up that made no progress for this many seconds stops and says what it waits for.
 PATIENCE_S = 120.0
-
-
-@dataclass(frozen=True, slots=True)
-class Stats:
-    """What one run materialised."""
-
-    messages: int
-    events: int
-    duplicates: int
-    dead_letters: int
-    transactions: int
-    seconds: float
-    offsets: dict[str, int]
-
-    @property
-    def rate(self) -> float:
-        """Messages per second."""
-        return self.messages / self.seconds if self.seconds > 0 else 0.0
 
 
 def _key(tp: TopicPartition) -> tuple[str, int]:
@@ -138,7 +120,6 @@ class Materialiser:
         self._tail: ModelsTail | None = None
         self._consumer: KafkaConsumer | None = None
         self._joined = False
-        self._messages = self._events = self._duplicates = self._dead = self._txns = 0
         self._next: dict[tuple[str, int], int] = {}
         self._until: dict[tuple[str, int], int] = {}  # run(until=...): where catching up ends
         # Assigned, paused until _prepare() positions them (it blocks: not in the callback).
@@ -148,16 +129,10 @@ class Materialiser:
         self._topic_ids: dict[str, str] = {}  # as the broker reported them when positioned
         self._stalls = StallWatch()
         self._moved = 0.0  # when the last message was read (a catch-up's patience)
-        # One writer thread: DuckDB writes batch N (releasing the GIL) while this thread
-        # polls and decodes batch N+1. At most one transaction is in flight.
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
-        self._pending: tuple[Future[tuple[dict[str, int], int]], int, Batch] | None = None
-        self._stored: dict[tuple[str, int], Position] = {}
+        self._writer: ShardWriter | None = None
         try:
             self.registry = Registry(self.shard.model_versions())
-            # This process is the shard's only writer (claim), so after this one read its
-            # own stored positions are known here.
-            self._stored = self.shard.stored_positions()
+            self._writer = ShardWriter(self.shard)
             self._consumer = self._connect()
         except BaseException:
             self.close()
@@ -197,52 +172,18 @@ class Materialiser:
         return consumer
 
     def _prepare(self, consumer: KafkaConsumer, tps: Iterable[TopicPartition]) -> None:
-        """Position newly assigned partitions, then let them be fetched.
-
-        1. Take the newest position any shard stored (this one's own, or the shard that
-           held the partition before a rebalance: it is not read again).
-        2. Refuse a position before the log's start (retention deleted what was never
-           stored) or in a topic whose id changed (created again).
-        3. Seek to the log mark's offset, so the first record read proves the log is the
-           one the position came from (checked in :meth:`_poll`, skipped there after);
-           without a mark, to the position itself. A partition no shard holds keeps the
-           group's committed offset, or starts at 0 (:meth:`_sync_positions`).
-        """
+        """Position newly assigned partitions at the newest position any shard stored
+        (what the partition's previous shard stored is not read again), check it is in
+        this log (:func:`consumers.identity.position`), then let them be fetched. The
+        first record read is checked against the log mark in :meth:`_verified`."""
         tps = list(tps)
         if not tps:
             return
-        found = resume_positions(self.home, self.shard.name, self._stored, map(_key, tps))
-        starts = consumer.beginning_offsets(tps)
-        for tp in tps:
-            key = _key(tp)
-            current = topic_id(consumer, tp.topic)
-            if current is not None:
-                self._topic_ids[tp.topic] = current
-            pos = found.get(key)
-            if pos is None:
-                continue
-            start = starts.get(tp, 0)
-            if start > pos.next_offset:
-                raise LogGapError(
-                    f"{_where(tp)}: the log starts at offset {start} but offsets "
-                    f"{pos.next_offset}..{start - 1} were never materialised (retention "
-                    "deleted them); rebuild from a source that still holds them"
-                )
-            check_topic_id(_where(tp), pos.mark, current)
-            if pos.mark is not None and pos.mark.offset >= start:
-                consumer.seek(tp, pos.mark.offset)
-                self._verify[key] = pos.mark
-            else:
-                consumer.seek(tp, pos.next_offset)
-            self._next[key] = pos.next_offset
-            if pos.shard != self.shard.name:
-                log.info(
-                    "shard %s resumes %s at %d, from shard %s",
-                    self.shard.name,
-                    _where(tp),
-                    pos.next_offset,
-                    pos.shard,
-                )
+        assert self._writer is not None  # set before connecting  # noqa: S101
+        found = resume_positions(self.home, self.shard.name, self._writer.stored, map(_key, tps))
+        seeks = position(consumer, tps, found, topic_ids=self._topic_ids)
+        self._next.update(seeks.next_offsets)
+        self._verify.update(seeks.verify)
         consumer.resume(*tps)
 
     def _sync_positions(self, consumer: KafkaConsumer) -> None:
@@ -313,7 +254,8 @@ class Materialiser:
                     self._watch_stalls(consumer, {(m.topic, m.partition) for m in polled})
                 self._check_gaps(consumer)
                 if progress is not None:
-                    progress(self._messages, self._messages + self._known_lag(consumer))
+                    done = self._writer.messages if self._writer is not None else 0
+                    progress(done, done + self._known_lag(consumer))
                 if until_caught_up and self._caught_up(consumer):
                     break
         finally:
@@ -329,7 +271,7 @@ class Materialiser:
             batch = consumer.poll(timeout_ms=200, max_records=self.max_batch)
             while batch:
                 for tp, records in batch.items():
-                    self._check_topic_id(consumer, tp)  # before a record of it is stored
+                    check_same_topic(consumer, tp, self._topic_ids)  # before it is stored
                     if self._verify and _key(tp) in self._verify:
                         records = self._verified(tp, records)
                     out.extend(records)
@@ -339,7 +281,7 @@ class Materialiser:
                 # Top up the transaction with fetches already buffered.
                 batch = consumer.poll(timeout_ms=0, max_records=self.max_batch - len(out))
         except OffsetOutOfRangeError as exc:
-            raise self._gap(consumer, exc) from exc
+            raise out_of_range(consumer, exc) from exc
         except NoOffsetForPartitionError as exc:
             for tp in exc.args[0] if exc.args else ():
                 consumer.seek(tp, 0)  # never read by anyone in the group: the whole log
@@ -378,37 +320,17 @@ class Materialiser:
 
     def _submit(self, consumer: KafkaConsumer, builder: BatchBuilder, batch: Batch) -> None:
         """Hand ``batch`` to the writer thread (after the transaction in flight)."""
-        self._drain(consumer)
-        self._pending = (self._writer.submit(self._store, builder, batch), builder.messages, batch)
+        assert self._writer is not None  # noqa: S101
+        self._committed(consumer, self._writer.submit(builder, batch))
         self._next.update(batch.offsets)
 
-    def _store(self, builder: BatchBuilder, batch: Batch) -> tuple[dict[str, int], int]:
-        """The writer thread's transaction; rows that reuse a stored event's id with other
-        content become dead letters, and the batch is written again without them."""
-        inserted, conflicts = self.shard.write_checked(batch)
-        while conflicts:
-            builder.reject_conflicts(conflicts)
-            batch = builder.build(batch.offsets, marks=batch.marks)
-            inserted, conflicts = self.shard.write_checked(batch)
-        return inserted, len(builder.rejected)
-
     def _drain(self, consumer: KafkaConsumer) -> None:
-        """Wait for the transaction in flight; then count it and commit its offsets."""
-        if self._pending is None:
-            return
-        future, messages, batch = self._pending
-        self._pending = None
-        inserted, rejected = future.result()  # a StoreError of the writer thread surfaces here
-        for key, offset in batch.offsets.items():
-            mark = batch.marks.get(key) or getattr(self._stored.get(key), "mark", None)
-            self._stored[key] = Position(offset, mark, self.shard.name)
-        self._txns += 1
-        self._messages += messages
-        self._dead += rejected
-        stored = sum(n for name, n in inserted.items() if name != "dead_letters")
-        self._events += stored
-        self._duplicates += messages - rejected - stored
-        if self.group is not None:
+        """Wait for the transaction in flight."""
+        if self._writer is not None:
+            self._committed(consumer, self._writer.drain())
+
+    def _committed(self, consumer: KafkaConsumer, batch: Batch | None) -> None:
+        if batch is not None and self.group is not None:
             # Only after the DuckDB commit; it guides a shard that never held a partition.
             consumer.commit_async(
                 {
@@ -443,20 +365,8 @@ class Materialiser:
         # 1. dead-letter the empty range, so nothing is skipped in silence; 2. move the
         # stored position past it in the same transaction; 3. read on from there.
         builder = BatchBuilder(self._schemas, self.registry, self.topics)
-        builder.messages += 1  # the empty range counts as one message, dead-lettered
-        end = found.offset - 1
-        builder.reject(
-            tp.topic,
-            tp.partition,
-            at,
-            b"",
-            CorruptMessage(
-                f"empty record batch at offsets {at}..{end}: the log holds no record there "
-                "(another producer wrote a batch with record_count 0); skipped"
-            ),
-        )
-        log.warning("%s: empty record batch at offsets %d..%d, skipped", _where(tp), at, end)
-        self._submit(consumer, builder, builder.build({key: found.offset}))
+        log.warning("%s: empty record batch at offsets %d..%d", _where(tp), at, found.offset - 1)
+        self._submit(consumer, builder, empty_range(builder, tp, at, found.offset))
         consumer.seek(tp, found.offset)
         self._moved = time.monotonic()
 
@@ -467,22 +377,8 @@ class Materialiser:
             hw = consumer.highwater(tp)
             pos = self._next.get(_key(tp))
             if hw is not None and pos is not None and pos > hw:
-                raise LogGapError(
-                    f"{_where(tp)}: stored offset {pos} is past the log's end "
-                    f"{hw}: offsets {hw}..{pos - 1} are gone from the broker (did it lose its "
-                    "log, e.g. a memory-only broker restarted?); materialise into a fresh home"
-                )
-            self._check_topic_id(consumer, tp)
-
-    def _check_topic_id(self, consumer: KafkaConsumer, tp: TopicPartition) -> None:
-        # A topic created again while this consumer ran (or the broker lost its log): the
-        # metadata, refreshed on reconnecting, has a new id before the new log is fetched.
-        seen = self._topic_ids.get(tp.topic)
-        current = topic_id(consumer, tp.topic)
-        if seen is not None and current is not None and current != seen:
-            raise replaced_log(
-                _where(tp), f"the topic's id changed from {seen} to {current} while reading"
-            )
+                raise past_the_end(_where(tp), pos, hw)
+            check_same_topic(consumer, tp, self._topic_ids)
 
     def _waiting_for(self, consumer: KafkaConsumer) -> str:
         """What a catch-up still waits for, in words."""
@@ -497,23 +393,6 @@ class Materialiser:
             elif held < self._until.get(_key(tp), hw):
                 behind.append(f"{_where(tp)} at offset {held}, end {hw}")
         return "waiting for " + (", ".join(behind) or "the log marks to be read again")
-
-    def _gap(self, consumer: KafkaConsumer, exc: OffsetOutOfRangeError) -> LogGapError:
-        parts = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-        details = []
-        for tp, offset in parts.items():
-            start = consumer.beginning_offsets([tp]).get(tp, 0)
-            if offset < start:
-                details.append(
-                    f"{tp.topic}[{tp.partition}] offsets {offset}..{start - 1} "
-                    "were deleted before being materialised"
-                )
-            else:
-                details.append(
-                    f"{tp.topic}[{tp.partition}] stored offset {offset} is past the "
-                    "log's end (the broker lost events)"
-                )
-        return LogGapError("; ".join(details) or f"offset out of range: {exc}")
 
     def _known_lag(self, consumer: KafkaConsumer) -> int:
         lag = 0
@@ -542,12 +421,14 @@ class Materialiser:
 
     def stats(self, seconds: float) -> Stats:
         """Counters of this materialiser so far."""
+        w = self._writer
+        assert w is not None  # noqa: S101
         return Stats(
-            messages=self._messages,
-            events=self._events,
-            duplicates=self._duplicates,
-            dead_letters=self._dead,
-            transactions=self._txns,
+            messages=w.messages,
+            events=w.events,
+            duplicates=w.duplicates,
+            dead_letters=w.dead,
+            transactions=w.transactions,
             seconds=seconds,
             offsets={f"{t}:{p}": o for (t, p), o in sorted(self._next.items())},
         )
@@ -555,7 +436,8 @@ class Materialiser:
     def close(self) -> None:
         """Leave the group, close the connections and release the shard."""
         try:
-            self._writer.shutdown(wait=True)
+            if self._writer is not None:
+                self._writer.close()
             if self._consumer is not None:
                 self._consumer.close(autocommit=False)
             if self._tail is not None:

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 from kafka import KafkaConsumer, TopicPartition
 
-from ledger.errors import BrokerError
+from consumers.batch import BatchBuilder
+from ledger.errors import BrokerError, CorruptMessage
+from ledger.store import Batch
 
 #: The main loop suspects a stall after this many drained polls without progress ...
 STALL_POLLS = 5
@@ -108,3 +110,21 @@ def find_next_record(
                 consumer.seek(tp, at)
     finally:
         consumer.close()
+
+
+def empty_range(builder: BatchBuilder, tp: TopicPartition, at: int, end: int) -> Batch:
+    """The transaction that steps over offsets ``at..end-1`` (no record there):
+    1. a dead letter for the range, so nothing is skipped in silence;
+    2. the partition's next offset ``end``, in the same transaction."""
+    builder.messages += 1  # the empty range counts as one message, dead-lettered
+    builder.reject(
+        tp.topic,
+        tp.partition,
+        at,
+        b"",
+        CorruptMessage(
+            f"empty record batch at offsets {at}..{end - 1}: the log holds no record there "
+            "(another producer wrote a batch with record_count 0); stepped over"
+        ),
+    )
+    return builder.build({(tp.topic, tp.partition): end})
