@@ -39,6 +39,9 @@ TABLE_OF = {
     "DeploymentChanged": "deployments",
 }
 
+#: Events whose envelope is checked as each is added (the others: in build(), at once).
+_ONE_BY_ONE = frozenset(name for name, table in TABLE_OF.items() if table not in KEYED_BY)
+
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
@@ -135,8 +138,9 @@ class BatchBuilder:
                 data,
                 _reused_id(event_id, first[1:], (topic, partition, offset)),
             )
-        self._seen[event_id] = (record, topic, partition, offset)
-        self._rows[TABLE_OF[name]].append((record, topic, partition, offset))
+        row = (record, topic, partition, offset)
+        self._seen[event_id] = row
+        self._rows[TABLE_OF[name]].append(row)
         return None
 
     def reject(
@@ -170,7 +174,7 @@ class BatchBuilder:
         if not data:
             raise CorruptMessage("empty message (a tombstone or a null value)")
         name, record = decode(self._schemas, data)
-        if TABLE_OF[name] not in KEYED_BY:
+        if name in _ONE_BY_ONE:
             # Registrations and deployments are few and change the registry at once:
             # judged here, one by one; the other events in build(), a batch at a time.
             screen_envelope(record)
