@@ -18,6 +18,7 @@ PUBLIC = {
     "GateSpecError",
     "LedgerError",
     "LogGapError",
+    "MisroutedEvent",
     "ModelVersion",
     "ModelVersionRegistered",
     "Producer",
