@@ -271,3 +271,17 @@ con = duckdb.connect(sys.argv[1])
 print("held", flush=True)
 time.sleep(60)
 """
+
+
+def test_positions_of_a_shard_this_process_writes_can_be_peeked(tmp_path):
+    from ledger.store.positions import LogMark, peek_positions
+
+    shard = Shard(tmp_path, "a", hold=60.0)  # keeps its read-write connection open
+    mark = LogMark(41, "f" * 64, "id-1")
+    shard.write(Batch({}, {("t.embeddings", 0): 42}, marks={("t.embeddings", 0): mark}))
+    try:
+        found = peek_positions(shard.path, timeout=1.0)
+    finally:
+        shard.release()
+    assert found is not None
+    assert (found[("t.embeddings", 0)].next_offset, found[("t.embeddings", 0)].mark) == (42, mark)

@@ -136,7 +136,10 @@ def peek_positions(path: Path, *, timeout: float) -> dict[Partition, Position] |
         except duckdb.ConnectionException:
             # This process has the file open read-write already (another materialiser
             # in it): a connection of the same kind shares that database.
-            con = duckdb.connect(str(path))
+            try:
+                con = duckdb.connect(str(path))
+            except duckdb.Error:
+                return None  # open here in yet another way: treat it as busy
             break
         except duckdb.Error as exc:
             err = _store_error(exc, f"reading the offsets of shard {path.stem}")
