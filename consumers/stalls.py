@@ -70,7 +70,11 @@ def find_next_record(
     bootstrap: str, tp: TopicPartition, offset: int, *, timeout: float = 60.0
 ) -> NextRecord:
     """The first record of ``tp`` at or after ``offset``, stepping over offsets that hold
-    no record (empty batches), with a consumer of its own.
+    no record (empty batches).
+
+    Each offset is fetched by a consumer of its own, so a known high watermark proves
+    that a fetch from that very offset was answered; answered with no record, and none
+    for :data:`EMPTY_SECONDS` more, the offset holds none.
 
     Raises:
         BrokerError: no answer within ``timeout`` seconds.
@@ -79,6 +83,17 @@ def find_next_record(
         >>> find_next_record(bs, TopicPartition("ledger.embeddings", 0), 5)  # doctest: +SKIP
         NextRecord(offset=6, value=b'\\xc3\\x01...', found=True)
     """
+    deadline = time.monotonic() + timeout
+    at = offset
+    while True:
+        found = _fetch_at(bootstrap, tp, at, deadline)
+        if found is not None:
+            return found
+        at += 1
+
+
+def _fetch_at(bootstrap: str, tp: TopicPartition, at: int, deadline: float) -> NextRecord | None:
+    """What a fetch from ``at`` finds: a record, or the log's end; None: no record there."""
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
@@ -89,9 +104,8 @@ def find_next_record(
     )
     try:
         consumer.assign([tp])
-        at, since = offset, time.monotonic()
         consumer.seek(tp, at)
-        deadline = since + timeout
+        answered = None
         while True:
             records = consumer.poll(timeout_ms=200).get(tp)
             if records:
@@ -100,14 +114,15 @@ def find_next_record(
             now = time.monotonic()
             if hw is not None and at >= hw:
                 return NextRecord(hw, None, False)
+            if hw is not None:
+                answered = answered or now
+                if now - answered >= EMPTY_SECONDS:
+                    return None
             if now > deadline:
                 raise BrokerError(
-                    f"{tp.topic}[{tp.partition}]: no record found from offset {offset} within "
-                    f"{timeout}s (log end {hw}); is the broker answering?"
+                    f"{tp.topic}[{tp.partition}]: no answer to a fetch from offset {at} "
+                    f"(log end {hw}); is the broker answering?"
                 )
-            if hw is not None and now - since >= EMPTY_SECONDS:
-                at, since = at + 1, now  # fetches at ``at`` answer no record: it holds none
-                consumer.seek(tp, at)
     finally:
         consumer.close()
 
