@@ -7,7 +7,8 @@ Example:
 
 from consumers.deadletters import RedriveReport, list_dead_letters, redrive, show_dead_letter
 from consumers.lag import PartitionLag, lag, true_ends, wait_caught_up
-from consumers.materialiser import Materialiser, Stats, catch_up
+from consumers.materialiser import Materialiser, catch_up
+from consumers.writer import Stats
 
 __all__ = [
     "Materialiser",

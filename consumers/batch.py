@@ -7,7 +7,7 @@ and wrapped as a list column without copying row by row.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from consumers.screen import KEYED_BY, UNKNOWN_KEY, content_of, screen, screen_envelope
 from ledger.contract.events import EVENT_CLASSES, Topics
 from ledger.contract.rules import (
     ModelVersion,
@@ -27,6 +28,7 @@ from ledger.contract.schemas import SchemaStore
 from ledger.contract.wire import decode
 from ledger.errors import ContractError, CorruptMessage, LedgerError, UnknownModelVersion
 from ledger.store import ARROW_SCHEMAS, Batch
+from ledger.store.positions import IdConflict, LogMark
 
 #: Event type -> the table its rows go to.
 TABLE_OF = {
@@ -36,6 +38,9 @@ TABLE_OF = {
     "DecisionRecorded": "decisions",
     "DeploymentChanged": "deployments",
 }
+
+#: Events whose envelope is checked as each is added (the others: in build(), at once).
+_ONE_BY_ONE = frozenset(name for name, table in TABLE_OF.items() if table not in KEYED_BY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,40 +96,88 @@ class BatchBuilder:
         self._rows: dict[str, list[tuple[dict[str, Any], str, int, int]]] = {
             name: [] for name in TABLE_OF.values()
         }
-        self._seen: set[str] = set()
+        # event id -> (record, topic, partition, offset) of its first copy in this batch
+        self._seen: dict[str, tuple[dict[str, Any], str, int, int]] = {}
         self.rejected: list[Rejected] = []
         self.messages = 0
         self.duplicates = 0
 
-    def add(self, topic: str, partition: int, offset: int, raw: bytes | None) -> Rejected | None:
+    def add(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        raw: bytes | None,
+        key: bytes | None | object = UNKNOWN_KEY,
+    ) -> Rejected | None:
         """Decode and check one message; returns the rejection when it is dead-lettered.
 
-        Vectors with NaN/inf are found for the whole batch in :meth:`build`; their
-        rejections appear in :attr:`rejected` then.
+        ``key`` is the record's key (an entity's events must be keyed by its id); leave it
+        out when it is not known (a re-drive). Checks that run for the whole batch at
+        once (NaN/inf vectors, envelope fields, record keys) add their rejections to
+        :attr:`rejected` in :meth:`build`.
         """
         self.messages += 1
         data = raw if raw is not None else b""
         try:
             name, record = self._check(topic, data)
         except LedgerError as exc:
-            reason = getattr(exc, "reason", str(exc))
-            rejected = Rejected(topic, partition, offset, data, str(reason), type(exc).__name__)
-            self.rejected.append(rejected)
-            return rejected
+            return self.reject(topic, partition, offset, data, exc)
         event_id = record["event_id"]
-        if event_id in self._seen:
-            self.duplicates += 1  # a producer retry inside this batch
-            return None
-        self._seen.add(event_id)
-        if name == "EmbeddingWritten":
-            record["_raw"] = data  # for a dead letter, should its vector fail in build()
-        self._rows[TABLE_OF[name]].append((record, topic, partition, offset))
+        record["_raw"] = data  # for a dead letter, should a batch-wide check fail in build()
+        record["_key"] = key
+        first = self._seen.get(event_id)
+        if first is not None:
+            if first[0]["_raw"] == data or content_of(first[0]) == content_of(record):
+                self.duplicates += 1  # a producer retry inside this batch
+                return None
+            return self.reject(
+                topic,
+                partition,
+                offset,
+                data,
+                _reused_id(event_id, first[1:], (topic, partition, offset)),
+            )
+        row = (record, topic, partition, offset)
+        self._seen[event_id] = row
+        self._rows[TABLE_OF[name]].append(row)
         return None
+
+    def reject(
+        self, topic: str, partition: int, offset: int, raw: bytes, exc: LedgerError
+    ) -> Rejected:
+        """Dead-letter a message with the reason ``exc`` gives."""
+        reason = getattr(exc, "reason", str(exc))
+        rejected = Rejected(topic, partition, offset, raw, str(reason), type(exc).__name__)
+        self.rejected.append(rejected)
+        return rejected
+
+    def reject_conflicts(self, conflicts: list[IdConflict]) -> None:
+        """Move rows whose event id the shard holds with other content to the dead letters
+        (:meth:`ledger.store.Shard.write_checked` found them); then build again."""
+        bad = {(c.table, c.source): c for c in conflicts}
+        for table, rows in self._rows.items():
+            kept = []
+            for row in rows:
+                conflict = bad.get((table, row[1:]))
+                if conflict is None:
+                    kept.append(row)
+                    continue
+                self.reject(
+                    *row[1:],
+                    row[0]["_raw"],
+                    _reused_id(conflict.event_id, conflict.stored, row[1:]),
+                )
+            self._rows[table] = kept
 
     def _check(self, topic: str, data: bytes) -> tuple[str, dict[str, Any]]:
         if not data:
             raise CorruptMessage("empty message (a tombstone or a null value)")
         name, record = decode(self._schemas, data)
+        if name in _ONE_BY_ONE:
+            # Registrations and deployments are few and change the registry at once:
+            # judged here, one by one; the other events in build(), a batch at a time.
+            screen_envelope(record)
         role = self._roles.get(topic)
         expected = EVENT_CLASSES[name].topic
         if role is not None and role != expected:
@@ -207,27 +260,36 @@ class BatchBuilder:
             try:
                 check_embedding_record(self._registry, record)
             except ContractError as exc:
-                raw = record.pop("_raw", b"")
-                self.rejected.append(
-                    Rejected(topic, partition, offset, raw, exc.reason, type(exc).__name__)
-                )
+                self.reject(topic, partition, offset, record["_raw"], exc)
                 continue
             kept.append((record, topic, partition, offset))  # pragma: no cover - finite after all
         self._rows["embeddings"] = kept
 
     def build(
         self,
-        offsets: dict[tuple[str, int], int] | None = None,
+        offsets: Mapping[tuple[str, int], int] | None = None,
         *,
         dead_letters: bool = True,
         redriven: list[tuple[str, int, int]] | None = None,
+        marks: Mapping[tuple[str, int], LogMark] | None = None,
     ) -> Batch:
-        """The transaction: one Arrow table per table with rows, and the next offsets."""
+        """The transaction: one Arrow table per table with rows, the next offsets, and the
+        log marks. It may be built again after :meth:`reject_conflicts`."""
         self._check_vectors()
         tables: dict[str, pa.Table] = {}
         for name, rows in self._rows.items():
-            if rows:
-                tables[name] = _table(name, rows)
+            if not rows:
+                continue
+            table = _table(name, rows)
+            if name in KEYED_BY:
+                table, failed = screen(name, table, rows)
+                if failed:
+                    for i, exc in failed:
+                        self.reject(*rows[i][1:], rows[i][0]["_raw"], exc)
+                    gone = {i for i, _ in failed}
+                    self._rows[name] = [r for i, r in enumerate(rows) if i not in gone]
+            if table.num_rows:
+                tables[name] = table
         if dead_letters and self.rejected:
             now = datetime.now(UTC)
             rej = self.rejected
@@ -244,7 +306,23 @@ class BatchBuilder:
                 ],
                 schema=ARROW_SCHEMAS["dead_letters"],
             )
-        return Batch(tables, dict(offsets or {}), tuple(redriven or ()))
+        return Batch(tables, dict(offsets or {}), tuple(redriven or ()), dict(marks or {}))
+
+
+def _reused_id(
+    event_id: str, stored: tuple[str, int, int], source: tuple[str, int, int]
+) -> ContractError:
+    # ``stored``: (topic, partition, offset) of the event that holds the id; ``source``
+    # where this one, with other content, was read.
+    first, second = (":".join(map(str, place)) for place in (stored, source))
+    return ContractError(
+        f"event id {event_id} at {second} is already the id of another event, with other "
+        f"content, at {first}: each event needs its own event id",
+        field="event_id",
+        expected="an id no other event has",
+        got=event_id,
+        event_id=event_id,
+    )
 
 
 def _table(name: str, rows: list[tuple[dict[str, Any], str, int, int]]) -> pa.Table:

@@ -16,7 +16,7 @@ from ledger.contract.events import Topics
 from ledger.contract.rules import Registry
 from ledger.contract.schemas import default_store
 from ledger.contract.wire import decode
-from ledger.errors import LedgerError, UsageError
+from ledger.errors import LedgerError, MisroutedEvent, UsageError
 from ledger.log.producer import load_registry
 from ledger.store import Batch, DeadLetter, Shard, shard_paths
 
@@ -99,16 +99,27 @@ def redrive(
     failing: list[tuple[str, str]] = []
     for shard in shards:
         pending = [d for d in shard.dead_letters() if not ids or d.id in ids]
+        # A misrouted event stays on the wrong partition whatever a re-drive does (the
+        # dead letter keeps no record key to check again): it must be sent again.
+        failing.extend((d.id, d.reason) for d in pending if d.error == MisroutedEvent.__name__)
+        pending = [d for d in pending if d.error != MisroutedEvent.__name__]
         if not pending:
             continue
         builder = BatchBuilder(schemas, registry, topics)
         for dl in pending:
             builder.add(dl.topic, dl.partition, dl.offset, dl.raw)
         batch = builder.build(dead_letters=False)  # judges the vectors too
-        still = {r.id: r.reason for r in builder.rejected}
+        while True:
+            still = {r.id: r.reason for r in builder.rejected}
+            passed = [(d.topic, d.partition, d.offset) for d in pending if d.id not in still]
+            if not passed:
+                break
+            _, conflicts = shard.write_checked(Batch(batch.tables, {}, tuple(passed)))
+            if not conflicts:
+                redriven.extend(f"{t}:{p}:{o}" for t, p, o in passed)
+                break
+            # Its event id is taken by another stored event: it stays a dead letter.
+            builder.reject_conflicts(conflicts)
+            batch = builder.build(dead_letters=False)
         failing.extend(still.items())
-        passed = [(d.topic, d.partition, d.offset) for d in pending if d.id not in still]
-        if passed:
-            shard.write(Batch(batch.tables, {}, tuple(passed)))
-            redriven.extend(f"{t}:{p}:{o}" for t, p, o in passed)
     return RedriveReport(tuple(redriven), tuple(failing))

@@ -2,9 +2,13 @@
 
 Each poll is decoded, validated and written with the offsets it covers in ONE DuckDB
 transaction (DESIGN decision 3). On start and on every assignment the consumer seeks
-to the offset stored in its shard, or, for a partition the shard never held, to the
-group's committed offset (committed only after the DuckDB transaction), or to 0.
-Events already stored are skipped by event id; the views dedupe across shards.
+to the newest offset any shard of the home stored for the partition, or, for a
+partition no shard holds, to the group's committed offset (committed only after the
+DuckDB transaction), or to 0. Before it stores anything from a partition it reads the
+partition's log mark again (:mod:`consumers.identity`): stored offsets of another log
+stop it with :class:`LogGapError`. Events already stored are skipped by event id; the
+views dedupe across shards. Empty record batches are dead-lettered and stepped over
+(:mod:`consumers.stalls`).
 
 Example:
     >>> stats = catch_up("localhost:9092", Topics(), Path(".ledger"))  # doctest: +SKIP
@@ -18,8 +22,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +31,25 @@ from kafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRange
 from kafka.structs import OffsetAndMetadata
 
 from consumers.batch import BatchBuilder
+from consumers.identity import (
+    check_record,
+    check_same_topic,
+    out_of_range,
+    past_the_end,
+    position,
+    record_sha256,
+    resume_positions,
+)
+from consumers.registrations import ModelsTail
+from consumers.stalls import StallWatch, empty_range, find_next_record
+from consumers.writer import ShardWriter, Stats
 from ledger.contract.events import Topics
 from ledger.contract.rules import Registry
-from ledger.contract.schemas import SchemaStore, default_store
-from ledger.errors import BrokerError, LogGapError
-from ledger.log.topics import check_single_partition, partitions_of
-from ledger.store import Shard
+from ledger.contract.schemas import default_store
+from ledger.errors import BrokerError
+from ledger.log.topics import partitions_of
+from ledger.store import Batch, Shard
+from ledger.store.positions import LogMark
 
 log = logging.getLogger(__name__)
 
@@ -51,60 +66,16 @@ FETCH_CONFIG = {
     "receive_buffer_bytes": 4 * 1024 * 1024,
 }
 
-
-@dataclass(frozen=True, slots=True)
-class Stats:
-    """What one run materialised."""
-
-    messages: int
-    events: int
-    duplicates: int
-    dead_letters: int
-    transactions: int
-    seconds: float
-    offsets: dict[str, int]
-
-    @property
-    def rate(self) -> float:
-        """Messages per second."""
-        return self.messages / self.seconds if self.seconds > 0 else 0.0
+#: A catch-up that made no progress for this many seconds stops and says what it waits for.
+PATIENCE_S = 120.0
 
 
 def _key(tp: TopicPartition) -> tuple[str, int]:
     return (tp.topic, tp.partition)
 
 
-class _ModelsTail:
-    """Reads the models topic forward to its true end, to learn registrations early."""
-
-    def __init__(self, bootstrap: str, topic: str, schemas: SchemaStore) -> None:
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=50,
-        )
-        check_single_partition(
-            topic, (tp.partition for tp in partitions_of(self._consumer, [topic]))
-        )
-        self._tp = TopicPartition(topic, 0)
-        self._consumer.assign([self._tp])
-        self._consumer.seek(self._tp, 0)
-        self._schemas = schemas
-
-    def read_into(self, registry: Registry, *, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            for records in self._consumer.poll(timeout_ms=100).values():
-                registry.add_registrations((m.value for m in records), self._schemas)
-            hw = self._consumer.highwater(self._tp)
-            if hw is not None and self._consumer.position(self._tp) >= hw:
-                return
-            if time.monotonic() > deadline:
-                raise BrokerError(f"reading {self._tp.topic} to its end timed out")
-
-    def close(self) -> None:
-        self._consumer.close()
+def _where(tp: TopicPartition) -> str:
+    return f"{tp.topic}[{tp.partition}]"
 
 
 class Materialiser:
@@ -142,26 +113,26 @@ class Materialiser:
         self.topics = topics
         self.group = group
         self.max_batch = max_batch
+        self.home = Path(home)
         self.shard = Shard(home, shard, lock_timeout=lock_timeout, hold=hold)
         self.shard.claim()
         self._schemas = default_store()
-        self._tail: _ModelsTail | None = None
+        self._tail: ModelsTail | None = None
         self._consumer: KafkaConsumer | None = None
         self._joined = False
-        self._messages = self._events = self._duplicates = self._dead = self._txns = 0
         self._next: dict[tuple[str, int], int] = {}
         self._until: dict[tuple[str, int], int] = {}  # run(until=...): where catching up ends
-        # One writer thread: DuckDB writes batch N (releasing the GIL) while this thread
-        # polls and decodes batch N+1. At most one transaction is in flight.
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
-        self._pending: tuple[Future[dict[str, int]], int, int, dict[tuple[str, int], int]] | None
-        self._pending = None
-        self._stored: dict[tuple[str, int], int] = {}
+        # Assigned, paused until _prepare() positions them (it blocks: not in the callback).
+        self._unprepared: set[TopicPartition] = set()
+        # Partitions whose first record read must be their log mark's (consumers.identity).
+        self._verify: dict[tuple[str, int], LogMark] = {}
+        self._topic_ids: dict[str, str] = {}  # as the broker reported them when positioned
+        self._stalls = StallWatch()
+        self._moved = 0.0  # when the last message was read (a catch-up's patience)
+        self._writer: ShardWriter | None = None
         try:
             self.registry = Registry(self.shard.model_versions())
-            # This process is the shard's only writer (claim), so after this one read the
-            # stored offsets are known here; the rebalance callback must not block on I/O.
-            self._stored = self.shard.stored_offsets()
+            self._writer = ShardWriter(self.shard)
             self._consumer = self._connect()
         except BaseException:
             self.close()
@@ -176,35 +147,44 @@ class Materialiser:
             # Never jump silently: an out-of-range position is a gap (DESIGN decision 9).
             "auto_offset_reset": "none",
             "max_poll_records": self.max_batch,
+            "allow_auto_create_topics": False,  # a mistyped prefix must not create topics
             **FETCH_CONFIG,
         }
         try:
-            if self.group is None:
-                consumer = KafkaConsumer(**config)
-                tps = partitions_of(consumer, self.topics.all)
-                consumer.assign(tps)
-                self._seek(consumer, tps)
-                self._joined = True
-            else:
-                consumer = KafkaConsumer(group_id=self.group, **GROUP_CONFIG, **config)
-                partitions_of(consumer, self.topics.all)  # fail fast on missing topics
-                consumer.subscribe(list(self.topics.all), listener=_Listener(self, consumer))
+            group = {"group_id": self.group, **GROUP_CONFIG} if self.group is not None else {}
+            consumer = KafkaConsumer(**group, **config)
         except KafkaError as exc:
             raise BrokerError(f"cannot consume from {self.bootstrap}: {exc}") from exc
+        try:
+            tps = partitions_of(consumer, self.topics.all)  # fails on missing topics
+            if self.group is None:
+                consumer.assign(tps)
+                self._prepare(consumer, tps)
+                self._joined = True
+            else:
+                consumer.subscribe(list(self.topics.all), listener=_Listener(self, consumer))
+        except KafkaError as exc:
+            consumer.close(autocommit=False)
+            raise BrokerError(f"cannot consume from {self.bootstrap}: {exc}") from exc
+        except BaseException:
+            consumer.close(autocommit=False)
+            raise
         return consumer
 
-    def _seek_stored(self, consumer: KafkaConsumer, tps: Iterable[TopicPartition]) -> None:
-        """Seek to the offsets stored in the shard; others keep the group's committed offset.
-
-        Runs inside the rebalance callback, where kafka-python allows no blocking call:
-        a partition without a stored offset is positioned by the consumer itself from the
-        group's committed offset, or, with none, ends up in :meth:`_sync_positions`.
-        """
-        for tp in tps:
-            offset = self._stored.get(_key(tp))
-            if offset is not None:
-                consumer.seek(tp, offset)
-                self._next[_key(tp)] = offset
+    def _prepare(self, consumer: KafkaConsumer, tps: Iterable[TopicPartition]) -> None:
+        """Position newly assigned partitions at the newest position any shard stored
+        (what the partition's previous shard stored is not read again), check it is in
+        this log (:func:`consumers.identity.position`), then let them be fetched. The
+        first record read is checked against the log mark in :meth:`_verified`."""
+        tps = list(tps)
+        if not tps:
+            return
+        assert self._writer is not None  # set before connecting  # noqa: S101
+        found = resume_positions(self.home, self.shard.name, self._writer.stored, map(_key, tps))
+        seeks = position(consumer, tps, found, topic_ids=self._topic_ids)
+        self._next.update(seeks.next_offsets)
+        self._verify.update(seeks.verify)
+        consumer.resume(*tps)
 
     def _sync_positions(self, consumer: KafkaConsumer) -> None:
         """Learn where newly assigned partitions read from; a partition nobody has read
@@ -218,26 +198,9 @@ class Materialiser:
                 consumer.seek(tp, 0)
                 self._next[_key(tp)] = 0
 
-    def _seek(self, consumer: KafkaConsumer, tps: Iterable[TopicPartition]) -> None:
-        """Position each partition at its stored offset, else 0; check the log still has it."""
-        tps = list(tps)
-        if not tps:
-            return
-        starts = consumer.beginning_offsets(tps)
-        for tp in tps:
-            offset = self._stored.get(_key(tp), 0)
-            if starts.get(tp, 0) > offset:
-                raise LogGapError(
-                    f"{tp.topic}[{tp.partition}]: the log starts at offset {starts[tp]} but "
-                    f"offsets {offset}..{starts[tp] - 1} were never materialised (retention "
-                    "deleted them); rebuild from a source that still holds them"
-                )
-            consumer.seek(tp, offset)
-            self._next[_key(tp)] = offset
-
     def _refresh_registry(self) -> None:
         if self._tail is None:
-            self._tail = _ModelsTail(self.bootstrap, self.topics.models, self._schemas)
+            self._tail = ModelsTail(self.bootstrap, self.topics.models, self._schemas)
         self._tail.read_into(self.registry)
 
     # -- the loop -------------------------------------------------------------------
@@ -250,33 +213,49 @@ class Materialiser:
         progress: Progress | None = None,
         timeout: float | None = None,
         until: Mapping[tuple[str, int], int] | None = None,
+        patience: float = PATIENCE_S,
     ) -> Stats:
         """Materialise until ``stop`` is set, or until caught up with ``until_caught_up``.
 
         ``until`` (topic, partition) -> offset bounds "caught up" for those partitions: the
         run ends once it holds everything before them, even if producers keep writing.
+        A catch-up that reads nothing for ``patience`` seconds stops too, saying what it
+        waits for.
 
         Raises:
-            LogGapError: a stored offset is outside the partition's log.
+            LogGapError: a stored offset is outside the partition's log, or belongs to
+                another log (the broker's was replaced).
+            BrokerError: not caught up within ``timeout``, or no progress for ``patience``.
             StoreError: DuckDB failed (or a reader held the shard past ``lock_timeout``).
         """
         consumer = self._consumer
         assert consumer is not None  # set in __init__  # noqa: S101
         self._until = dict(until or {})
-        started = time.monotonic()
+        started = self._moved = time.monotonic()
         try:
             while stop is None or not stop.is_set():
-                if timeout is not None and time.monotonic() - started > timeout:
-                    raise BrokerError(f"not caught up after {timeout}s")
-                polled = self._poll(consumer)
+                now = time.monotonic()
+                if timeout is not None and now - started > timeout:
+                    raise BrokerError(
+                        f"not caught up after {timeout}s: {self._waiting_for(consumer)}"
+                    )
+                if until_caught_up and now - self._moved > patience:
+                    raise BrokerError(
+                        f"no progress for {patience:.0f}s: {self._waiting_for(consumer)}"
+                    )
+                polled, drained = self._poll(consumer)
                 if polled:
+                    self._moved = time.monotonic()
                     self._write(consumer, polled)
                 else:
                     self._drain(consumer)
                     self.shard.idle()  # nothing to write: let readers have the file
+                if drained:
+                    self._watch_stalls(consumer, {(m.topic, m.partition) for m in polled})
                 self._check_gaps(consumer)
                 if progress is not None:
-                    progress(self._messages, self._messages + self._known_lag(consumer))
+                    done = self._writer.messages if self._writer is not None else 0
+                    progress(done, done + self._known_lag(consumer))
                 if until_caught_up and self._caught_up(consumer):
                     break
         finally:
@@ -284,99 +263,136 @@ class Materialiser:
             self.shard.idle()
         return self.stats(time.monotonic() - started)
 
-    def _poll(self, consumer: KafkaConsumer) -> list[Any]:
+    def _poll(self, consumer: KafkaConsumer) -> tuple[list[Any], bool]:
+        """The messages of one transaction, and whether the fetch buffers are drained."""
         out: list[Any] = []
+        drained = True
         try:
             batch = consumer.poll(timeout_ms=200, max_records=self.max_batch)
             while batch:
-                for records in batch.values():
+                for tp, records in batch.items():
+                    check_same_topic(consumer, tp, self._topic_ids)  # before it is stored
+                    if self._verify and _key(tp) in self._verify:
+                        records = self._verified(tp, records)
                     out.extend(records)
                 if len(out) >= self.max_batch:
+                    drained = False
                     break
                 # Top up the transaction with fetches already buffered.
                 batch = consumer.poll(timeout_ms=0, max_records=self.max_batch - len(out))
         except OffsetOutOfRangeError as exc:
-            raise self._gap(consumer, exc) from exc
+            raise out_of_range(consumer, exc) from exc
         except NoOffsetForPartitionError as exc:
             for tp in exc.args[0] if exc.args else ():
                 consumer.seek(tp, 0)  # never read by anyone in the group: the whole log
                 self._next[_key(tp)] = 0
+        if self._unprepared:  # assigned during this poll (the callback only paused them)
+            tps, self._unprepared = list(self._unprepared), set()
+            self._prepare(consumer, tps)
         self._sync_positions(consumer)
-        return out
+        return out, drained
+
+    def _verified(self, tp: TopicPartition, records: list[Any]) -> list[Any]:
+        """Check the first record read after positioning against the log mark; return the
+        records past the stored position."""
+        mark = self._verify.pop(_key(tp))
+        check_record(_where(tp), mark, records[0].offset, records[0].value)
+        held = self._next.get(_key(tp), 0)
+        return [r for r in records if r.offset >= held]
 
     def _write(self, consumer: KafkaConsumer, messages: list[Any]) -> None:
         builder = BatchBuilder(
             self._schemas, self.registry, self.topics, refresh=self._refresh_registry
         )
-        offsets: dict[tuple[str, int], int] = {}
+        last: dict[tuple[str, int], Any] = {}
         # Registrations first: an event may use a version registered in the same poll.
+        # The sort is stable: each partition's messages stay in offset order.
         messages.sort(key=lambda m: m.topic != self.topics.models)
         for msg in messages:
-            builder.add(msg.topic, msg.partition, msg.offset, msg.value)
-            key = (msg.topic, msg.partition)
-            offsets[key] = max(offsets.get(key, 0), msg.offset + 1)
-        batch = builder.build(offsets)
-        self._drain(consumer)
-        self._pending = (
-            self._writer.submit(self.shard.write, batch),
-            builder.messages,
-            len(builder.rejected),
-            offsets,
-        )
-        self._next.update(offsets)
+            builder.add(msg.topic, msg.partition, msg.offset, msg.value, msg.key)
+            last[(msg.topic, msg.partition)] = msg
+        offsets = {key: msg.offset + 1 for key, msg in last.items()}
+        marks = {
+            key: LogMark(msg.offset, record_sha256(msg.value), self._topic_ids.get(key[0]))
+            for key, msg in last.items()
+        }
+        self._submit(consumer, builder, builder.build(offsets, marks=marks))
+
+    def _submit(self, consumer: KafkaConsumer, builder: BatchBuilder, batch: Batch) -> None:
+        """Hand ``batch`` to the writer thread (after the transaction in flight)."""
+        assert self._writer is not None  # noqa: S101
+        self._committed(consumer, self._writer.submit(builder, batch))
+        self._next.update(batch.offsets)
 
     def _drain(self, consumer: KafkaConsumer) -> None:
-        """Wait for the transaction in flight; then count it and commit its offsets."""
-        if self._pending is None:
-            return
-        future, messages, rejected, offsets = self._pending
-        self._pending = None
-        inserted = future.result()  # a StoreError of the writer thread surfaces here
-        self._stored.update(offsets)
-        self._txns += 1
-        self._messages += messages
-        self._dead += rejected
-        stored = sum(n for name, n in inserted.items() if name != "dead_letters")
-        self._events += stored
-        self._duplicates += messages - rejected - stored
-        if self.group is not None:
+        """Wait for the transaction in flight."""
+        if self._writer is not None:
+            self._committed(consumer, self._writer.drain())
+
+    def _committed(self, consumer: KafkaConsumer, batch: Batch | None) -> None:
+        if batch is not None and self.group is not None:
             # Only after the DuckDB commit; it guides a shard that never held a partition.
             consumer.commit_async(
                 {
                     TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-                    for (t, p), o in offsets.items()
+                    for (t, p), o in batch.offsets.items()
                 }
             )
 
-    def _check_gaps(self, consumer: KafkaConsumer) -> None:
-        # Tansu answers a fetch past the end with no records and no error: compare the
-        # position with the high watermark (the broker lost its log, e.g. a restart).
+    def _watch_stalls(self, consumer: KafkaConsumer, moved: set[tuple[str, int]]) -> None:
+        """After a drained poll: a partition that stays put while its log goes on holds an
+        empty record batch (or its log mark's record is gone): see :mod:`consumers.stalls`."""
         for tp in consumer.assignment():
+            key = _key(tp)
+            mark = self._verify.get(key)
+            at = mark.offset if mark is not None else self._next.get(key)
+            if at is None or tp in self._unprepared:
+                continue
+            if self._stalls.stalled(key, at, consumer.highwater(tp), key in moved):
+                self._unstall(consumer, tp, at)
+
+    def _unstall(self, consumer: KafkaConsumer, tp: TopicPartition, at: int) -> None:
+        found = find_next_record(self.bootstrap, tp, at)
+        key = _key(tp)
+        mark = self._verify.pop(key, None)
+        if mark is not None:
+            # The record to verify is not where the mark says: the log is another one.
+            check_record(_where(tp), mark, found.offset if found.found else None, found.value)
+            consumer.seek(tp, self._next[key])
+            return
+        if found.offset <= at:
+            return  # a record is there after all: this consumer was only slow to fetch it
+        # 1. dead-letter the empty range, so nothing is skipped in silence; 2. move the
+        # stored position past it in the same transaction; 3. read on from there.
+        builder = BatchBuilder(self._schemas, self.registry, self.topics)
+        log.warning("%s: empty record batch at offsets %d..%d", _where(tp), at, found.offset - 1)
+        self._submit(consumer, builder, empty_range(builder, tp, at, found.offset))
+        consumer.seek(tp, found.offset)
+        self._moved = time.monotonic()
+
+    def _check_gaps(self, consumer: KafkaConsumer) -> None:
+        for tp in consumer.assignment():
+            # Tansu answers a fetch past the end with no records and no error: compare the
+            # position with the high watermark (the broker lost its log, e.g. a restart).
             hw = consumer.highwater(tp)
             pos = self._next.get(_key(tp))
             if hw is not None and pos is not None and pos > hw:
-                raise LogGapError(
-                    f"{tp.topic}[{tp.partition}]: stored offset {pos} is past the log's end "
-                    f"{hw}: offsets {hw}..{pos - 1} are gone from the broker (did it lose its "
-                    "log, e.g. a memory-only broker restarted?); materialise into a fresh home"
-                )
+                raise past_the_end(_where(tp), pos, hw)
+            check_same_topic(consumer, tp, self._topic_ids)
 
-    def _gap(self, consumer: KafkaConsumer, exc: OffsetOutOfRangeError) -> LogGapError:
-        parts = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-        details = []
-        for tp, offset in parts.items():
-            start = consumer.beginning_offsets([tp]).get(tp, 0)
-            if offset < start:
-                details.append(
-                    f"{tp.topic}[{tp.partition}] offsets {offset}..{start - 1} "
-                    "were deleted before being materialised"
-                )
-            else:
-                details.append(
-                    f"{tp.topic}[{tp.partition}] stored offset {offset} is past the "
-                    "log's end (the broker lost events)"
-                )
-        return LogGapError("; ".join(details) or f"offset out of range: {exc}")
+    def _waiting_for(self, consumer: KafkaConsumer) -> str:
+        """What a catch-up still waits for, in words."""
+        if not self._joined:
+            return f"waiting for the group {self.group} to assign partitions"
+        behind = []
+        for tp in sorted(consumer.assignment(), key=_key):
+            held = self._next.get(_key(tp))
+            hw = consumer.highwater(tp)
+            if tp in self._unprepared or held is None or hw is None:
+                behind.append(f"{_where(tp)} (no position or end known yet)")
+            elif held < self._until.get(_key(tp), hw):
+                behind.append(f"{_where(tp)} at offset {held}, end {hw}")
+        return "waiting for " + (", ".join(behind) or "the log marks to be read again")
 
     def _known_lag(self, consumer: KafkaConsumer) -> int:
         lag = 0
@@ -387,7 +403,7 @@ class Materialiser:
         return lag
 
     def _caught_up(self, consumer: KafkaConsumer) -> bool:
-        if not self._joined:
+        if not self._joined or self._unprepared or self._verify:
             return False
         for tp in consumer.assignment():
             held = self._next.get(_key(tp), 0)
@@ -405,12 +421,14 @@ class Materialiser:
 
     def stats(self, seconds: float) -> Stats:
         """Counters of this materialiser so far."""
+        w = self._writer
+        assert w is not None  # noqa: S101
         return Stats(
-            messages=self._messages,
-            events=self._events,
-            duplicates=self._duplicates,
-            dead_letters=self._dead,
-            transactions=self._txns,
+            messages=w.messages,
+            events=w.events,
+            duplicates=w.duplicates,
+            dead_letters=w.dead,
+            transactions=w.transactions,
             seconds=seconds,
             offsets={f"{t}:{p}": o for (t, p), o in sorted(self._next.items())},
         )
@@ -418,7 +436,8 @@ class Materialiser:
     def close(self) -> None:
         """Leave the group, close the connections and release the shard."""
         try:
-            self._writer.shutdown(wait=True)
+            if self._writer is not None:
+                self._writer.close()
             if self._consumer is not None:
                 self._consumer.close(autocommit=False)
             if self._tail is not None:
@@ -444,11 +463,19 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_revoked(self, revoked: Any) -> None:
         # A transaction in flight for these partitions may still commit: harmless, its
         # rows carry event ids that the views dedupe, and its offsets are this shard's own.
+        owner = self._owner
         for tp in revoked:
-            self._owner._next.pop(_key(tp), None)  # noqa: SLF001 - the owner's own state
+            owner._next.pop(_key(tp), None)  # noqa: SLF001 - the owner's own state
+            owner._verify.pop(_key(tp), None)  # noqa: SLF001
+            owner._unprepared.discard(tp)  # noqa: SLF001
+            owner._stalls.forget(_key(tp))  # noqa: SLF001
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        self._owner._seek_stored(self._consumer, assigned)  # noqa: SLF001
+        # kafka-python allows no blocking call here, and positioning reads other shards'
+        # files and the log: pause them until the poll loop has (Materialiser._prepare).
+        if assigned:
+            self._consumer.pause(*assigned)
+        self._owner._unprepared.update(assigned)  # noqa: SLF001
         self._owner._joined = True  # noqa: SLF001
         log.info(
             "shard %s assigned %s",
@@ -467,6 +494,7 @@ def catch_up(
     progress: Progress | None = None,
     timeout: float | None = None,
     until: Mapping[tuple[str, int], int] | None = None,
+    patience: float = PATIENCE_S,
 ) -> Stats:
     """Materialise every partition (or the group's share) to its true end, then return.
 
@@ -478,4 +506,6 @@ def catch_up(
         100000
     """
     with Materialiser(bootstrap, topics, home, shard=shard, group=group) as mat:
-        return mat.run(until_caught_up=True, progress=progress, timeout=timeout, until=until)
+        return mat.run(
+            until_caught_up=True, progress=progress, timeout=timeout, until=until, patience=patience
+        )

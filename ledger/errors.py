@@ -12,7 +12,8 @@ traceback.
     ├── UsageError           a library call got arguments it cannot work with
     ├── ContractError        an event breaks the contract (refused at the producer,
     │   │                    dead-lettered in the pipeline); carries field/expected/got
-    │   └── UnknownModelVersion   the model version was never registered
+    │   ├── UnknownModelVersion   the model version was never registered
+    │   └── MisroutedEvent        its record key is not its entity / subject id
     ├── WireError            bytes on the wire are not a ledger event
     │   ├── UnknownSchema         a valid frame whose fingerprint no schema has
     │   └── CorruptMessage        bad marker, short frame, or a body that does not decode
@@ -138,6 +139,12 @@ class ContractError(LedgerError):
 
 class UnknownModelVersion(ContractError):
     """An event names a model version that was never registered."""
+
+
+class MisroutedEvent(ContractError):
+    """An event whose record key is not its entity / subject id: it may sit on another
+    partition than the entity's other events, so the log's order per entity breaks.
+    Re-sending it with the right key is the only fix (a re-drive never passes it)."""
 
 
 class WireError(LedgerError):

@@ -58,14 +58,15 @@ def encoded(event_type: str, record: dict[str, object]) -> bytes:
     return encode(default_store().current[event_type], record)
 
 
-def send_raw(bootstrap: str, messages: list[tuple[str, bytes, bytes]]) -> None:
-    """Send ``(topic, key, value)`` messages as they are, in order, and flush."""
+def send_raw(bootstrap: str, messages: list[tuple]) -> None:
+    """Send ``(topic, key, value)`` or ``(topic, key, value, partition)`` messages as they
+    are, in order, and flush."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     try:
-        for topic, key, value in messages:
-            producer.send(topic, key=key, value=value)
+        for topic, key, value, *partition in messages:
+            producer.send(topic, key=key, value=value, partition=(partition or [None])[0])
         producer.flush()
     finally:
         producer.close()

@@ -30,6 +30,19 @@ def _embedding(version: str, entity: str, vector: np.ndarray) -> bytes:
     )
 
 
+def _key_of(raw: bytes) -> bytes:
+    """The entity or subject id of ``raw`` as a record key (``b"k"`` when it does not decode)."""
+    from ledger.contract.schemas import default_store
+    from ledger.contract.wire import decode
+    from ledger.errors import LedgerError
+
+    try:
+        _, record = decode(default_store(), raw)
+    except LedgerError:
+        return b"k"
+    return str(record.get("entity_id") or record.get("subject_id")).encode()
+
+
 def _poison(topics) -> dict[str, tuple[str, bytes, str]]:
     """kind -> (topic, raw bytes, expected error class)."""
     good = _embedding("v1", "x", np.ones(8))
@@ -78,10 +91,11 @@ def test_every_poison_kind_is_dead_lettered_and_the_good_events_are_stored(
     poison = _poison(topics)
     messages = []
     for i, (topic, raw, _) in enumerate(poison.values()):
-        # the same key for all: the good events share the poison's partition
-        messages.append((topics.embeddings, b"k", _embedding("v1", f"good{i}", np.ones(8))))
-        messages.append((topic, b"k", raw))
-    messages.append((topics.embeddings, b"k", _embedding("v1", "last", np.ones(8))))
+        # all on partition 0: the good events share the poison's partition
+        good = _embedding("v1", f"good{i}", np.ones(8))
+        messages.append((topics.embeddings, f"good{i}".encode(), good, 0))
+        messages.append((topic, _key_of(raw), raw, 0))
+    messages.append((topics.embeddings, b"last", _embedding("v1", "last", np.ones(8)), 0))
     send_raw(bootstrap, messages)
 
     stats = catch_up(bootstrap, topics, tmp_path)

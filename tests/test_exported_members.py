@@ -34,6 +34,7 @@ PUBLIC = {
     "HookError",
     "LedgerError",
     "LogGapError",
+    "MisroutedEvent",
     "ModelVersion",
     "ModelVersionRegistered",
     "Producer",

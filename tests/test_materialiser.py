@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -143,6 +146,9 @@ class _LogStartsAt10:
     def seek(self, tp, offset):
         self.seeks.append((tp, offset))
 
+    def resume(self, *tps):
+        pass
+
 
 def test_log_start_past_the_stored_offset_stops_with_a_log_gap(bootstrap, topics, tmp_path):
     from kafka import TopicPartition
@@ -153,7 +159,7 @@ def test_log_start_past_the_stored_offset_stops_with_a_log_gap(bootstrap, topics
     with Materialiser(bootstrap, topics, tmp_path) as mat:
         fake = _LogStartsAt10()
         with pytest.raises(LogGapError, match=rf"{topics.decisions}\[1\].*offsets 4\.\.9"):
-            mat._seek(fake, [TopicPartition(topics.decisions, 1)])
+            mat._prepare(fake, [TopicPartition(topics.decisions, 1)])
         assert fake.seeks == []  # never positioned past the missing range
 
 
@@ -210,3 +216,72 @@ def test_catch_up_to_given_ends_returns_while_producers_keep_writing(bootstrap, 
         writer.join(30)
     stored = Shard(tmp_path, "main").stored_offsets()
     assert all(stored.get(tp, 0) >= end for tp, end in ends.items())
+
+
+def test_a_partition_handed_back_resumes_from_the_newest_offset_of_any_shard(
+    bootstrap, make_topics, tmp_path
+):
+    # b holds the partition, then a (after a rebalance), then b again: b must not read
+    # again what a stored meanwhile.
+    topics = make_topics(1)
+    group = f"{topics.prefix}.g"
+    produce_embeddings(bootstrap, topics, 100)
+    first = catch_up(bootstrap, topics, tmp_path, shard="b", group=group)
+    produce_embeddings(bootstrap, topics, 300, start=100)
+    second = catch_up(bootstrap, topics, tmp_path, shard="a", group=group)
+    produce_embeddings(bootstrap, topics, 50, start=400)
+    third = catch_up(bootstrap, topics, tmp_path, shard="b", group=group)
+
+    assert (first.events, second.events) == (101, 301)
+    assert (third.messages, third.duplicates) == (51, 0)  # not the 300 a stored
+    con = open_views(tmp_path)
+    try:
+        assert con.execute(COUNT_IDS).fetchone() == (450, 450)
+    finally:
+        con.close()
+
+
+def test_a_busy_other_shard_costs_a_re_read_not_an_event(bootstrap, make_topics, tmp_path):
+    topics = make_topics(1)
+    produce_embeddings(bootstrap, topics, 100)
+    catch_up(bootstrap, topics, tmp_path, shard="b")
+    produce_embeddings(bootstrap, topics, 100, start=100)
+    catch_up(bootstrap, topics, tmp_path, shard="a")
+    held = subprocess.Popen(  # another process keeps shard a open for writing
+        [sys.executable, "-c", _HOLD, str(tmp_path / "shards" / "a.duckdb")],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert held.stdout is not None and held.stdout.readline() == b"held\n"
+        again = catch_up(bootstrap, topics, tmp_path, shard="b")
+    finally:
+        held.kill()
+        held.communicate()
+    assert again.messages == 101  # what a stored is read again: b stores its own copy ...
+    con = open_views(tmp_path)
+    try:
+        assert con.execute(COUNT_IDS).fetchone() == (200, 200)  # ... the views show it once
+    finally:
+        con.close()
+
+
+_HOLD = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_positions_of_a_shard_this_process_writes_can_be_peeked(tmp_path):
+    from ledger.store.positions import LogMark, peek_positions
+
+    shard = Shard(tmp_path, "a", hold=60.0)  # keeps its read-write connection open
+    mark = LogMark(41, "f" * 64, "id-1")
+    shard.write(Batch({}, {("t.embeddings", 0): 42}, marks={("t.embeddings", 0): mark}))
+    try:
+        found = peek_positions(shard.path, timeout=1.0)
+    finally:
+        shard.release()
+    assert found is not None
+    assert (found[("t.embeddings", 0)].next_offset, found[("t.embeddings", 0)].mark) == (42, mark)

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from ledger.contract.events import ModelVersionRegistered
 from ledger.contract.schemas import SchemaStore
 from ledger.contract.wire import decode
-from ledger.errors import ContractError, LedgerError, UnknownModelVersion
+from ledger.errors import ContractError, LedgerError, MisroutedEvent, UnknownModelVersion
 
 KINDS = ("embedding", "classifier")
 METRICS = ("angular", "euclidean", "dot")
@@ -435,3 +435,61 @@ def check_decision_record(registry: Registry, record: dict[str, Any]) -> None:
     except ContractError as exc:
         exc.event_id = record["event_id"]
         raise
+
+
+# -- envelope and routing checks of the materialiser (events from any producer) ------------
+
+#: An event id is a UUID in its canonical text form, lowercase (``str(uuid.uuid4())``):
+#: ids are compared as text, so one UUID must have one spelling.
+UUID_PATTERN = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_UUID = re.compile(UUID_PATTERN)
+SHA256_PATTERN = _SHA256.pattern
+
+#: Event times, microseconds since the epoch (UTC), from 1970-01-01 up to the end of year
+#: 9999: earlier times come from a clock that was never set, and later ones do not fit a
+#: datetime (the lineage queries crashed on int64 max).
+EVENT_TIME_MIN = 0
+EVENT_TIME_MAX = 253_402_300_800_000_000  # 10000-01-01T00:00:00Z, excluded
+
+
+def check_event_id(value: Any) -> str:
+    """A lowercase canonical UUID string, as :func:`ledger.contract.events.new_event_id` makes."""
+    if not isinstance(value, str) or not _UUID.fullmatch(value):
+        raise ContractError(
+            "event_id must be a lowercase UUID (str(uuid.uuid4())); give each event its own",
+            field="event_id",
+            expected="uuid",
+            got=repr(value)[:40],
+        )
+    return value
+
+
+def check_event_time(value: Any) -> int:
+    """Microseconds since the epoch, from 1970 to the end of year 9999 (UTC)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not EVENT_TIME_MIN <= value < EVENT_TIME_MAX
+    ):
+        raise ContractError(
+            "event_time must be microseconds since 1970-01-01 UTC, before year 10000 "
+            "(time.time_ns() // 1000); is the producer's clock set?",
+            field="event_time",
+            expected="1970..9999 in microseconds",
+            got=repr(value)[:40],
+        )
+    return value
+
+
+def check_record_key(field: str, key: bytes | None, value: str) -> None:
+    """An event travels keyed by its entity / subject id, so that all events of one
+    entity share a partition (the log's order per entity). Raises
+    :class:`MisroutedEvent` when the record key is another."""
+    if key != value.encode("utf-8"):
+        raise MisroutedEvent(
+            f"the record key is not the event's {field}, so it may sit on another "
+            f"partition than the entity's other events; send it keyed by {field}",
+            field="key",
+            expected=f"{field} {value!r}"[:60],
+            got=repr(key)[:40],
+        )

@@ -12,7 +12,6 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from ledger.contract.events import Topics
 from ledger.errors import BrokerError
 from ledger.log.broker import connect_client
-from ledger.log.timeouts import current_timeouts
 
 #: Unlimited retention: the log is the history (DESIGN decision 9).
 TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}
@@ -48,20 +47,24 @@ def init_topics(bootstrap: str, topics: Topics, *, partitions: int = 4) -> list[
 
 
 def partitions_of(consumer: KafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
-    """All partitions of ``topics`` (waits briefly for metadata)."""
+    """All partitions of ``topics``.
+
+    Raises BrokerError for a topic the broker does not have (a mistyped topic prefix, or
+    ``ledger init`` not run): kafka-python answers an unknown topic with an empty set, which
+    would otherwise read as "nothing to do".
+    """
     out: list[TopicPartition] = []
     for topic in topics:
-        parts = None
-        deadline = time.monotonic() + current_timeouts().connect
-        while parts is None and time.monotonic() < deadline:
+        parts = consumer.partitions_for_topic(topic)  # a metadata request when not cached
+        deadline = time.monotonic() + 2  # a topic just created may take a moment to show
+        while not parts and time.monotonic() < deadline:
+            time.sleep(0.1)
             parts = consumer.partitions_for_topic(topic)
-            if parts is None:
-                time.sleep(0.05)
-        if parts is None:
+        if not parts:
             raise BrokerError(
-                f"topic {topic} does not exist",
-                hint="create the ledger's topics first with init_topics()",
-                cli_hint="run `ledger init` first, or check --topic-prefix",
+                f"topic {topic} does not exist on the broker",
+                hint="check the topic prefix, or create the ledger's topics with init_topics()",
+                cli_hint="check --topic-prefix, or create the topics with `ledger init`",
             )
         out.extend(TopicPartition(topic, p) for p in sorted(parts))
     return out

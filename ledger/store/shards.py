@@ -19,6 +19,15 @@ import pyarrow as pa
 from ledger.contract.rules import ModelVersion
 from ledger.errors import ShardBusy, StoreError
 from ledger.store._db import _open_db, _run, _store_error
+from ledger.store.positions import (
+    MARKS_DDL,
+    IdConflict,
+    LogMark,
+    Position,
+    find_conflicts,
+    read_positions,
+    upsert_marks,
+)
 
 #: Event tables, in the order a batch writes them (registrations first).
 EVENT_TABLES = ("model_versions", "deployments", "embeddings", "deletions", "decisions")
@@ -56,6 +65,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     topic VARCHAR, "partition" INTEGER, "offset" BIGINT, raw BLOB, reason VARCHAR,
     error VARCHAR, received_at TIMESTAMPTZ, redriven_at TIMESTAMPTZ);
 """
+DDL += MARKS_DDL
 
 #: Arrow types of the event tables' columns, in table order (a batch is built to match).
 _ENV_TYPES: list[tuple[str, pa.DataType]] = [
@@ -155,12 +165,18 @@ class Batch:
     ``tables`` maps a table name (``embeddings``, ``dead_letters``, ...) to an Arrow
     table with that table's columns; ``offsets`` maps ``(topic, partition)`` to the next
     offset to read. ``redriven`` names dead letters ``(topic, partition, offset)`` to
-    mark as re-driven in the same transaction.
+    mark as re-driven in the same transaction. ``marks`` records, per partition, the
+    last record the batch stored (see :mod:`ledger.store.positions`).
     """
 
     tables: Mapping[str, pa.Table]
     offsets: Mapping[Partition, int] = field(default_factory=dict)
     redriven: Sequence[tuple[str, int, int]] = ()
+    marks: Mapping[Partition, LogMark] = field(default_factory=dict)
+
+
+#: Columns that are not an event's content: where it was read from.
+_SOURCE_COLUMNS = frozenset({"topic", "partition", "offset"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,13 +364,33 @@ class Shard:
         1. insert each table's rows with one statement; ``INSERT OR IGNORE`` on the
            event-id key skips events already stored (producer retries, replays);
         2. mark the re-driven dead letters;
-        3. upsert the partitions' next offsets, so a restart resumes right after.
+        3. upsert the partitions' next offsets and log marks, so a restart resumes right
+           after, in the same log.
 
         Example:
             >>> shard.write(Batch({"deletions": rows}, {("t.embeddings", 0): 42}))  # doctest: +SKIP
             {'deletions': 1}
         """
+        inserted, _ = self._write(batch, check_ids=False)
+        return inserted
+
+    def write_checked(self, batch: Batch) -> tuple[dict[str, int], list[IdConflict]]:
+        """Like :meth:`write`, unless a row reuses the event id of a stored event with
+        other content: then nothing is written and those rows are returned, for the
+        caller to dead-letter before it writes again. A true duplicate (same content)
+        is still skipped in silence.
+
+        Only a table where ``INSERT OR IGNORE`` skipped rows is compared (a join with
+        the stored rows), so a batch of new events costs nothing more.
+
+        Example:
+            >>> inserted, conflicts = shard.write_checked(batch)  # doctest: +SKIP
+        """
+        return self._write(batch, check_ids=True)
+
+    def _write(self, batch: Batch, *, check_ids: bool) -> tuple[dict[str, int], list[IdConflict]]:
         inserted: dict[str, int] = {}
+        conflicts: list[IdConflict] = []
         with self._connect("writing a batch") as con:
             _run(con, "BEGIN TRANSACTION")
             try:
@@ -363,8 +399,14 @@ class Shard:
                         continue
                     con.register("_batch", table)
                     rows = _run(con, _INSERT.get(name, _INSERT_EVENTS.format(name)))
-                    con.unregister("_batch")
                     inserted[name] = int(rows[0][0]) if rows else 0
+                    if check_ids and name in EVENT_TABLES and inserted[name] < table.num_rows:
+                        content = [c for c in table.column_names if c not in _SOURCE_COLUMNS]
+                        conflicts += find_conflicts(con, name, content)
+                    con.unregister("_batch")
+                if conflicts:
+                    _run(con, "ROLLBACK")
+                    return {}, conflicts
                 if batch.redriven:
                     now = datetime.now(UTC)
                     for t, p, o in batch.redriven:  # a handful of rows, off the hot path
@@ -387,11 +429,13 @@ class Shard:
                     )
                     _run(con, "INSERT OR REPLACE INTO offsets SELECT * FROM _offsets")
                     con.unregister("_offsets")
+                if batch.marks:
+                    upsert_marks(con, dict(batch.marks))
                 _run(con, "COMMIT")
             except BaseException:
                 _run(con, "ROLLBACK")
                 raise
-        return inserted
+        return inserted, conflicts
 
     # -- reading (the writer's own state) -------------------------------------------
 
@@ -400,6 +444,11 @@ class Shard:
         with self._connect("reading offsets") as con:
             rows = con.execute('SELECT topic, "partition", next_offset FROM offsets').fetchall()
         return {(str(t), int(p)): int(o) for t, p, o in rows}
+
+    def stored_positions(self) -> dict[Partition, Position]:
+        """:meth:`stored_offsets` with the log mark of each partition, where it has one."""
+        with self._connect("reading offsets") as con:
+            return read_positions(con, self.name)
 
     def model_versions(self) -> list[ModelVersion]:
         """The registrations this shard holds (seeds the materialiser's registry)."""
