@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from consumers.catchup import catch_up
 from consumers.deadletters import list_dead_letters, redrive, show_dead_letter
-from consumers.materialiser import catch_up
 from ledger.contract.wire import MARKER
 from ledger.log.producer import Producer, content_hash
 from ledger.store import Batch, Shard, open_views

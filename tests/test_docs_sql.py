@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.materialiser import catch_up
+from consumers.catchup import catch_up
 from ledger.store import open_views
 from tests.test_views import _history
 

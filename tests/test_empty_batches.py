@@ -8,9 +8,10 @@ import time
 
 import pytest
 
+from consumers.catchup import catch_up
 from consumers.deadletters import list_dead_letters
 from consumers.lag import lag
-from consumers.materialiser import Materialiser, catch_up
+from consumers.materialiser import Materialiser
 from ledger.errors import BrokerError
 from ledger.log.broker import _tansu_binary
 from ledger.store import open_views

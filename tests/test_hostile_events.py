@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from consumers.catchup import catch_up
 from consumers.deadletters import list_dead_letters, redrive
-from consumers.materialiser import catch_up
 from ledger.contract.events import new_event_id
 from ledger.log.producer import Producer, content_hash
 from ledger.store import open_views

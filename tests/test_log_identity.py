@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from consumers.materialiser import catch_up
+from consumers.catchup import catch_up
 from ledger.contract.events import Topics
 from ledger.errors import LogGapError
 from ledger.log.broker import EmbeddedBroker

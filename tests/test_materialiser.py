@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from consumers.catchup import catch_up
 from consumers.lag import lag
-from consumers.materialiser import catch_up
 from ledger.errors import LogGapError, StoreError
 from ledger.log.producer import Producer, content_hash
 from ledger.store import Batch, Shard, open_views

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from consumers.catchup import catch_up
 from consumers.lag import lag, wait_caught_up
-from consumers.materialiser import catch_up
 from ledger.contract.events import Topics
 from ledger.log.producer import Producer, content_hash
 from ledger.store import Shard, open_views

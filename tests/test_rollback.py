@@ -288,7 +288,7 @@ def test_model_names_that_are_not_file_names_roll_back(bootstrap, topics, tmp_pa
 def test_events_materialised_after_the_plan_stay_out_of_the_build(
     bootstrap, topics, tmp_path, incident
 ):
-    from consumers.materialiser import catch_up
+    from consumers.catchup import catch_up
     from ledger.artifacts.manifest import load_manifest
 
     def more_events_arrive(plan) -> bool:

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from scenario import CLASSIFIER, EMBEDDER, play_incident
 
-from consumers.materialiser import catch_up
+from consumers.catchup import catch_up
 from ledger import Producer
 from ledger.artifacts.decision_table import read_decision_table
 from ledger.cli import cli

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from scenario import CLASSIFIER, EMBEDDER, play_incident
 
-from consumers.materialiser import catch_up
+from consumers.catchup import catch_up
 from ledger import Producer, content_hash
 from ledger.artifacts.decision_table import build_decision_table, read_decision_table
 from ledger.artifacts.index_build import build_index

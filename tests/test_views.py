@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from consumers.materialiser import catch_up
+from consumers.catchup import catch_up
 from ledger.errors import StoreError
 from ledger.log.producer import Producer, content_hash
 from ledger.store import Batch, Shard, arrow, empty_table, open_views, registered, rows

@@ -1,7 +1,7 @@
 """``ledger demo``: the seed's incident, played on a throwaway broker, then rolled back.
 
 The scenario (real pipeline: :class:`~ledger.log.producer.Producer` -> broker ->
-:func:`~consumers.materialiser.catch_up` into ``home``):
+:func:`~consumers.catchup.catch_up` into ``home``):
 
 1. v1 of a text embedder and of a spam classifier serve: every text of a synthetic
    corpus is embedded and decided by v1.
@@ -34,8 +34,8 @@ from typing import Any, cast
 
 import pyarrow as pa
 
+from consumers.catchup import catch_up
 from consumers.lag import true_ends
-from consumers.materialiser import catch_up
 from ledger.artifacts.index_build import build_index
 from ledger.artifacts.index_reader import IndexReader, open_artifact
 from ledger.checks.exact import exact_topk, recall_at_k

@@ -8,8 +8,8 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+from consumers.catchup import catch_up
 from consumers.lag import wait_caught_up
-from consumers.materialiser import catch_up
 from ledger.contract.events import Topics
 from ledger.errors import ShardBusy
 from ledger.ops.kinds import Progress, no_progress

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from consumers.materialiser import catch_up
+from consumers.catchup import catch_up
 from ledger import Producer, Topics, content_hash, init_topics
 from ledger.ops.compare import compare_log
 from ledger.ops.metrics import ComparisonSpec

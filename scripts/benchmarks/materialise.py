@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from kafka import KafkaConsumer
 
-from consumers.materialiser import FETCH_CONFIG, catch_up
+from consumers.catchup import catch_up
+from consumers.materialiser import FETCH_CONFIG
 from ledger import Producer, Topics, content_hash, init_topics
 from ledger.log.topics import partitions_of
 
