@@ -141,3 +141,18 @@ def test_the_architecture_page_names_only_what_exists():
         except (ImportError, AttributeError):
             missing.append(dotted)
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["consumers", "consumers.materialiser", "ledger.store", "ledger.artifacts.shard_worker"],
+)
+def test_each_stage_imports_on_its_own_in_a_fresh_interpreter(module):
+    import subprocess
+    import sys
+
+    # The public API of ledger/__init__.py loads lazily, so no stage imports the others.
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
