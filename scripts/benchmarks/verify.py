@@ -99,6 +99,31 @@ def _write_store(home: Path, vectors: np.ndarray, ids: list[str], topics: str) -
         shard.write(Batch({"embeddings": batch}, {(f"{topics}.embeddings", 0): e}))
 
 
+def _record_deployment(home: Path, artifact: str, topics: str) -> None:
+    """The DeploymentChanged a rollback publishes, as the materialiser would store it (so
+    verify's ``deployed`` check sees the switch recorded in the log)."""
+    from ledger.contract.events import new_event_ids
+    from ledger.store import ARROW_SCHEMAS, Batch, Shard
+
+    schema = ARROW_SCHEMAS["deployments"]
+    data = {
+        "event_id": new_event_ids(1),
+        "event_time": [datetime.now(UTC)],
+        "producer": ["bench"],
+        "model": [MODEL],
+        "model_version": ["v1"],
+        "from_version": [None],
+        "reason": ["bench"],
+        "actor": ["bench"],
+        "summary": [[("artifact", artifact)]],
+        "topic": [f"{topics}.models"],
+        "partition": [0],
+        "offset": [1],
+    }
+    table = pa.Table.from_arrays([pa.array(data[f.name], f.type) for f in schema], schema=schema)
+    Shard(home, "main").write(Batch({"deployments": table}, {(f"{topics}.models", 0): 2}))
+
+
 def _read_once(folder: Path) -> tuple[float, int]:
     start = time.perf_counter()
     total = 0
@@ -146,7 +171,8 @@ def run(args: argparse.Namespace) -> None:
         print(f"setup: index built (s): {time.perf_counter() - start:.1f}")
         del vectors
         folder = home / "artifacts" / manifest.relative_path
-        switch(home, MODEL, folder, verify=False)
+        pointer = switch(home, MODEL, folder, verify=False)
+        _record_deployment(home, pointer.artifact, "bench")
         if args.search_k is None:
             # What a rollback does before it switches: the smallest search_k meeting the
             # threshold, recorded in the pointer for serving and verify.
