@@ -65,12 +65,14 @@ def _wait_caught_up(bootstrap: str, topics: Topics, home: Path, expected: int) -
     assert sum(r.end for r in rows) >= expected
 
 
-def _produce(bootstrap, topics, start, n, *, chunk=2000, pause=0.0, out=None, dim=8):
+def _produce(bootstrap, topics, start, n, *, chunk=2000, pause=0.0, out=None, dim=8, stop=None):
     rng = np.random.default_rng(start)
     expected = {} if out is None else out
     with Producer(bootstrap=bootstrap, name="load", topics=topics) as p:
         p.register_model_version("emb", "v1", kind="embedding", dimension=dim, metric="angular")
         for lo in range(start, start + n, chunk):
+            if stop is not None and stop.is_set():
+                break
             ents = [f"e{i}" for i in range(lo, min(lo + chunk, start + n))]
             vecs = rng.random((len(ents), dim), dtype=np.float32)
             ids = p.write_embeddings(
@@ -91,10 +93,13 @@ def _shard_mtime(home: Path) -> float:
 def test_sigkill_at_random_points_loses_and_duplicates_nothing(bootstrap, make_topics, tmp_path):
     topics = make_topics(4)
     expected: dict[str, tuple[str, bytes]] = {}
+    # The producer writes until the last kill (at most 400k events), so every kill meets a
+    # materialiser with events to store however slowly a loaded machine starts processes.
+    stop = threading.Event()
     producer = threading.Thread(
         target=_produce,
-        args=(bootstrap, topics, 0, 100_000),
-        kwargs={"chunk": 2000, "pause": 0.4, "out": expected},
+        args=(bootstrap, topics, 0, 400_000),
+        kwargs={"chunk": 2000, "pause": 0.4, "out": expected, "stop": stop},
     )
     producer.start()
     rnd = random.Random(7)
@@ -113,6 +118,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(bootstrap, make_t
             progressed += stored > previous
             previous = stored
     finally:
+        stop.set()
         producer.join()
     assert progressed >= 15  # the kills hit a materialiser that was writing
 
@@ -127,7 +133,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(bootstrap, make_t
         stored = dict(((t, p), o) for t, p, o in con.execute("SELECT * FROM offsets").fetchall())
     finally:
         con.close()
-    assert len(expected) == 100_000
+    assert len(expected) >= 20_000  # produced while the kills went on
     assert len(rows) == len(expected)  # no duplicates ...
     for eid, ent, vec in rows:  # ... and every produced event, with its content
         assert expected[eid] == (ent, np.asarray(vec, dtype="<f4").tobytes())
