@@ -187,7 +187,7 @@ def _raw_consume(bootstrap: str, prefix: str) -> tuple[float, int]:
         consumer.close()
 
 
-def _setup(bootstrap: str, n: int, tmp: Path) -> tuple[str, Path, int]:
+def setup_log(bootstrap: str, n: int, tmp: Path) -> tuple[str, Path, int]:
     """A fresh log of size ``n`` and a materialised home for it: (prefix, home, events)."""
     from consumers.materialiser import catch_up
     from ledger import Topics
@@ -208,7 +208,7 @@ def _setup(bootstrap: str, n: int, tmp: Path) -> tuple[str, Path, int]:
     return prefix, home, events
 
 
-def _rollback_case(
+def rollback_case(
     args: argparse.Namespace, prefix: str, home: Path, *, full_replay: bool = False, **extra: str
 ) -> dict[str, Any]:
     argv = ["--bootstrap", args.bootstrap, "--topics", prefix, "--home", str(home)]
@@ -284,7 +284,7 @@ def run(args: argparse.Namespace) -> None:
     raw_bytes = n * DIM * 4
     with tempfile.TemporaryDirectory(prefix="bench-rollback-") as tmp_name:
         tmp = Path(tmp_name)
-        prefix, steady_home, events = _setup(args.bootstrap, n, tmp)
+        prefix, steady_home, events = setup_log(args.bootstrap, n, tmp)
         profile_home = tmp / "profile"
         if args.profile:  # a rerun on a rolled-back home keeps its artifact: profile a copy
             shutil.copytree(steady_home, profile_home)
@@ -299,27 +299,27 @@ def run(args: argparse.Namespace) -> None:
         _memory("floor", floor, raw_bytes)
         results: dict[str, dict[str, Any]] = {}
         if "steady" in cases:
-            results["steady"] = _rollback_case(args, prefix, steady_home)
+            results["steady"] = rollback_case(args, prefix, steady_home)
             shutil.rmtree(steady_home, ignore_errors=True)
         cold_home = tmp / "cold"
         if "cold" in cases:
-            results["cold"] = _rollback_case(args, prefix, cold_home)
+            results["cold"] = rollback_case(args, prefix, cold_home)
         if "full-replay" in cases:
             # On the cold case's home (caught up by then); a fresh one otherwise.
-            results["full-replay"] = _rollback_case(args, prefix, cold_home, full_replay=True)
+            results["full-replay"] = rollback_case(args, prefix, cold_home, full_replay=True)
         shutil.rmtree(cold_home, ignore_errors=True)
         profile_text = None
         if args.profile:
             out = tmp / "profile.txt"
-            _rollback_case(args, prefix, profile_home, profile_out=str(out))
+            rollback_case(args, prefix, profile_home, profile_out=str(out))
             profile_text = out.read_text()
         growth_points: dict[int, tuple[float, float]] = {}
         for size in growth:
             if size == n and "steady" in results:
                 growth_points[size] = (results["steady"]["total_s"], floor["total_s"])
                 continue
-            p, home, _ = _setup(args.bootstrap, size, tmp)
-            steady = _rollback_case(args, p, home)
+            p, home, _ = setup_log(args.bootstrap, size, tmp)
+            steady = rollback_case(args, p, home)
             shutil.rmtree(home, ignore_errors=True)
             size_floor = _floor_case(args, size)
             growth_points[size] = (steady["total_s"], size_floor["total_s"])
