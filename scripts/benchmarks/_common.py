@@ -96,9 +96,27 @@ def _status_kb(pid: int) -> dict[str, int]:
     return found
 
 
+def _role(pid: int, root: int) -> str:
+    if pid == root:
+        return "main"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "gone"
+    if "resource_tracker" in cmd:
+        return "tracker"
+    return "worker" if "spawn_main" in cmd else "other"
+
+
 @dataclass
 class TreeMemory:
-    """Peak of the summed RSS of a process tree, sampled every ``interval`` seconds."""
+    """Peak of the summed RSS of a process tree, sampled every ``interval`` seconds, and
+    each process's own sampled peak (by role: main, worker, tracker, other).
+
+    Sampled, not ``RUSAGE_CHILDREN``: a spawned worker is forked before it execs, and
+    Linux carries the forked copy's RSS (the whole parent) into the child's ``ru_maxrss``.
+    """
 
     pid: int
     interval: float = 0.1
@@ -106,6 +124,8 @@ class TreeMemory:
     peak_anon_kb: int = 0
     peak_processes: int = 0
     samples: int = 0
+    per_process: dict[int, tuple[str, int]] = field(default_factory=dict)
+    at_peak: dict[str, int] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -121,10 +141,23 @@ class TreeMemory:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            stats = [_status_kb(p) for p in _descendants(self.pid)]
+            pids = _descendants(self.pid)
+            stats = [_status_kb(p) for p in pids]
+            for p, st in zip(pids, stats, strict=True):
+                role, peak = self.per_process.get(p) or (_role(p, self.pid), 0)
+                self.per_process[p] = (role, max(peak, st.get("VmRSS", 0)))
             total = sum(s.get("VmRSS", 0) for s in stats)
             if total > self.peak_kb:
                 self.peak_kb, self.peak_processes = total, sum(1 for s in stats if s)
+                # Who held what at that moment (the main process vs its workers).
+                self.at_peak = {
+                    role: sum(
+                        st.get("VmRSS", 0)
+                        for p, st in zip(pids, stats, strict=True)
+                        if self.per_process[p][0] == role
+                    )
+                    for role in {r for r, _ in self.per_process.values()}
+                }
             self.peak_anon_kb = max(self.peak_anon_kb, sum(s.get("RssAnon", 0) for s in stats))
             self.samples += 1
             self._stop.wait(self.interval)
@@ -165,6 +198,12 @@ def run_case(name: str, case: str, argv: list[str]) -> dict[str, Any]:
         tree_peak_kb=memory.peak_kb,
         tree_peak_anon_kb=memory.peak_anon_kb,
         tree_peak_processes=memory.peak_processes,
+        main_peak_kb=max((kb for r, kb in memory.per_process.values() if r == "main"), default=0),
+        worker_peak_kb=max(
+            (kb for r, kb in memory.per_process.values() if r == "worker"), default=0
+        ),
+        workers=sum(1 for r, _ in memory.per_process.values() if r == "worker"),
+        at_peak_kb=memory.at_peak,
         child_wall_s=wall,
     )
     return result

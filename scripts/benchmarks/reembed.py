@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=1_000_000, help="entities to re-embed")
     parser.add_argument("--sample", type=int, default=2000, help="texts embedded and timed")
     parser.add_argument("--batch", type=int, default=64, help="encode batch size")
+    parser.add_argument("--words", type=int, default=8, help="words per text (short texts)")
     parser.add_argument(
         "--rollback-seconds",
         type=float,
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> None:
     from ledger.demo.textembed import synthetic_corpus
 
     model = _model()
-    texts = list(synthetic_corpus(args.sample + 64, seed=7).texts)
+    texts = list(synthetic_corpus(args.sample + 64, seed=7, words=args.words).texts)
     warm, sample = texts[:64], texts[64:]
     print(
         f"machine: load average {load()}; torch {torch.__version__} on CPU, "

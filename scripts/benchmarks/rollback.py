@@ -248,9 +248,11 @@ def _memory(name: str, result: dict[str, Any], raw_bytes: int) -> float:
     figure(
         f"{name}_peak_rss",
         f"{peak / 2**30:.2f} GiB sampled over {result['tree_peak_processes']} processes "
-        f"(anon {result['tree_peak_anon_kb'] / 2**20:.2f} GiB); own maxrss "
-        f"{result['maxrss_self_kb'] / 2**20:.2f} GiB, largest worker maxrss "
-        f"{result['maxrss_children_kb'] / 2**20:.2f} GiB",
+        f"(anon {result['tree_peak_anon_kb'] / 2**20:.2f} GiB); rollback process "
+        f"{result['main_peak_kb'] / 2**20:.2f} GiB (ru_maxrss "
+        f"{result['maxrss_self_kb'] / 2**20:.2f}), largest of {result['workers']} build "
+        f"workers {result['worker_peak_kb'] / 2**20:.2f} GiB; at the peak: "
+        + ", ".join(f"{r} {kb / 2**20:.2f}" for r, kb in sorted(result["at_peak_kb"].items())),
     )
     return peak / raw_bytes
 
