@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="name", required=True)
     modules = {}
     for info in sorted(pkgutil.iter_modules(benchmarks.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue  # shared helpers, not a benchmark
         module = importlib.import_module(f"benchmarks.{info.name}")
         modules[info.name] = module
         p = sub.add_parser(info.name, help=(module.__doc__ or "").split("\n")[0])
