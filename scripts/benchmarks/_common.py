@@ -263,3 +263,29 @@ def produce_log(bootstrap: str, prefix: str, n: int, *, reembed_every: int = 10)
         )
         events += 2
     return events
+
+
+def raw_read(bootstrap: str, topics: Any, total: int) -> float:
+    """Seconds for a plain ``KafkaConsumer``, with the materialiser's fetch settings, to read
+    ``total`` messages of ``topics`` from the start: the ceiling a materialiser is held to."""
+    from kafka import KafkaConsumer
+
+    from consumers.materialiser import FETCH_CONFIG
+    from ledger.log.topics import partitions_of
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=5000,
+        **FETCH_CONFIG,
+    )
+    try:
+        consumer.assign(partitions_of(consumer, topics.all))
+        seen, started = 0, time.perf_counter()
+        while seen < total:
+            for records in consumer.poll(timeout_ms=200).values():
+                seen += len(records)
+        return time.perf_counter() - started
+    finally:
+        consumer.close()

@@ -10,12 +10,10 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from kafka import KafkaConsumer
 
+from benchmarks._common import raw_read
 from consumers.catchup import catch_up
-from consumers.materialiser import FETCH_CONFIG
 from ledger import Producer, Topics, content_hash, init_topics
-from ledger.log.topics import partitions_of
 
 NEEDS_BROKER = True
 
@@ -43,32 +41,13 @@ def _produce(bootstrap: str, topics: Topics, events: int, dimension: int) -> flo
     return time.perf_counter() - started
 
 
-def _raw_read(bootstrap: str, topics: Topics, total: int) -> float:
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=5000,
-        **FETCH_CONFIG,
-    )
-    try:
-        consumer.assign(partitions_of(consumer, topics.all))
-        seen, started = 0, time.perf_counter()
-        while seen < total:
-            for records in consumer.poll(timeout_ms=200).values():
-                seen += len(records)
-        return time.perf_counter() - started
-    finally:
-        consumer.close()
-
-
 def bench_materialise(bootstrap: str, *, events: int, dimension: int, partitions: int) -> None:
     """Produce ``events`` embeddings, read them raw, then materialise them into a new home."""
     topics = Topics(f"bench{uuid.uuid4().hex[:8]}")
     init_topics(bootstrap, topics, partitions=partitions)
     produced = _produce(bootstrap, topics, events, dimension)
     total = events + 1  # and the registration
-    raw = total / _raw_read(bootstrap, topics, total)
+    raw = total / raw_read(bootstrap, topics, total)
     with tempfile.TemporaryDirectory() as home:
         stats = catch_up(bootstrap, topics, Path(home))
         size = sum(f.stat().st_size for f in (Path(home) / "shards").glob("*.duckdb"))
@@ -79,8 +58,8 @@ def bench_materialise(bootstrap: str, *, events: int, dimension: int, partitions
     _figure("raw KafkaConsumer read events/s", f"{raw:,.0f}", "n/a, the ceiling")
     _figure("shard MB", f"{size / 1e6:,.1f}", "n/a")
     _figure("transactions", f"{stats.transactions}", "n/a")
-    _figure(f"materialise events/s ({dimension}-d)", f"{rate:,.0f}", ">= 20,000")
-    _figure("materialise / raw read", f"{rate / raw:.2f}", "as close to 1 as possible")
+    _figure(f"materialise_rate ({dimension}-d events/s)", f"{rate:,.0f}", ">= 60,000")
+    _figure("materialise_ratio (materialise / raw read)", f"{rate / raw:.2f}", ">= 0.6")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

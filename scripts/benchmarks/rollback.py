@@ -38,6 +38,7 @@ from benchmarks._common import (
     figure,
     load,
     produce_log,
+    raw_read,
     rss_kb,
     run_case,
     write_result,
@@ -160,36 +161,17 @@ def _child_floor(args: argparse.Namespace) -> None:
 
 def _raw_consume(bootstrap: str, prefix: str) -> tuple[float, int]:
     """Seconds to read the whole log with the materialiser's consumer settings; messages."""
-    from kafka import KafkaConsumer
-
     from consumers.lag import true_ends
-    from consumers.materialiser import FETCH_CONFIG
     from ledger import Topics
-    from ledger.log.topics import partitions_of
 
     topics = Topics(prefix)
     total = sum(true_ends(bootstrap, topics.all).values())
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=5000,
-        **FETCH_CONFIG,
-    )
-    try:
-        consumer.assign(partitions_of(consumer, topics.all))
-        seen, started = 0, time.perf_counter()
-        while seen < total:
-            for records in consumer.poll(timeout_ms=200).values():
-                seen += len(records)
-        return time.perf_counter() - started, seen
-    finally:
-        consumer.close()
+    return raw_read(bootstrap, topics, total), total
 
 
 def setup_log(bootstrap: str, n: int, tmp: Path) -> tuple[str, Path, int]:
     """A fresh log of size ``n`` and a materialised home for it: (prefix, home, events)."""
-    from consumers.materialiser import catch_up
+    from consumers.catchup import catch_up
     from ledger import Topics
 
     prefix = f"bench{uuid.uuid4().hex[:8]}"
