@@ -159,6 +159,14 @@ _INSERT = {
 
 _SHARD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 
+#: The writer's WAL size at which DuckDB checkpoints (its default is 16 MiB). A
+#: checkpoint rewrites the table's last, partly filled row group (up to 122,880 rows), so
+#: with 5,000-row transactions of 384-d rows DuckDB rewrote it every 2-3 transactions: the
+#: writer's cost per batch grew with the table. Closing the held connection (every ``hold``
+#: seconds, and when idle) still checkpoints, so readers never replay a long WAL.
+#: Measured on 100k 384-d events, same run: 22k rows/s at 16 MiB, 30k at 128 MiB.
+CHECKPOINT_THRESHOLD = "128MB"
+
 #: After holding its connection for ``hold`` seconds a writer pauses this long before
 #: reconnecting, so a reader retrying every few milliseconds can take the file.
 YIELD_S = 0.05
@@ -321,6 +329,11 @@ class Shard:
                     raise err from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
+        try:
+            _run(con, f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+        except duckdb.Error as exc:
+            con.close()
+            raise _store_error(exc, f"opening shard {self.name}") from exc
         if not self._ready:
             try:
                 _run(con, DDL)
