@@ -10,12 +10,13 @@ dead letter its reason. Registrations and deployments, few, go one by one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from consumers.rows import (
     Rejected,
@@ -112,6 +113,16 @@ class BatchBuilder:
         self.messages += 1
         self._messages.append((topic, partition, offset, raw if raw is not None else b"", key))
 
+    def add_records(self, records: Iterable[Any]) -> None:
+        """:meth:`add` for each of ``records`` (objects with ``.topic .partition .offset
+        .key .value``, as a consumer returns them)."""
+        before = len(self._messages)
+        self._messages.extend(
+            (r.topic, r.partition, r.offset, r.value if r.value is not None else b"", r.key)
+            for r in records
+        )
+        self.messages += len(self._messages) - before
+
     def reject(
         self, topic: str, partition: int, offset: int, raw: bytes, exc: LedgerError
     ) -> Rejected:
@@ -146,14 +157,18 @@ class BatchBuilder:
     def _decode(self) -> dict[str, tuple[pa.Table, npt.NDArray[np.int64]]]:
         """Decode and check every message once; the accepted rows per table."""
         one_by_one: list[int] = []
+        by_header: dict[tuple[str, bytes], list[int]] = {}
+        for i, message in enumerate(self._messages):
+            by_header.setdefault((message[0], message[3][:HEADER_SIZE]), []).append(i)
         groups: dict[tuple[str, bytes], list[int]] = {}
-        for i, (topic, _, _, raw, _) in enumerate(self._messages):
-            fp = raw[2:HEADER_SIZE]
-            writer = self._schemas.by_fingerprint.get(fp) if raw[:2] == MARKER else None
+        for (topic, header), index in by_header.items():
+            fp = header[2:]
+            writer = self._schemas.by_fingerprint.get(fp) if header[:2] == MARKER else None
             if writer is None or writer.name in _ONE_BY_ONE:
-                one_by_one.append(i)
+                one_by_one.extend(index)
             else:
-                groups.setdefault((topic, fp), []).append(i)
+                groups[(topic, fp)] = index
+        one_by_one.sort()  # in log order
         bulk: list[tuple[Columns, npt.NDArray[np.int64], npt.NDArray[np.int64]]] = []
         records: dict[int, tuple[str, dict[str, Any]]] = {}
         # Registrations come first: an event may use a version registered in this batch.
@@ -199,17 +214,18 @@ class BatchBuilder:
     ) -> dict[str, tuple[pa.Table, npt.NDArray[np.int64]]]:
         """An event id once per batch, in log order: a second copy with the same content
         (a producer retry) is dropped, one with other content is a dead letter."""
-        ids: dict[int, tuple[str, str]] = {
-            i: (TABLE_OF[n], r["event_id"]) for i, (n, r) in records.items()
-        }
-        for cols, rows, index in bulk:
-            table = TABLE_OF[cols.name]
-            taken = cols.columns["event_id"].take(pa.array(rows))
-            ids.update(zip(index.tolist(), ((table, e) for e in taken.to_pylist()), strict=True))
-        seen: dict[str, int] = {}
+        taken = [cols.columns["event_id"].take(pa.array(rows)) for cols, rows, _ in bulk]
+        one = pa.array([r["event_id"] for _, r in records.values()], pa.string())
+        every = pa.chunked_array([*taken, one], pa.string())
         dropped: set[int] = set()
+        if pc.count_distinct(every).as_py() == len(every):
+            return self._assemble(bulk, records, dropped)  # no event id twice: the usual case
+        ids = {i: str(r["event_id"]) for i, (_, r) in records.items()}
+        for (_, _, index), found in zip(bulk, taken, strict=True):
+            ids.update(zip(index.tolist(), found.to_pylist(), strict=True))
+        seen: dict[str, int] = {}
         for i in sorted(ids):
-            event_id = ids[i][1]
+            event_id = ids[i]
             first = seen.get(event_id)
             if first is None:
                 seen[event_id] = i
@@ -236,7 +252,9 @@ class BatchBuilder:
     ) -> dict[str, tuple[pa.Table, npt.NDArray[np.int64]]]:
         parts: dict[str, list[tuple[pa.Table, npt.NDArray[np.int64]]]] = {}
         for cols, rows, index in bulk:
-            keep = np.fromiter((i not in dropped for i in index.tolist()), np.bool_, len(index))
+            keep = np.ones(len(index), np.bool_)
+            if dropped:
+                keep = np.fromiter((i not in dropped for i in index.tolist()), np.bool_, len(index))
             if keep.any():
                 name = TABLE_OF[cols.name]
                 parts.setdefault(name, []).append(

@@ -304,13 +304,10 @@ class Materialiser:
         builder = BatchBuilder(
             self._schemas, self.registry, self.topics, refresh=self._refresh_registry
         )
-        last: dict[tuple[str, int], Any] = {}
-        # Registrations first: an event may use a version registered in the same poll.
-        # The sort is stable: each partition's messages stay in offset order.
-        messages.sort(key=lambda m: m.topic != self.topics.models)
-        for msg in messages:
-            builder.add(msg.topic, msg.partition, msg.offset, msg.value, msg.key)
-            last[(msg.topic, msg.partition)] = msg
+        # The builder judges registrations first: an event may use a version registered
+        # in the same poll. Each partition's messages come in offset order: the last wins.
+        builder.add_records(messages)
+        last = {(msg.topic, msg.partition): msg for msg in messages}
         offsets = {key: msg.offset + 1 for key, msg in last.items()}
         marks = {
             key: LogMark(msg.offset, record_sha256(msg.value), self._topic_ids.get(key[0]))
