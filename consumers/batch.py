@@ -18,6 +18,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from consumers.identity import record_sha256
 from consumers.rows import (
     Rejected,
     dead_letters_table,
@@ -435,3 +436,17 @@ class BatchBuilder:
         if dead_letters and self.rejected:
             out["dead_letters"] = dead_letters_table(self.rejected)
         return Batch(out, dict(offsets or {}), tuple(redriven or ()), dict(marks or {}))
+
+
+def poll_batch(builder: BatchBuilder, messages: list[Any], topic_ids: Mapping[str, str]) -> Batch:
+    """The transaction of one poll's ``messages`` (objects with ``.topic .partition
+    .offset .key .value``, each partition's in offset order): their rows, each partition's
+    next offset, and its log mark (the last record's offset and hash, the topic's id)."""
+    builder.add_records(messages)
+    last = {(msg.topic, msg.partition): msg for msg in messages}
+    offsets = {key: msg.offset + 1 for key, msg in last.items()}
+    marks = {
+        key: LogMark(msg.offset, record_sha256(msg.value), topic_ids.get(key[0]))
+        for key, msg in last.items()
+    }
+    return builder.build(offsets, marks=marks)
