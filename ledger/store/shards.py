@@ -27,6 +27,7 @@ from ledger.store.positions import (
     find_conflicts,
     read_positions,
     upsert_marks,
+    upsert_offsets,
 )
 
 #: Event tables, in the order a batch writes them (registrations first).
@@ -142,12 +143,9 @@ ARROW_SCHEMAS: dict[str, pa.Schema] = {
 
 Partition = tuple[str, int]
 
-# Events are keyed by event id. A batch is first inserted as it is: new events (the
-# common case, and every event of a full replay) pay only the key index's insert. When
-# a key is taken (a producer retry, a replay), that attempt fails as a whole and the
-# transaction is written again with ``INSERT OR IGNORE``, which skips stored events but
-# costs about twice as much per row (measured: 19-25 against 47-57 ms per 5,000 rows on
-# a 1M-row table; an anti-join instead scans the whole key column every time).
+# Events are keyed by event id. A batch is inserted as it is first (new events pay only
+# the key index); a taken key fails that attempt and the transaction is written again with
+# INSERT OR IGNORE (2x the cost per row, measured; an anti-join scans the whole key column).
 _INSERT_NEW = "INSERT INTO {} SELECT * FROM _batch"
 _INSERT_EVENTS = "INSERT OR IGNORE INTO {} SELECT * FROM _batch"
 # A dead letter is keyed by its place in the log: re-reading that offset adds nothing.
@@ -159,12 +157,8 @@ _INSERT = {
 
 _SHARD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 
-#: The writer's WAL size at which DuckDB checkpoints (its default is 16 MiB). A
-#: checkpoint rewrites the table's last, partly filled row group (up to 122,880 rows), so
-#: with 5,000-row transactions of 384-d rows DuckDB rewrote it every 2-3 transactions: the
-#: writer's cost per batch grew with the table. Closing the held connection (every ``hold``
-#: seconds, and when idle) still checkpoints, so readers never replay a long WAL.
-#: Measured on 100k 384-d events, same run: 22k rows/s at 16 MiB, 30k at 128 MiB.
+#: WAL size at which the writer checkpoints (DuckDB's 16 MiB rewrote the partly filled last
+#: row group every 2-3 batches); closing still checkpoints. 22k -> 30k rows/s, measured.
 CHECKPOINT_THRESHOLD = "128MB"
 
 #: After holding its connection for ``hold`` seconds a writer pauses this long before
@@ -329,11 +323,6 @@ class Shard:
                     raise err from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
-        try:
-            _run(con, f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
-        except duckdb.Error as exc:
-            con.close()
-            raise _store_error(exc, f"opening shard {self.name}") from exc
         if not self._ready:
             try:
                 _run(con, DDL)
@@ -380,9 +369,8 @@ class Shard:
         """Write ``batch`` in one transaction; returns rows inserted per table.
 
         Steps (each in the same transaction, so a crash leaves all or nothing):
-        1. insert each table's rows with one statement; the event-id key skips events
-           already stored (producer retries, replays): a batch that holds one is written
-           again with ``INSERT OR IGNORE`` (new events skip that check's cost);
+        1. insert each table's rows with one statement; the event-id key skips stored
+           events (retries, replays): such a batch is written again with INSERT OR IGNORE;
         2. mark the re-driven dead letters;
         3. upsert the partitions' next offsets and log marks, so a restart resumes right
            after, in the same log.
@@ -412,19 +400,17 @@ class Shard:
         with self._connect("writing a batch") as con:
             try:
                 return self._transaction(con, batch, check_ids=check_ids, fresh=True)
-            except duckdb.ConstraintException:
-                # An event id of the batch is stored already (or twice in the batch):
-                # nothing was written; write it again, skipping stored events.
+            except duckdb.ConstraintException:  # a stored event id: nothing was written
                 return self._transaction(con, batch, check_ids=check_ids, fresh=False)
 
     def _transaction(
         self, con: duckdb.DuckDBPyConnection, batch: Batch, *, check_ids: bool, fresh: bool
     ) -> tuple[dict[str, int], list[IdConflict]]:
-        """One transaction of ``batch``; ``fresh``: insert events without the skip (raises
-        ``ConstraintException``, rolled back, when a key is taken)."""
+        # ``fresh``: events inserted without the skip (ConstraintException on a taken key).
         inserted: dict[str, int] = {}
         conflicts: list[IdConflict] = []
         events = _INSERT_NEW if fresh else _INSERT_EVENTS
+        _run(con, f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")  # this connection's
         _run(con, "BEGIN TRANSACTION")
         try:
             for name, table in batch.tables.items():
@@ -450,18 +436,7 @@ class Shard:
                         [now, t, p, o],
                     )
             if batch.offsets:
-                con.register(
-                    "_offsets",
-                    pa.table(
-                        {
-                            "topic": [t for t, _ in batch.offsets],
-                            "partition": pa.array([p for _, p in batch.offsets], pa.int32()),
-                            "next_offset": pa.array(list(batch.offsets.values()), pa.int64()),
-                        }
-                    ),
-                )
-                _run(con, "INSERT OR REPLACE INTO offsets SELECT * FROM _offsets")
-                con.unregister("_offsets")
+                upsert_offsets(con, dict(batch.offsets))
             if batch.marks:
                 upsert_marks(con, dict(batch.marks))
             _run(con, "COMMIT")
