@@ -6,15 +6,19 @@ import time
 from collections.abc import Iterable
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from ledger.contract.events import Topics
 from ledger.errors import BrokerError
 from ledger.log.broker import connect_client
 
-#: Unlimited retention: the log is the history (DESIGN decision 9).
-TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}
+#: Unlimited retention and no compaction: the log is the history (DESIGN decision 9).
+#: Set explicitly, so a cluster whose defaults differ does not apply its own.
+TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+
+#: The topic configs that decide how much history the log keeps (:func:`topic_configs`).
+HISTORY_CONFIGS = ("retention.ms", "retention.bytes", "cleanup.policy")
 
 
 def admin_client(bootstrap: str) -> KafkaAdminClient:
@@ -94,3 +98,32 @@ def topic_partitions(bootstrap: str, *, timeout_ms: int = 5000) -> dict[str, int
         raise BrokerError(f"cannot read topic metadata from {bootstrap}: {exc}") from exc
     finally:
         consumer.close()
+
+
+def topic_configs(bootstrap: str, names: Iterable[str]) -> dict[str, dict[str, str]]:
+    """The :data:`HISTORY_CONFIGS` of each topic in ``names``, as the broker reports them
+    (its defaults included; a config the broker does not report is left out).
+
+    Example:
+        >>> topic_configs(bs, ["ledger.embeddings"])  # doctest: +SKIP
+        {'ledger.embeddings': {'retention.ms': '-1', 'retention.bytes': '-1',
+                               'cleanup.policy': 'delete'}}
+    """
+    names = list(names)
+    admin = admin_client(bootstrap)
+    try:
+        found = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, n) for n in names], config_filter="all"
+        ).get("topic", {})
+    except KafkaError as exc:
+        raise BrokerError(f"cannot read the topics' configs from {bootstrap}: {exc}") from exc
+    finally:
+        admin.close()
+    return {
+        name: {
+            key: str(entry["value"])
+            for key, entry in found.get(name, {}).items()
+            if key in HISTORY_CONFIGS and entry.get("value") is not None
+        }
+        for name in names
+    }
