@@ -208,10 +208,8 @@ class ApacheKafka:
         cmd = self._java(
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            self.cluster_id,
-            "-c",
-            str(properties),
+            f"--cluster-id={self.cluster_id}",  # one word: an id may start with "-"
+            f"--config={properties}",
             heap="256m",
         )
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
