@@ -57,7 +57,7 @@ TEST_SETTINGS = {
 }
 
 
-class KafkaError(RuntimeError):
+class BrokerStartError(RuntimeError):
     """The broker could not be resolved, formatted, started or stopped."""
 
 
@@ -110,7 +110,9 @@ def classpath() -> str:
         check=False,
     )
     if done.returncode != 0 or not cached.exists():
-        raise KafkaError(f"mvn could not resolve the broker's jars:\n{done.stdout}{done.stderr}")
+        raise BrokerStartError(
+            f"mvn could not resolve the broker's jars:\n{done.stdout}{done.stderr}"
+        )
     return cached.read_text().strip()
 
 
@@ -214,7 +216,9 @@ class ApacheKafka:
         )
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
         if done.returncode != 0:
-            raise KafkaError(f"formatting the KRaft storage failed:\n{done.stdout}{done.stderr}")
+            raise BrokerStartError(
+                f"formatting the KRaft storage failed:\n{done.stdout}{done.stderr}"
+            )
         state = {
             "port": self.port,
             "controller_port": self.controller_port,
@@ -250,9 +254,9 @@ class ApacheKafka:
         while True:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise KafkaError(f"the broker exited at start:\n{self.tail()}")
+                raise BrokerStartError(f"the broker exited at start:\n{self.tail()}")
             if time.monotonic() > deadline:
-                raise KafkaError(f"the broker did not answer in {timeout:g}s:\n{self.tail()}")
+                raise BrokerStartError(f"the broker did not answer in {timeout:g}s:\n{self.tail()}")
             if self._started(log_from) and _port_open(self.host, self.port):
                 return
             time.sleep(0.2)
