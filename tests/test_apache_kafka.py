@@ -15,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from kafka import KafkaConsumer
 from scenario import CLASSIFIER, EMBEDDER, play_incident
 from test_processes import _Assignments, _consume, _produce, _stop
 
 from consumers.catchup import catch_up
 from consumers.lag import true_ends, wait_caught_up
+from ledger.cli import cli
 from ledger.contract.events import Topics
 from ledger.contract.schemas import default_store
 from ledger.contract.wire import decode
@@ -253,3 +255,18 @@ def _wait_split(topics: Topics, logs: list[_Assignments]) -> None:
             return
         time.sleep(0.1)
     raise AssertionError([log.latest for log in logs])
+
+
+def test_init_refuses_more_replicas_than_brokers_in_one_line(apache_kafka):
+    prefix = f"rf{uuid.uuid4().hex[:8]}"
+    result = CliRunner().invoke(
+        cli,
+        ["--bootstrap", apache_kafka.bootstrap, "--topic-prefix", prefix]
+        + ["init", "--replication-factor", "3"],
+    )
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: cannot create {prefix}.models, ")
+    assert "The target replication factor of 3 cannot be reached because only 1 broker(s)" in (
+        result.output
+    )
+    assert result.output.count("\n") == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 
@@ -26,18 +27,22 @@ def admin_client(bootstrap: str) -> KafkaAdminClient:
     return connect_client(KafkaAdminClient, bootstrap, request_timeout_ms=10_000)
 
 
-def init_topics(bootstrap: str, topics: Topics, *, partitions: int = 4) -> list[str]:
+def init_topics(
+    bootstrap: str, topics: Topics, *, partitions: int = 4, replication_factor: int = 1
+) -> list[str]:
     """Create the ledger's topics (idempotent); returns the names that were created.
 
-    ``models`` gets one partition so registrations and deployments have one order.
+    ``models`` gets one partition so registrations and deployments have one order; every
+    topic gets :data:`TOPIC_CONFIG` and ``replication_factor`` replicas (a cluster of
+    several brokers wants 3). Topics that exist already are left as they are.
     """
     admin = admin_client(bootstrap)
     try:
         existing = set(admin.list_topics())
         wanted = [
-            NewTopic(topics.models, 1, 1, topic_configs=TOPIC_CONFIG),
-            NewTopic(topics.embeddings, partitions, 1, topic_configs=TOPIC_CONFIG),
-            NewTopic(topics.decisions, partitions, 1, topic_configs=TOPIC_CONFIG),
+            NewTopic(topics.models, 1, replication_factor, topic_configs=TOPIC_CONFIG),
+            NewTopic(topics.embeddings, partitions, replication_factor, topic_configs=TOPIC_CONFIG),
+            NewTopic(topics.decisions, partitions, replication_factor, topic_configs=TOPIC_CONFIG),
         ]
         missing = [t for t in wanted if t.name not in existing]
         if missing:
@@ -45,9 +50,22 @@ def init_topics(bootstrap: str, topics: Topics, *, partitions: int = 4) -> list[
                 admin.create_topics(missing)
             except TopicAlreadyExistsError:
                 pass  # created concurrently by another process: the state we want
+            except KafkaError as exc:
+                raise BrokerError(
+                    f"cannot create {', '.join(t.name for t in missing)}: {_broker_says(exc)}",
+                    hint="check partitions and replication_factor against the cluster",
+                    cli_hint="check --partitions and --replication-factor against the cluster",
+                ) from exc
         return [t.name for t in missing]
     finally:
         admin.close()
+
+
+def _broker_says(exc: KafkaError) -> str:
+    """The broker's own words in a failed admin response (kafka-python puts the whole
+    response in the message), else the error's name."""
+    found = re.search(r"error_message='([^']+)'", str(exc))
+    return found.group(1) if found else type(exc).__name__
 
 
 def partitions_of(consumer: KafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
