@@ -7,8 +7,8 @@ only) or ``kafka`` (Apache Kafka 4.x in KRaft mode, its jars resolved by Maven:
 ``scripts/apache_kafka.py``; needs java and mvn).
 
 Every test that uses the broker must be marked ``kafka`` (``-m kafka`` selects them for
-the Apache Kafka run of CI): a test that reaches the ``bootstrap`` fixture without the
-marker fails at setup.
+the Apache Kafka run of CI): a test that reaches the run's broker (``bootstrap``,
+``apache_kafka``) without the marker fails at setup.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class RunBroker:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Fail a test that uses the broker without the ``kafka`` marker (it would be left out
     of the Apache Kafka run of CI)."""
-    uses_broker = "bootstrap" in getattr(item, "fixturenames", ())
+    uses_broker = "run_broker" in getattr(item, "fixturenames", ())  # behind every broker fixture
     if uses_broker and item.get_closest_marker("kafka") is None:
         pytest.fail(
             f"{item.nodeid} uses the broker but is not marked kafka: add "
