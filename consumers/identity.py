@@ -78,21 +78,19 @@ def past_the_end(where: str, position: int, end: int) -> LogGapError:
 
 
 def out_of_range(consumer: Any, exc: Exception) -> LogGapError:
-    """The error for the client's OffsetOutOfRangeError (``{partition: offset}``)."""
+    """The error for the client's OffsetOutOfRangeError (``{partition: offset}``): Apache
+    Kafka answers a fetch outside the log so (Tansu answers one past the end with no
+    records, see :func:`past_the_end`). Names the partition and the offsets lost."""
     parts = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
     details = []
     for tp, offset in parts.items():
+        where = f"{tp.topic}[{tp.partition}]"
         start = consumer.beginning_offsets([tp]).get(tp, 0)
         if offset < start:
-            details.append(
-                f"{tp.topic}[{tp.partition}] offsets {offset}..{start - 1} "
-                "were deleted before being materialised"
-            )
+            details.append(str(deleted_before_stored(where, offset, start)))
         else:
-            details.append(
-                f"{tp.topic}[{tp.partition}] stored offset {offset} is past the "
-                "log's end (the broker lost events)"
-            )
+            end = consumer.end_offsets([tp]).get(tp, 0)
+            details.append(str(past_the_end(where, offset, end)))
     return LogGapError("; ".join(details) or f"offset out of range: {exc}")
 
 

@@ -233,6 +233,7 @@ def test_doctor_all_ok_on_a_healthy_home(demo_home, bootstrap):
     assert list(findings) == [
         "broker",
         "topics",
+        "history",
         "store",
         "serving",
         "deployments",
