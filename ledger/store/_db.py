@@ -95,6 +95,27 @@ def rows(con: Connection, sql: str, **params: Any) -> list[tuple[Any, ...]]:
         raise _store_error(exc, "query") from exc
 
 
+def record_batches(
+    con: Connection, sql: str, *, batch_rows: int = 16_384, **params: Any
+) -> Iterator[pa.RecordBatch]:
+    """Run ``sql`` with named ``$params`` on ``con``; its result in record batches of at
+    most ``batch_rows`` rows, as DuckDB produces them (nothing more is held at once when
+    the query has no blocking operator such as ORDER BY or a window).
+
+    Read the batches to the end before the next query on ``con``. DuckDB errors become
+    :class:`StoreError`.
+
+    Example:
+        >>> [b.num_rows for b in record_batches(duckdb.connect(), "FROM range(5)", batch_rows=2)]
+        [2, 2, 1]
+    """
+    try:
+        reader = con.sql(sql, params=params).to_arrow_reader(batch_rows)
+        yield from reader
+    except duckdb.Error as exc:
+        raise _store_error(exc, "query") from exc
+
+
 @contextmanager
 def registered(con: Connection, name: str, table: pa.Table) -> Iterator[None]:
     """Show ``table`` to the queries on ``con`` as view ``name`` while the block runs.
@@ -118,15 +139,19 @@ def registered(con: Connection, name: str, table: pa.Table) -> Iterator[None]:
             raise _store_error(exc, f"unregistering {name}") from exc
 
 
-def vector_matrix(table: pa.Table, dimension: int | None = None) -> npt.NDArray[np.float32]:
-    """The ``vector`` column (DuckDB ``FLOAT[]``) of ``table`` as an ``(n, d)`` float32
-    matrix, in one pass over the Arrow buffers. ``dimension`` is needed for an empty table.
+def vector_matrix(
+    table: pa.Table | pa.RecordBatch, dimension: int | None = None
+) -> npt.NDArray[np.float32]:
+    """The ``vector`` column (DuckDB ``FLOAT[]``) of ``table`` (or of one record batch) as
+    an ``(n, d)`` float32 matrix, in one pass over the Arrow buffers. ``dimension`` is
+    needed for an empty table.
 
     Example:
         >>> vector_matrix(pa.table({"vector": [[1.0, 2.0], [3.0, 4.0]]})).tolist()
         [[1.0, 2.0], [3.0, 4.0]]
     """
-    column = table.column("vector").combine_chunks()
+    found = table.column("vector")
+    column = found.combine_chunks() if isinstance(found, pa.ChunkedArray) else found
     values: npt.NDArray[np.float32] = column.flatten().to_numpy(zero_copy_only=False)
     return values.astype("<f4", copy=False).reshape(
         table.num_rows, -1 if dimension is None else dimension
