@@ -50,8 +50,8 @@ def item_positions(where: npt.NDArray[np.int64], shards: int) -> npt.NDArray[np.
 class ShardInputs:
     """The per-shard input files of one build, in ``folder``; rows written where they belong.
 
-    Every item must be written exactly once (:meth:`check_complete` says if one was not); a row is finite and
-    ``dimension`` wide, or :class:`ContractError`.
+    Every item must be written exactly once (:meth:`check_complete` says if one was not);
+    a row is finite and ``dimension`` wide, or :class:`ContractError`.
 
     Example:
         >>> inputs = ShardInputs(staging, ["shard-0000.ann"], [2], dimension=2)  # doctest: +SKIP
