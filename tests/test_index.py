@@ -481,3 +481,31 @@ def test_streamed_build_refuses_a_missing_or_repeated_vector(tmp_path, data):
             **opts,
         )
     assert not (tmp_path / "m").exists() or list((tmp_path / "m" / "v1").iterdir()) == []
+
+
+def test_a_file_is_hashed_once_while_unchanged_and_again_once_written(tmp_path, monkeypatch):
+    import hashlib as real
+
+    calls = []
+    digest = real.file_digest
+    monkeypatch.setattr(
+        ledger.artifacts.manifest.hashlib,
+        "file_digest",
+        lambda f, name: calls.append(name) or digest(f, name),
+    )
+    path = tmp_path / "shard-0000.ann"
+    path.write_bytes(b"a" * 4096)
+    time.sleep(0.2)  # settled: older than the kernel's timestamp tick
+    first = ledger.artifacts.manifest.sha256_file(path)
+    assert ledger.artifacts.manifest.sha256_file(path) == first and len(calls) == 1
+    with path.open("r+b") as f:  # same size, one byte changed in place
+        f.write(b"b")
+    assert (
+        ledger.artifacts.manifest.sha256_file(path) == real.sha256(b"b" + b"a" * 4095).hexdigest()
+    )
+    assert len(calls) == 2
+    # Just written (within the settling time): never kept, hashed every time.
+    path.write_bytes(b"c" * 4096)
+    ledger.artifacts.manifest.sha256_file(path)
+    ledger.artifacts.manifest.sha256_file(path)
+    assert len(calls) == 4

@@ -43,7 +43,7 @@ import numpy as np
 import numpy.typing as npt
 from annoy import AnnoyIndex
 
-from ledger.artifacts.manifest import fsync_path, sha256_file
+from ledger.artifacts.manifest import fsync_path, remember_sha256, sha256_file
 from ledger.errors import ArtifactError
 
 #: The module a worker process runs (``python -P -m`` it).
@@ -121,6 +121,7 @@ class _Worker:
     proc: subprocess.Popen[bytes]
     input_path: Path
     log_path: Path
+    output_path: Path
 
     @property
     def stdout(self) -> IO[bytes]:
@@ -145,11 +146,11 @@ def _start(staging: Path, name: str, input_path: Path) -> _Worker:
             stderr=log,
             env=_worker_env(),
         )
-    return _Worker(name, proc, input_path, log_path)
+    return _Worker(name, proc, input_path, log_path, staging / name)
 
 
-def _send(worker: _Worker, staging: Path, params: ShardParams) -> None:
-    job = ShardJob(str(worker.input_path.resolve()), str((staging / worker.name).resolve()), params)
+def _send(worker: _Worker, params: ShardParams) -> None:
+    job = ShardJob(str(worker.input_path.resolve()), str(worker.output_path.resolve()), params)
     stdin = cast(IO[bytes], worker.proc.stdin)  # Popen(stdin=PIPE)
     try:
         stdin.write(job.to_json() + b"\n")
@@ -182,6 +183,7 @@ def _finish(worker: _Worker) -> str:
         )
     worker.input_path.unlink()
     worker.log_path.unlink()
+    remember_sha256(worker.output_path, digest)  # verify needs not read it again
     return digest
 
 
@@ -226,7 +228,7 @@ def build_in_workers(
                     worker = _start(staging, *shard)
                     running.append(worker)  # first: from here on, an exception stops it
                     ready.register(worker.stdout, selectors.EVENT_READ, worker)
-                    _send(worker, staging, params)
+                    _send(worker, params)
                 if not running:
                     return digests
                 for key, _ in ready.select():
