@@ -23,6 +23,7 @@ from ledger.store._db import (
     arrow,
     record_batches,
     registered,
+    release_cache,
     rows,
     vector_matrix,
 )
@@ -68,4 +69,5 @@ __all__ = [
     "shard_paths",
     "vector_matrix",
     "record_batches",
+    "release_cache",
 ]

@@ -6,7 +6,7 @@ API the rest of the ledger uses on a views connection (:func:`arrow`, :func:`row
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import duckdb
@@ -95,14 +95,23 @@ def rows(con: Connection, sql: str, **params: Any) -> list[tuple[Any, ...]]:
         raise _store_error(exc, "query") from exc
 
 
+#: DuckDB's memory while :func:`record_batches` streams: its buffer pool keeps the blocks a
+#: scan read (1.1x the vectors of a full scan, measured) until memory_limit, 80% of RAM by
+#: default; capped, it evicts them as it goes (they are read-only blocks of the shard files).
+STREAM_MEMORY_LIMIT = "256MB"
+
+
 def record_batches(
     con: Connection, sql: str, *, batch_rows: int = 16_384, **params: Any
 ) -> Iterator[pa.RecordBatch]:
     """Run ``sql`` with named ``$params`` on ``con``; its result in record batches of at
-    most ``batch_rows`` rows, as DuckDB produces them (nothing more is held at once when
-    the query has no blocking operator such as ORDER BY or a window).
+    most ``batch_rows`` rows, as DuckDB produces them, for a result too big to hold.
 
-    Read the batches to the end before the next query on ``con``. DuckDB errors become
+    Meant for queries without a blocking operator (ORDER BY, a window, a big join), which
+    DuckDB streams: while the batches are read, its memory is capped at
+    ``STREAM_MEMORY_LIMIT`` so that the scan does not keep what it read; at the end the
+    cache is released (:func:`release_cache`). Read
+    the batches to the end before the next query on ``con``. DuckDB errors become
     :class:`StoreError`.
 
     Example:
@@ -110,10 +119,33 @@ def record_batches(
         [2, 2, 1]
     """
     try:
-        reader = con.sql(sql, params=params).to_arrow_reader(batch_rows)
-        yield from reader
+        _run(con, f"SET memory_limit = '{STREAM_MEMORY_LIMIT}'")
+        try:
+            yield from con.sql(sql, params=params).to_arrow_reader(batch_rows)
+        finally:
+            release_cache(con)
     except duckdb.Error as exc:
         raise _store_error(exc, "query") from exc
+
+
+def release_cache(con: Connection) -> None:
+    """Let go of the shard blocks DuckDB cached on ``con`` (they are read again if needed):
+    after a query that scanned the wide vector column, so that its ~1x of the vectors is
+    not held through what follows. Resets memory_limit to DuckDB's default.
+
+    Example:
+        >>> release_cache(duckdb.connect())
+    """
+    # Lowering the limit evicts every unpinned block at once (and DuckDB's allocator
+    # returns the memory); the default then comes back.
+    try:
+        # Refused when pinned memory cannot be evicted (a temporary table): then only the
+        # cache stays, which is no error.
+        with suppress(duckdb.Error):
+            _run(con, "SET memory_limit = '1MB'")
+        _run(con, "RESET memory_limit")
+    except duckdb.Error as exc:
+        raise _store_error(exc, "releasing the cache") from exc
 
 
 @contextmanager

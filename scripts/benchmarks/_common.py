@@ -106,7 +106,7 @@ def _role(pid: int, root: int) -> str:
         return "gone"
     if "resource_tracker" in cmd:
         return "tracker"
-    return "worker" if "spawn_main" in cmd else "other"
+    return "worker" if "shard_worker" in cmd or "spawn_main" in cmd else "other"
 
 
 @dataclass

@@ -227,7 +227,7 @@ def _phases(name: str, result: dict[str, Any]) -> float:
         if inside_phase:
             kb, anon = max(inside_phase)
             print(
-                f"{name}_phase_{label}_peak_rss: {kb / 2**30:.2f} GiB (anon {anon / 2**30:.2f})",
+                f"{name}_phase_{label}_peak_rss: {kb / 2**20:.2f} GiB (anon {anon / 2**20:.2f})",
                 flush=True,
             )
         inside += last - first
