@@ -229,10 +229,10 @@ def build_index_streamed(
 
     Example:
         >>> m = build_index_streamed(".ledger/artifacts", model="embedder", version="v1",
-        ...     entity_ids=["a", "b"], row_keys=np.array([7, 3]),
-        ...     batches=[(np.array([3, 7]), np.eye(2, dtype="float32"))], dimension=2,
-        ...     metric="angular", log_offsets={"ledger.embeddings:0": 2})
-        >>> m.items
+        ...     entity_ids=["a", "b"], row_keys=np.array([3, 7]),
+        ...     batches=[(np.array([7, 3]), np.array([[0, 1], [1, 0]], "float32"))],
+        ...     dimension=2, metric="angular", log_offsets={"ledger.embeddings:0": 2})
+        >>> m.items  # the artifact build_index's example builds: same ids, same vectors
         2
     """
     ids = list(entity_ids)

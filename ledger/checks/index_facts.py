@@ -32,7 +32,7 @@ from ledger.artifacts.index_build import AnnoyMetric
 from ledger.artifacts.index_reader import IndexReader
 from ledger.artifacts.manifest import ID_MAP, Manifest, shard_file
 from ledger.checks.exact import exact_topk, recall_at_k
-from ledger.store import Connection, arrow, registered, release_cache
+from ledger.store import Connection, arrow, memory_capped, registered
 
 # Annoy stores item i as node i at offset i * node_size: a header of 32-bit words
 # (n_descendants, children[2], plus ``a`` for euclidean / ``dot_factor`` for dot)
@@ -44,6 +44,9 @@ _SEED = 20_261_127
 # |numpy - DuckDB| of the same projection is at most ~d * 2^-53 * sum|v_i r_i| (summation
 # order); 1e-9 of that scale leaves a margin of 10^4 and still separates any real change.
 _RELATIVE_TOLERANCE = 1e-9
+# DuckDB's memory during the purity query: without a cap it keeps every vector block it
+# scanned (~1.1x the vectors); its own hash tables (ids, fingerprints) need far less.
+PURITY_MEMORY_LIMIT = "1GB"
 
 Matrix = npt.NDArray[np.float32]
 
@@ -110,6 +113,8 @@ def drop_pages(vectors: Matrix) -> None:
     base: object = vectors
     while isinstance(base, np.ndarray):
         base = base.base
+    if isinstance(base, memoryview):  # np.frombuffer's: the mapping is its object
+        base = base.obj
     if isinstance(base, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
         base.madvise(mmap.MADV_DONTNEED)
 
@@ -183,9 +188,9 @@ def compare_items(con: Connection, facts: IndexFacts, model: str, version: str) 
         {"entity_id": facts.id_map.column("entity_id"), "fp": fp, "tolerance": tolerance}
     )
     params = {"model": model, "version": version, "r": r.tolist()}
-    with registered(con, "_index_fp", index_fp):
+    # The query reads every stored vector of the model: capped, DuckDB does not keep them.
+    with registered(con, "_index_fp", index_fp), memory_capped(con, PURITY_MEMORY_LIMIT):
         problems = arrow(con, _COMPARE_SQL, **params)
-    release_cache(con)  # the query read every stored vector of the version
     ids = problems.column("entity_id").to_pylist()
     kinds = problems.column("problem").to_pylist()
     # The full outer join partitions both sides: the view's count follows from it.

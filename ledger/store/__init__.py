@@ -21,6 +21,7 @@ This module alone catches ``duckdb.Error``; it becomes :class:`StoreError`
 from ledger.store._db import (
     Connection,
     arrow,
+    memory_capped,
     record_batches,
     registered,
     release_cache,
@@ -69,5 +70,6 @@ __all__ = [
     "shard_paths",
     "vector_matrix",
     "record_batches",
+    "memory_capped",
     "release_cache",
 ]

@@ -118,14 +118,32 @@ def record_batches(
         >>> [b.num_rows for b in record_batches(duckdb.connect(), "FROM range(5)", batch_rows=2)]
         [2, 2, 1]
     """
-    try:
-        _run(con, f"SET memory_limit = '{STREAM_MEMORY_LIMIT}'")
+    with memory_capped(con, STREAM_MEMORY_LIMIT):
         try:
             yield from con.sql(sql, params=params).to_arrow_reader(batch_rows)
-        finally:
-            release_cache(con)
+        except duckdb.Error as exc:
+            raise _store_error(exc, "query") from exc
+
+
+@contextmanager
+def memory_capped(con: Connection, limit: str) -> Iterator[None]:
+    """While the block runs, DuckDB on ``con`` uses at most ``limit`` (e.g. ``"1GB"``): it
+    evicts the shard blocks it cached instead of keeping every block a scan read, and
+    spills what it must keep to its temp_directory. At the end the cache is released
+    (:func:`release_cache`) and memory_limit is DuckDB's default again.
+
+    Example:
+        >>> with memory_capped(duckdb.connect(), "256MB"):
+        ...     pass
+    """
+    try:
+        _run(con, f"SET memory_limit = '{_sql_str(limit)}'")
     except duckdb.Error as exc:
-        raise _store_error(exc, "query") from exc
+        raise _store_error(exc, "capping memory") from exc
+    try:
+        yield
+    finally:
+        release_cache(con)
 
 
 def release_cache(con: Connection) -> None:

@@ -50,9 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--what-if",
-        default="index,sorted",
-        help="changed copies of the shard to time the query on: index (ART indexes on the id "
-        "columns), sorted (tables rewritten in id order); '' for none",
+        default="noindex,sorted",
+        help="changed copies of the shard to time the query on: noindex (the shard's ART "
+        "indexes on the id columns dropped), sorted (tables rewritten in id order, no index); "
+        "'' for none",
     )
     parser.add_argument("--plan", type=Path, default=None, help="write EXPLAIN ANALYZE here")
     parser.add_argument(
@@ -306,8 +307,9 @@ def _lookups(home: Path, picks: list[str]) -> tuple[float, list[float], list[int
 
 
 def _what_if(home: Path, tmp: Path, picks: list[str], how: str) -> float:
-    """Median lineage ms on a copy of the shard changed by ``how``: ``index`` adds ART
-    indexes on the id columns; ``sorted`` rewrites the tables ordered by id (zone maps)."""
+    """Median lineage ms on a copy of the shard changed by ``how``: ``noindex`` drops the
+    ART indexes on the id columns (``LINEAGE_INDEXES``); ``sorted`` rewrites the tables
+    ordered by id (zone maps; the copy has no index)."""
     import duckdb
 
     copy = tmp / f"what-if-{how}"
@@ -315,8 +317,8 @@ def _what_if(home: Path, tmp: Path, picks: list[str], how: str) -> float:
     con = duckdb.connect(str(copy / "shards" / "main.duckdb"))
     try:
         for table, column in (("embeddings", "entity_id"), ("decisions", "subject_id")):
-            if how == "index":
-                con.execute(f"CREATE INDEX {table}_{column} ON {table} ({column})")
+            if how == "noindex":
+                con.execute(f"DROP INDEX IF EXISTS {table}_{column}")
             else:
                 # fixed table and column names, no input
                 con.execute(f"CREATE TABLE s AS SELECT * FROM {table} ORDER BY {column}")  # noqa: S608
