@@ -66,10 +66,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     error VARCHAR, received_at TIMESTAMPTZ, redriven_at TIMESTAMPTZ);
 """
 DDL += MARKS_DDL
-#: ART indexes on the id columns, for one entity's lineage (``ledger lineage ID``): the
-#: events arrive in log order, so without them every row group holds every id range and
-#: the lookup scans the whole table (140 ms at 10M events, 16 ms with them; their cost on
-#: the materialiser's inserts is in BENCHMARKS.md, "lineage").
+#: ART indexes on the id columns, for one entity's lineage: events arrive in log order,
+#: so without them a lookup scans every row group (their cost: BENCHMARKS.md, "lineage").
 LINEAGE_INDEXES = """
 CREATE INDEX IF NOT EXISTS embeddings_entity_id ON embeddings (entity_id);
 CREATE INDEX IF NOT EXISTS decisions_subject_id ON decisions (subject_id);
