@@ -270,9 +270,10 @@ def produce_log(bootstrap: str, prefix: str, n: int, *, reembed_every: int = 10)
     return events
 
 
-def raw_read(bootstrap: str, topics: Any, total: int) -> float:
+def raw_read(bootstrap: str, topics: Any, total: int, *, keep: list[Any] | None = None) -> float:
     """Seconds for a plain ``KafkaConsumer``, with the materialiser's fetch settings, to read
-    ``total`` messages of ``topics`` from the start: the ceiling a materialiser is held to."""
+    ``total`` messages of ``topics`` from the start: the ceiling a materialiser is held to.
+    The records read are appended to ``keep`` when it is given."""
     from kafka import KafkaConsumer
 
     from consumers.materialiser import FETCH_CONFIG
@@ -291,6 +292,8 @@ def raw_read(bootstrap: str, topics: Any, total: int) -> float:
         while seen < total:
             for records in consumer.poll(timeout_ms=200).values():
                 seen += len(records)
+                if keep is not None:
+                    keep.extend(records)
         return time.perf_counter() - started
     finally:
         consumer.close()
