@@ -336,6 +336,7 @@ def _insert_cost(tmp: Path, rows: int, dim: int = 384, batch: int = 5_000) -> No
     """Shard.write of the same 384-d embeddings into a shard with the lineage indexes and
     one without (the DDL less ``LINEAGE_INDEXES``), one transaction each in turn."""
     import ledger.store.shards as shards
+    from ledger.store.indexes import LINEAGE_INDEXES
 
     rng = np.random.default_rng(2)
     start = datetime(2026, 1, 1, tzinfo=UTC)
@@ -343,9 +344,7 @@ def _insert_cost(tmp: Path, rows: int, dim: int = 384, batch: int = 5_000) -> No
     full_ddl = shards.DDL
     writers = {}
     for variant in ("indexed", "plain"):
-        shards.DDL = (
-            full_ddl if variant == "indexed" else full_ddl.replace(shards.LINEAGE_INDEXES, "")
-        )
+        shards.DDL = full_ddl if variant == "indexed" else full_ddl.replace(LINEAGE_INDEXES, "")
         writers[variant] = _Writer(tmp / variant)
         _models(writers[variant], start)  # the first write runs the DDL
     shards.DDL = full_ddl
