@@ -19,7 +19,6 @@ import pyarrow as pa
 from ledger.contract.rules import ModelVersion
 from ledger.errors import ShardBusy, StoreError
 from ledger.store._db import _open_db, _run, _store_error
-from ledger.store.indexes import LINEAGE_INDEXES
 from ledger.store.positions import (
     MARKS_DDL,
     IdConflict,
@@ -59,14 +58,15 @@ CREATE TABLE IF NOT EXISTS decisions ({_ENVELOPE}
     subject_id VARCHAR, label VARCHAR, score DOUBLE, input_sha256 VARCHAR,{_SOURCE});
 CREATE TABLE IF NOT EXISTS deployments ({_ENVELOPE}
     from_version VARCHAR, reason VARCHAR, actor VARCHAR, summary MAP(VARCHAR, VARCHAR),{_SOURCE});
--- Shadow mode (schema 2 of the events): last, so older shards gain the column in place.
+-- Shadow mode (schema 2 of EmbeddingWritten / DecisionRecorded): last, so shards created
+-- before it gain the column in the same place.
 ALTER TABLE embeddings ADD COLUMN IF NOT EXISTS shadow BOOLEAN DEFAULT false;
 ALTER TABLE decisions ADD COLUMN IF NOT EXISTS shadow BOOLEAN DEFAULT false;
 CREATE TABLE IF NOT EXISTS dead_letters (
     topic VARCHAR, "partition" INTEGER, "offset" BIGINT, raw BLOB, reason VARCHAR,
     error VARCHAR, received_at TIMESTAMPTZ, redriven_at TIMESTAMPTZ);
 """
-DDL += MARKS_DDL + LINEAGE_INDEXES
+DDL += MARKS_DDL
 
 #: Arrow types of the event tables' columns, in table order (a batch is built to match).
 _ENV_TYPES: list[tuple[str, pa.DataType]] = [
