@@ -398,3 +398,114 @@ def test_recall_of_an_exhaustive_search_is_exactly_one_on_small_sharded_indices(
     with open_artifact(folder) as reader:
         r = measure_recall(read_facts(folder, reader), reader, search_k=100_000)
     assert r.recall == 1.0  # the truth keeps every shard's full top k
+
+
+def _streamed(root, ids, vectors, *, batch=700, extra=0, seed=3, **kw):
+    """build_index_streamed over ``ids``/``vectors`` arriving shuffled in batches, with
+    ``extra`` rows of unknown keys (older vectors) mixed in."""
+    order = np.argsort(np.array(ids))
+    sorted_ids = [ids[i] for i in order]
+    rng = np.random.default_rng(seed)
+    keys = rng.permutation(10 * len(ids))[: len(ids) + extra].astype(np.int64)
+    row_keys = keys[: len(ids)]  # the key of sorted_ids[k]
+    rows = np.concatenate([vectors[order], rng.standard_normal((extra, vectors.shape[1]))])
+    shuffle = rng.permutation(len(rows))
+
+    def batches():
+        for start in range(0, len(rows), batch):
+            pick = shuffle[start : start + batch]
+            yield keys[pick], rows[pick].astype(np.float32)
+
+    opts = {"model": "embedder", "version": "v1", "metric": "angular", "log_offsets": OFFSETS}
+    opts.update({"trees": 10, "jobs": 1, **kw})
+    return ledger.artifacts.index_build.build_index_streamed(
+        root,
+        entity_ids=sorted_ids,
+        row_keys=row_keys,
+        batches=batches(),
+        dimension=vectors.shape[1],
+        **opts,
+    )
+
+
+def test_streamed_build_gives_the_same_bytes_as_the_in_memory_one(tmp_path, data):
+    ids, vectors = data
+    plain = build(tmp_path / "a", ids, vectors, shards=2)
+    streamed = _streamed(tmp_path / "b", ids, vectors, extra=500, shards=2, jobs=2)
+    assert (streamed.input_sha256, streamed.checksum) == (plain.input_sha256, plain.checksum)
+    assert file_digests(tmp_path / "b" / streamed.relative_path) == file_digests(
+        tmp_path / "a" / plain.relative_path
+    )
+    # Only the artifact is left: no input files, no staging folder.
+    assert [p.name for p in (tmp_path / "b" / "embedder" / "v1").iterdir()] == [plain.position]
+
+
+def test_streamed_build_refuses_a_missing_or_repeated_vector(tmp_path, data):
+    ids, vectors = data[0][:50], data[1][:50]
+    sorted_ids = sorted(ids)
+    opts = {"model": "m", "version": "v1", "metric": "angular", "log_offsets": OFFSETS}
+    build_streamed = ledger.artifacts.index_build.build_index_streamed
+    keys = np.arange(50, dtype=np.int64)
+    rows = vectors.astype(np.float32)
+    with pytest.raises(ArtifactError, match="1 items of shard . have no vector"):
+        build_streamed(
+            tmp_path,
+            entity_ids=sorted_ids,
+            row_keys=keys,
+            batches=[(keys[1:], rows[1:])],
+            dimension=D,
+            **opts,
+        )
+    with pytest.raises(ArtifactError, match="written twice"):
+        build_streamed(
+            tmp_path,
+            entity_ids=sorted_ids,
+            row_keys=keys,
+            batches=[(keys, rows), (keys[:1], rows[:1])],
+            dimension=D,
+            **opts,
+        )
+    with pytest.raises(ArtifactError, match="sorted and unique"):
+        build_streamed(
+            tmp_path, entity_ids=ids, row_keys=keys, batches=[(keys, rows)], dimension=D, **opts
+        )
+    bad = rows.copy()
+    bad[3, 0] = np.nan
+    with pytest.raises(ContractError, match="finite"):
+        build_streamed(
+            tmp_path,
+            entity_ids=sorted_ids,
+            row_keys=keys,
+            batches=[(keys, bad)],
+            dimension=D,
+            **opts,
+        )
+    assert not (tmp_path / "m").exists() or list((tmp_path / "m" / "v1").iterdir()) == []
+
+
+def test_a_file_is_hashed_once_while_unchanged_and_again_once_written(tmp_path, monkeypatch):
+    import hashlib as real
+
+    calls = []
+    digest = real.file_digest
+    monkeypatch.setattr(
+        ledger.artifacts.manifest.hashlib,
+        "file_digest",
+        lambda f, name: calls.append(name) or digest(f, name),
+    )
+    path = tmp_path / "shard-0000.ann"
+    path.write_bytes(b"a" * 4096)
+    time.sleep(0.2)  # settled: older than the kernel's timestamp tick
+    first = ledger.artifacts.manifest.sha256_file(path)
+    assert ledger.artifacts.manifest.sha256_file(path) == first and len(calls) == 1
+    with path.open("r+b") as f:  # same size, one byte changed in place
+        f.write(b"b")
+    assert (
+        ledger.artifacts.manifest.sha256_file(path) == real.sha256(b"b" + b"a" * 4095).hexdigest()
+    )
+    assert len(calls) == 2
+    # Just written (within the settling time): never kept, hashed every time.
+    path.write_bytes(b"c" * 4096)
+    ledger.artifacts.manifest.sha256_file(path)
+    ledger.artifacts.manifest.sha256_file(path)
+    assert len(calls) == 4

@@ -19,6 +19,7 @@ import json
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -176,9 +177,47 @@ def load_manifest(path: Path | str) -> Manifest:
     return Manifest.from_json(text)
 
 
+# The sha256 of each file this process hashed (or was handed by a build worker), by file
+# (device, inode), with the file's size, mtime and ctime then: a file is hashed once per
+# process (when an artifact is published, then verified seconds later) unless it changed.
+# Any write through the file system moves mtime and ctime (user space cannot set ctime),
+# so a file changed since gets hashed again. The kernel stamps files with a coarse clock
+# (a tick, a few ms): a digest is kept only for a file last changed _SETTLED_NS before,
+# so that a write in the same tick as the hash cannot leave both stamps as they were. (A
+# re-read of an unchanged file would come from the page cache anyway, not the disk.)
+_DIGESTS: dict[tuple[int, int], tuple[tuple[int, int, int], str]] = {}
+_SETTLED_NS = 100_000_000
+
+
+def _stat_key(st: os.stat_result) -> tuple[tuple[int, int], tuple[int, int, int]]:
+    return (st.st_dev, st.st_ino), (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _keep(st: os.stat_result, digest: str, since_ns: int) -> None:
+    if since_ns - max(st.st_mtime_ns, st.st_ctime_ns) > _SETTLED_NS:
+        inode, state = _stat_key(st)
+        _DIGESTS[inode] = (state, digest)
+
+
 def sha256_file(path: Path) -> str:
+    """The sha256 of the file at ``path`` (hashed once per process while it is unchanged)."""
     with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        before = os.fstat(f.fileno())
+        inode, state = _stat_key(before)
+        known = _DIGESTS.get(inode)
+        if known is not None and known[0] == state:
+            return known[1]
+        started = time.time_ns()
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+        if _stat_key(os.fstat(f.fileno())) == (inode, state):  # unchanged while it was read
+            _keep(before, digest, started)
+    return digest
+
+
+def remember_sha256(path: Path, digest: str) -> None:
+    """Record ``digest`` as the sha256 of the file at ``path`` as it is now: for a file
+    another process just wrote and hashed (a build worker's shard)."""
+    _keep(os.stat(path), digest, time.time_ns())
 
 
 def overall_checksum(files: Mapping[str, str]) -> str:

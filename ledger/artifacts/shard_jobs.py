@@ -5,11 +5,11 @@ with :mod:`subprocess`: it imports nothing of the caller's (no ``__main__`` re-i
 script without an ``if __name__ == "__main__":`` guard runs once) and nothing of it is
 pickled. The protocol, per shard:
 
-1. the parent writes the shard's vectors, in item order, to ``<stem>.input.npy`` in the
-   artifact's staging folder (the worker memory-maps it) and starts the worker with stdin
-   and stdout pipes to itself and stderr to ``<stem>.log`` in staging, so that a worker
-   never holds the parent's own stdout/stderr (a wrapper waiting for their end of file
-   would wait for orphans);
+1. the shard's vectors are in its input file (raw float32 rows in item order, see
+   :mod:`ledger.artifacts.shard_inputs`; the worker reads it in chunks); the parent
+   starts the worker with stdin and stdout pipes to itself and stderr to ``<stem>.log``
+   in staging, so that a worker never holds the parent's own stdout/stderr (a wrapper
+   waiting for their end of file would wait for orphans);
 2. the parent writes the job (:class:`ShardJob`) as one JSON line on the worker's stdin and
    keeps stdin open: its end of file tells the worker that the parent is gone;
 3. the worker builds the shard and prints ``{"sha256": ...}``; the parent reads it, reaps
@@ -43,13 +43,14 @@ import numpy as np
 import numpy.typing as npt
 from annoy import AnnoyIndex
 
-from ledger.artifacts.manifest import fsync_path, sha256_file
+from ledger.artifacts.manifest import fsync_path, remember_sha256, sha256_file
 from ledger.errors import ArtifactError
 
 #: The module a worker process runs (``python -P -m`` it).
 WORKER_MODULE = "ledger.artifacts.shard_worker"
 
 Vectors = npt.NDArray[np.float32]
+_READ_ROWS = 4_096  # rows per read of a shard's input file (6 MB at 384-d)
 AnnoyMetric = Literal["angular", "euclidean", "dot"]
 
 
@@ -80,18 +81,31 @@ class ShardJob:
         return cls(data["input_path"], data["output_path"], ShardParams(**data["params"]))
 
 
-def build_shard_file(vectors: Vectors, output: Path, params: ShardParams) -> str:
-    """Build one shard with n_jobs=1, write it under a temporary name, fsync, rename; sha256."""
+def build_shard_file(input_path: Path, output: Path, params: ShardParams) -> str:
+    """Build one shard from its input file (raw float32 rows, item order) with n_jobs=1;
+    fsync, rename into place; its sha256.
+
+    The index is built in its file (Annoy's ``on_disk_build``): its nodes live in a file
+    mapping that the kernel can write back, not in anonymous memory, and the bytes are the
+    ones an in-memory build would save. The input is read in chunks, not memory-mapped, so
+    it never counts in the worker's resident memory.
+    """
     index = AnnoyIndex(params.dimension, cast(AnnoyMetric, params.metric))
     index.set_seed(params.seed)
-    # Rows as array('f'): Annoy reads them 2x faster than lists of floats (the float objects
-    # cost more than the adding) and 2x faster than numpy rows (measured, 384-d).
-    native = np.ascontiguousarray(vectors, dtype=np.float32)
-    for item, row in enumerate(native):
-        index.add_item(item, array("f", row.tobytes()))
-    index.build(params.trees, n_jobs=1)
     tmp = output.with_name(output.name + ".tmp")
-    index.save(str(tmp))
+    index.on_disk_build(str(tmp))
+    chunk = np.empty((_READ_ROWS, params.dimension), dtype="<f4")
+    item = 0
+    with input_path.open("rb", buffering=0) as f:
+        while size := f.readinto(chunk.data):
+            if size % (4 * params.dimension):
+                raise ArtifactError(f"{input_path.name} does not hold whole rows")
+            # Rows as array('f'): Annoy reads them 2x faster than lists of floats (the float
+            # objects cost more than the adding) and 2x faster than numpy rows (measured, 384-d).
+            for row in chunk[: size // (4 * params.dimension)]:
+                index.add_item(item, array("f", row.tobytes()))
+                item += 1
+    index.build(params.trees, n_jobs=1)
     index.unload()
     fsync_path(tmp)
     os.replace(tmp, output)
@@ -107,6 +121,7 @@ class _Worker:
     proc: subprocess.Popen[bytes]
     input_path: Path
     log_path: Path
+    output_path: Path
 
     @property
     def stdout(self) -> IO[bytes]:
@@ -121,10 +136,8 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
-def _start(staging: Path, name: str, vectors: Vectors) -> _Worker:
-    stem = Path(name).stem
-    input_path, log_path = staging / f"{stem}.input.npy", staging / f"{stem}.log"
-    np.save(input_path, vectors)
+def _start(staging: Path, name: str, input_path: Path) -> _Worker:
+    log_path = staging / f"{Path(name).stem}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(  # noqa: S603 - this interpreter, a module of ours, no shell
             [sys.executable, "-P", "-m", WORKER_MODULE],
@@ -133,11 +146,11 @@ def _start(staging: Path, name: str, vectors: Vectors) -> _Worker:
             stderr=log,
             env=_worker_env(),
         )
-    return _Worker(name, proc, input_path, log_path)
+    return _Worker(name, proc, input_path, log_path, staging / name)
 
 
-def _send(worker: _Worker, staging: Path, params: ShardParams) -> None:
-    job = ShardJob(str(worker.input_path.resolve()), str((staging / worker.name).resolve()), params)
+def _send(worker: _Worker, params: ShardParams) -> None:
+    job = ShardJob(str(worker.input_path.resolve()), str(worker.output_path.resolve()), params)
     stdin = cast(IO[bytes], worker.proc.stdin)  # Popen(stdin=PIPE)
     try:
         stdin.write(job.to_json() + b"\n")
@@ -170,6 +183,7 @@ def _finish(worker: _Worker) -> str:
         )
     worker.input_path.unlink()
     worker.log_path.unlink()
+    remember_sha256(worker.output_path, digest)  # verify needs not read it again
     return digest
 
 
@@ -190,17 +204,17 @@ def _stop(worker: _Worker) -> None:
 
 
 def build_in_workers(
-    staging: Path, shards: Iterable[tuple[str, Vectors]], params: ShardParams, *, workers: int
+    staging: Path, shards: Iterable[tuple[str, Path]], params: ShardParams, *, workers: int
 ) -> dict[str, str]:
-    """Build each ``(file name, vectors)`` of ``shards`` into ``staging``, at most ``workers``
-    processes at a time; sha256 by file name.
+    """Build each ``(file name, input file)`` of ``shards`` into ``staging``, at most
+    ``workers`` processes at a time; sha256 by file name. A worker deletes nothing: the
+    parent removes a shard's input once its worker is done.
 
-    ``shards`` is consumed lazily: a shard's input is written when a worker is free for it.
     On any exception (a failed worker, :class:`Terminated`, KeyboardInterrupt) the running
     workers are killed and reaped before it propagates.
 
     Example:
-        >>> build_in_workers(staging, [("shard-0000.ann", v0), ("shard-0001.ann", v1)],
+        >>> build_in_workers(staging, [("shard-0000.ann", in0), ("shard-0001.ann", in1)],
         ...                  ShardParams(32, "angular", 50, 1), workers=2)  # doctest: +SKIP
         {'shard-0000.ann': '9c1e...', 'shard-0001.ann': '04ab...'}
     """
@@ -214,7 +228,7 @@ def build_in_workers(
                     worker = _start(staging, *shard)
                     running.append(worker)  # first: from here on, an exception stops it
                     ready.register(worker.stdout, selectors.EVENT_READ, worker)
-                    _send(worker, staging, params)
+                    _send(worker, params)
                 if not running:
                     return digests
                 for key, _ in ready.select():

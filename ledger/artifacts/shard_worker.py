@@ -25,8 +25,6 @@ import sys
 import threading
 from pathlib import Path
 
-import numpy as np
-
 from ledger.artifacts.shard_jobs import ShardJob, build_shard_file
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -60,8 +58,7 @@ def main() -> int:
         return EXIT_ORPHANED
     job = ShardJob.from_json(line)
     threading.Thread(target=_exit_at_end_of_stdin, name="parent-watch", daemon=True).start()
-    vectors = np.load(job.input_path, mmap_mode="r")
-    digest = build_shard_file(vectors, Path(job.output_path), job.params)
+    digest = build_shard_file(Path(job.input_path), Path(job.output_path), job.params)
     sys.stdout.write(json.dumps({"sha256": digest}) + "\n")
     sys.stdout.flush()
     return 0

@@ -1,8 +1,9 @@
 """The checks of an index artifact against the log: count, purity and recall@k.
 
 Purity and recall read the stored vectors straight from the memory-mapped Annoy files
-(one numpy view per shard, no per-item calls); count and purity compare with the views of
-:func:`ledger.store.open_views` opened at the artifact's log position.
+(one numpy view per shard, no per-item calls; its pages are unmapped after each pass);
+count and purity compare with the views of :func:`ledger.store.open_views` opened at the
+artifact's log position.
 
 Purity is checked for every item, not a sample: each vector is reduced to a random
 projection (float64 dot product with a fixed Gaussian vector), computed by numpy on the
@@ -16,6 +17,7 @@ for the projections against ~5 s to fetch the vectors).
 from __future__ import annotations
 
 import bisect
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -30,7 +32,7 @@ from ledger.artifacts.index_build import AnnoyMetric
 from ledger.artifacts.index_reader import IndexReader
 from ledger.artifacts.manifest import ID_MAP, Manifest, shard_file
 from ledger.checks.exact import exact_topk, recall_at_k
-from ledger.store import Connection, arrow, registered
+from ledger.store import Connection, arrow, memory_capped, registered
 
 # Annoy stores item i as node i at offset i * node_size: a header of 32-bit words
 # (n_descendants, children[2], plus ``a`` for euclidean / ``dot_factor`` for dot)
@@ -42,6 +44,9 @@ _SEED = 20_261_127
 # |numpy - DuckDB| of the same projection is at most ~d * 2^-53 * sum|v_i r_i| (summation
 # order); 1e-9 of that scale leaves a margin of 10^4 and still separates any real change.
 _RELATIVE_TOLERANCE = 1e-9
+# DuckDB's memory during the purity query: without a cap it keeps every vector block it
+# scanned (~1.1x the vectors); its own hash tables (ids, fingerprints) need far less.
+PURITY_MEMORY_LIMIT = "1GB"
 
 Matrix = npt.NDArray[np.float32]
 
@@ -79,10 +84,14 @@ def shard_vectors(folder: Path, manifest: Manifest, shard: int) -> Matrix:
     path = folder / shard_file(shard)
     if n == 0:
         return np.zeros((0, d), np.float32)
-    try:
-        nodes = np.memmap(path, dtype="<f4", mode="r", shape=(n, stride))
-    except ValueError:
-        nodes = None  # shorter than the layout says: not the layout expected
+    with path.open("rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    # Shorter than the layout says: not the layout expected.
+    nodes = (
+        np.frombuffer(mapped, dtype="<f4", count=n * stride).reshape(n, stride)
+        if len(mapped) >= 4 * n * stride
+        else None
+    )
     annoy = AnnoyIndex(d, cast(AnnoyMetric, manifest.metric))
     annoy.load(str(path))  # memory-mapped: nothing is read until asked
     try:
@@ -94,6 +103,20 @@ def shard_vectors(folder: Path, manifest: Manifest, shard: int) -> Matrix:
         return np.array([annoy.get_item_vector(i) for i in range(n)], dtype=np.float32)
     finally:
         annoy.unload()
+
+
+def drop_pages(vectors: Matrix) -> None:
+    """Unmap the pages of a shard's vectors from this process after a pass over them (they
+    stay in the page cache and come back on the next read): the checks read every item,
+    and the pages they touched would otherwise count in the process's resident memory
+    until the end of verify, ~1x the vectors (DESIGN decision 11)."""
+    base: object = vectors
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):  # np.frombuffer's: the mapping is its object
+        base = base.obj
+    if isinstance(base, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        base.madvise(mmap.MADV_DONTNEED)
 
 
 def read_facts(folder: Path, reader: IndexReader) -> IndexFacts:
@@ -159,12 +182,14 @@ def compare_items(con: Connection, facts: IndexFacts, model: str, version: str) 
         if len(rows) != len(vectors):
             continue  # the id map disagrees with the shard: the count check reports it
         fp[rows], scale = _fingerprints(vectors, r)
+        drop_pages(vectors)
         tolerance[rows] = _RELATIVE_TOLERANCE * scale + 1e-30
     index_fp = pa.table(
         {"entity_id": facts.id_map.column("entity_id"), "fp": fp, "tolerance": tolerance}
     )
     params = {"model": model, "version": version, "r": r.tolist()}
-    with registered(con, "_index_fp", index_fp):
+    # The query reads every stored vector of the model: capped, DuckDB does not keep them.
+    with registered(con, "_index_fp", index_fp), memory_capped(con, PURITY_MEMORY_LIMIT):
         problems = arrow(con, _COMPARE_SQL, **params)
     ids = problems.column("entity_id").to_pylist()
     kinds = problems.column("problem").to_pylist()
@@ -247,6 +272,7 @@ def measure_recall(
             continue
         global_rows = np.flatnonzero(where == shard)
         idx, dist = exact_topk(vectors, queries, k + 1, metric)
+        drop_pages(vectors)
         cand_rows.append(global_rows[idx])
         cand_dist.append(dist)
     all_rows = np.concatenate(cand_rows, axis=1)

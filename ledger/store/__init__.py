@@ -18,7 +18,16 @@ This module alone catches ``duckdb.Error``; it becomes :class:`StoreError`
 (``transient=True`` for a lock held by another process).
 """
 
-from ledger.store._db import Connection, arrow, registered, rows, vector_matrix
+from ledger.store._db import (
+    Connection,
+    arrow,
+    memory_capped,
+    record_batches,
+    registered,
+    release_cache,
+    rows,
+    vector_matrix,
+)
 from ledger.store.read import POSITION_TABLE, append_rows, attach_read_only, open_views
 from ledger.store.shards import (
     ARROW_SCHEMAS,
@@ -60,4 +69,7 @@ __all__ = [
     "shard_dir",
     "shard_paths",
     "vector_matrix",
+    "record_batches",
+    "memory_capped",
+    "release_cache",
 ]

@@ -6,7 +6,7 @@ API the rest of the ledger uses on a views connection (:func:`arrow`, :func:`row
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import duckdb
@@ -95,6 +95,77 @@ def rows(con: Connection, sql: str, **params: Any) -> list[tuple[Any, ...]]:
         raise _store_error(exc, "query") from exc
 
 
+#: DuckDB's memory while :func:`record_batches` streams: its buffer pool keeps the blocks a
+#: scan read (1.1x the vectors of a full scan, measured) until memory_limit, 80% of RAM by
+#: default; capped, it evicts them as it goes (they are read-only blocks of the shard files).
+STREAM_MEMORY_LIMIT = "256MB"
+
+
+def record_batches(
+    con: Connection, sql: str, *, batch_rows: int = 16_384, **params: Any
+) -> Iterator[pa.RecordBatch]:
+    """Run ``sql`` with named ``$params`` on ``con``; its result in record batches of at
+    most ``batch_rows`` rows, as DuckDB produces them, for a result too big to hold.
+
+    Meant for queries without a blocking operator (ORDER BY, a window, a big join), which
+    DuckDB streams: while the batches are read, its memory is capped at
+    ``STREAM_MEMORY_LIMIT`` so that the scan does not keep what it read; at the end the
+    cache is released (:func:`release_cache`). Read
+    the batches to the end before the next query on ``con``. DuckDB errors become
+    :class:`StoreError`.
+
+    Example:
+        >>> [b.num_rows for b in record_batches(duckdb.connect(), "FROM range(5)", batch_rows=2)]
+        [2, 2, 1]
+    """
+    with memory_capped(con, STREAM_MEMORY_LIMIT):
+        try:
+            yield from con.sql(sql, params=params).to_arrow_reader(batch_rows)
+        except duckdb.Error as exc:
+            raise _store_error(exc, "query") from exc
+
+
+@contextmanager
+def memory_capped(con: Connection, limit: str) -> Iterator[None]:
+    """While the block runs, DuckDB on ``con`` uses at most ``limit`` (e.g. ``"1GB"``): it
+    evicts the shard blocks it cached instead of keeping every block a scan read, and
+    spills what it must keep to its temp_directory. At the end the cache is released
+    (:func:`release_cache`) and memory_limit is DuckDB's default again.
+
+    Example:
+        >>> with memory_capped(duckdb.connect(), "256MB"):
+        ...     pass
+    """
+    try:
+        _run(con, f"SET memory_limit = '{_sql_str(limit)}'")
+    except duckdb.Error as exc:
+        raise _store_error(exc, "capping memory") from exc
+    try:
+        yield
+    finally:
+        release_cache(con)
+
+
+def release_cache(con: Connection) -> None:
+    """Let go of the shard blocks DuckDB cached on ``con`` (they are read again if needed):
+    after a query that scanned the wide vector column, so that its ~1x of the vectors is
+    not held through what follows. Resets memory_limit to DuckDB's default.
+
+    Example:
+        >>> release_cache(duckdb.connect())
+    """
+    # Lowering the limit evicts every unpinned block at once (and DuckDB's allocator
+    # returns the memory); the default then comes back.
+    try:
+        # Refused when pinned memory cannot be evicted (a temporary table): then only the
+        # cache stays, which is no error.
+        with suppress(duckdb.Error):
+            _run(con, "SET memory_limit = '1MB'")
+        _run(con, "RESET memory_limit")
+    except duckdb.Error as exc:
+        raise _store_error(exc, "releasing the cache") from exc
+
+
 @contextmanager
 def registered(con: Connection, name: str, table: pa.Table) -> Iterator[None]:
     """Show ``table`` to the queries on ``con`` as view ``name`` while the block runs.
@@ -118,15 +189,19 @@ def registered(con: Connection, name: str, table: pa.Table) -> Iterator[None]:
             raise _store_error(exc, f"unregistering {name}") from exc
 
 
-def vector_matrix(table: pa.Table, dimension: int | None = None) -> npt.NDArray[np.float32]:
-    """The ``vector`` column (DuckDB ``FLOAT[]``) of ``table`` as an ``(n, d)`` float32
-    matrix, in one pass over the Arrow buffers. ``dimension`` is needed for an empty table.
+def vector_matrix(
+    table: pa.Table | pa.RecordBatch, dimension: int | None = None
+) -> npt.NDArray[np.float32]:
+    """The ``vector`` column (DuckDB ``FLOAT[]``) of ``table`` (or of one record batch) as
+    an ``(n, d)`` float32 matrix, in one pass over the Arrow buffers. ``dimension`` is
+    needed for an empty table.
 
     Example:
         >>> vector_matrix(pa.table({"vector": [[1.0, 2.0], [3.0, 4.0]]})).tolist()
         [[1.0, 2.0], [3.0, 4.0]]
     """
-    column = table.column("vector").combine_chunks()
+    found = table.column("vector")
+    column = found.combine_chunks() if isinstance(found, pa.ChunkedArray) else found
     values: npt.NDArray[np.float32] = column.flatten().to_numpy(zero_copy_only=False)
     return values.astype("<f4", copy=False).reshape(
         table.num_rows, -1 if dimension is None else dimension

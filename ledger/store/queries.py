@@ -13,6 +13,25 @@ ITEMS_SQL = """
 """
 
 
+#: The ids of the index items of (model, version), in entity-id order, each with the row
+#: key of its vector (see ``VERSION_VECTORS_SQL``): ITEMS_SQL without the wide columns. A
+#: row key is where the event sits in the log, as one int64: partition * 2**47 + offset
+#: (Kafka partitions are few; offsets stay below 2**47).
+ITEM_KEYS_SQL = """
+    SELECT entity_id, "partition"::BIGINT * 140737488355328 + "offset" AS row_key
+    FROM version_embeddings($model, $version)
+    ORDER BY entity_id
+"""
+
+#: Every stored vector of (model, version), in storage order, with its row key: no sort and
+#: no window, so DuckDB streams it. Older vectors of an entity are among them; the row keys
+#: of ITEM_KEYS_SQL say which rows are the items.
+VERSION_VECTORS_SQL = """
+    SELECT "partition"::BIGINT * 140737488355328 + "offset" AS row_key, vector FROM embeddings
+    WHERE model = $model AND model_version = $version
+"""
+
+
 #: The decision table of (model, version): each subject's latest V decision, in subject order.
 DECISIONS_SQL = """
     SELECT subject_id, label, score, event_id, event_time, producer

@@ -106,7 +106,7 @@ def _role(pid: int, root: int) -> str:
         return "gone"
     if "resource_tracker" in cmd:
         return "tracker"
-    return "worker" if "spawn_main" in cmd else "other"
+    return "worker" if "shard_worker" in cmd or "spawn_main" in cmd else "other"
 
 
 @dataclass
@@ -126,6 +126,8 @@ class TreeMemory:
     samples: int = 0
     per_process: dict[int, tuple[str, int]] = field(default_factory=dict)
     at_peak: dict[str, int] = field(default_factory=dict)
+    #: (wall-clock time, summed VmRSS KiB, summed RssAnon KiB) of every sample
+    series: list[tuple[float, int, int]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -158,7 +160,9 @@ class TreeMemory:
                     )
                     for role in {r for r, _ in self.per_process.values()}
                 }
-            self.peak_anon_kb = max(self.peak_anon_kb, sum(s.get("RssAnon", 0) for s in stats))
+            anon = sum(s.get("RssAnon", 0) for s in stats)
+            self.peak_anon_kb = max(self.peak_anon_kb, anon)
+            self.series.append((time.time(), total, anon))
             self.samples += 1
             self._stop.wait(self.interval)
 
@@ -204,6 +208,7 @@ def run_case(name: str, case: str, argv: list[str]) -> dict[str, Any]:
         ),
         workers=sum(1 for r, _ in memory.per_process.values() if r == "worker"),
         at_peak_kb=memory.at_peak,
+        memory_series=memory.series,
         child_wall_s=wall,
     )
     return result

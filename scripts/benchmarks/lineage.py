@@ -37,6 +37,12 @@ PREFIX = "bench"
 PARTITIONS = 4
 VERSIONS = ("v1", "v2", "v3")
 EMB, CLF = "bench-embedder", "bench-classifier"
+#: ART indexes on the id columns, which make one entity's lineage an index lookup (measured
+#: here, not in the shard DDL: see BENCHMARKS.md, "Lineage at 10M").
+LINEAGE_INDEXES = """
+CREATE INDEX IF NOT EXISTS embeddings_entity_id ON embeddings (entity_id);
+CREATE INDEX IF NOT EXISTS decisions_subject_id ON decisions (subject_id);
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,9 +58,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--what-if",
         default="index,sorted",
         help="changed copies of the shard to time the query on: index (ART indexes on the id "
-        "columns), sorted (tables rewritten in id order); '' for none",
+        "columns, LINEAGE_INDEXES), sorted (tables rewritten in id order); '' for none",
     )
     parser.add_argument("--plan", type=Path, default=None, help="write EXPLAIN ANALYZE here")
+    parser.add_argument(
+        "--insert-cost",
+        type=int,
+        default=0,
+        metavar="ROWS",
+        help="instead: the lineage indexes' cost on inserts, ROWS 384-d embeddings written in "
+        "5,000-row transactions into two fresh shards, with and without them, interleaved",
+    )
 
 
 class _Writer:
@@ -299,7 +313,8 @@ def _lookups(home: Path, picks: list[str]) -> tuple[float, list[float], list[int
 
 def _what_if(home: Path, tmp: Path, picks: list[str], how: str) -> float:
     """Median lineage ms on a copy of the shard changed by ``how``: ``index`` adds ART
-    indexes on the id columns; ``sorted`` rewrites the tables ordered by id (zone maps)."""
+    indexes on the id columns (``LINEAGE_INDEXES``); ``sorted`` rewrites the tables ordered
+    by id (zone maps)."""
     import duckdb
 
     copy = tmp / f"what-if-{how}"
@@ -322,9 +337,75 @@ def _what_if(home: Path, tmp: Path, picks: list[str], how: str) -> float:
     return statistics.median(times[1:])
 
 
+def _insert_cost(tmp: Path, rows: int, dim: int = 384, batch: int = 5_000) -> None:
+    """Shard.write of the same 384-d embeddings into a shard with the lineage indexes (the
+    DDL plus ``LINEAGE_INDEXES``) and one without, one transaction each in turn."""
+    import ledger.store.shards as shards
+
+    rng = np.random.default_rng(2)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    order = rng.permutation(rows)
+    full_ddl = shards.DDL
+    writers = {}
+    for variant in ("indexed", "plain"):
+        shards.DDL = full_ddl + LINEAGE_INDEXES if variant == "indexed" else full_ddl
+        writers[variant] = _Writer(tmp / variant)
+        _models(writers[variant], start)  # the first write runs the DDL
+    shards.DDL = full_ddl
+    seconds: dict[str, list[float]] = {v: [] for v in writers}
+    for lo in range(0, rows, batch):
+        n = min(batch, rows - lo)
+        batch_ids = [entity_id(int(i)) for i in order[lo : lo + n]]
+        flat = pa.array(rng.standard_normal(n * dim, dtype=np.float32))
+        cols = {
+            "event_time": [start] * n,
+            "model": [EMB] * n,
+            "model_version": ["v1"] * n,
+            "entity_id": batch_ids,
+            "content_sha256": ["0" * 64] * n,
+            "dimension": [dim] * n,
+            "vector": pa.ListArray.from_arrays(
+                pa.array(np.arange(0, n * dim + 1, dim, dtype=np.int32)), flat
+            ),
+            "shadow": [False] * n,
+        }
+        parts = _partition(batch_ids)
+        turn = ("indexed", "plain") if (lo // batch) % 2 == 0 else ("plain", "indexed")
+        for variant in turn:
+            t = time.perf_counter()
+            writers[variant].write("embeddings", f"{PREFIX}.embeddings", cols, parts)
+            seconds[variant].append(time.perf_counter() - t)
+    closed = {}
+    for variant, w in writers.items():
+        t = time.perf_counter()
+        w.close()  # the checkpoint
+        closed[variant] = time.perf_counter() - t
+    tenth = max(1, len(seconds["plain"]) // 10)
+    for variant, times in seconds.items():
+        size = sum(f.stat().st_size for f in (tmp / variant / "shards").glob("*.duckdb"))
+        figure(
+            f"insert_{variant}",
+            f"{rows / sum(times):,.0f} rows/s ({rows:,} x {dim}-d rows, {batch:,}-row "
+            f"transactions); first tenth {batch * tenth / sum(times[:tenth]):,.0f}/s, last tenth "
+            f"{batch * tenth / sum(times[-tenth:]):,.0f}/s; close {closed[variant]:.2f} s; "
+            f"{size / 2**30:.2f} GiB",
+        )
+    figure(
+        "insert_indexed_vs_plain",
+        f"{sum(seconds['indexed']) / sum(seconds['plain']):.3f} (time with the indexes / without)",
+    )
+
+
 def run(args: argparse.Namespace) -> None:
     from ledger.ops.audit import LINEAGE_SQL
     from ledger.store import open_views
+
+    if args.insert_cost:
+        print(f"machine: load average {load()}")
+        with tempfile.TemporaryDirectory(prefix="bench-insert-") as tmp_name:
+            _insert_cost(Path(tmp_name), args.insert_cost)
+        print(f"load average at the end: {load()}")
+        return
 
     per_entity = args.per_entity
     entities = -(-args.events // (2 * per_entity))  # ceil: at least --events events

@@ -83,6 +83,7 @@ def _child_rollback(args: argparse.Namespace) -> None:
     # catches up again, so "catch-up" can appear twice).
     segments: list[list[Any]] = []
     started = time.perf_counter()
+    epoch = time.time()  # to line the phases up with the parent's memory samples
 
     def progress(phase: str, done: int, total: int) -> None:
         now = time.perf_counter() - started
@@ -116,6 +117,7 @@ def _child_rollback(args: argparse.Namespace) -> None:
         args.result,
         {
             "total_s": total,
+            "epoch": epoch,
             "segments": segments,
             "switched": result.switched,
             "items": result.plan.models[0].index_items,
@@ -217,6 +219,17 @@ def _phases(name: str, result: dict[str, Any]) -> float:
         seen[phase] = seen.get(phase, 0) + 1
         label = phase if seen[phase] == 1 else f"{phase}-{seen[phase]}"
         figure(f"{name}_phase_{label}_s", f"{last - first:.2f} ({done}/{total})")
+        inside_phase = [
+            (kb, anon)
+            for t, kb, anon in result.get("memory_series", [])
+            if first <= t - result.get("epoch", 0.0) <= last
+        ]
+        if inside_phase:
+            kb, anon = max(inside_phase)
+            print(
+                f"{name}_phase_{label}_peak_rss: {kb / 2**20:.2f} GiB (anon {anon / 2**20:.2f})",
+                flush=True,
+            )
         inside += last - first
         timeline.append(f"{label} {first:.1f}-{last:.1f}")
     outside = result["total_s"] - inside

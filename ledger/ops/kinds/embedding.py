@@ -10,14 +10,16 @@ latest event (write or deletion, any version) is a write, in log order.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
-from ledger.artifacts.index_build import DEFAULT_TREES, build_index
+from ledger.artifacts.index_build import DEFAULT_TREES, build_index_streamed
 from ledger.checks.artifact import check_index
 from ledger.checks.check import Check
 from ledger.checks.mixed import MIXED_EMBEDDINGS_SQL, MixedState, mixed_state
@@ -28,8 +30,8 @@ from ledger.log.producer import Producer
 from ledger.ops.kinds.base import BuildContext, Hooks, ModelPlan
 from ledger.ops.metrics import ComparisonSpec, EmbeddingComparison, compare_embeddings
 from ledger.ops.rates import record_rate
-from ledger.store import Connection, arrow, rows, vector_matrix
-from ledger.store.queries import ITEMS_SQL, serving_version
+from ledger.store import Connection, arrow, record_batches, rows, vector_matrix
+from ledger.store.queries import ITEM_KEYS_SQL, ITEMS_SQL, VERSION_VECTORS_SQL, serving_version
 
 # One row: the counts, and only the ids a plan lists (gap, stale), each in entity-id order.
 _EMBEDDING_SETS = """
@@ -179,27 +181,38 @@ class EmbeddingKind:
         return len(todo)
 
     def build(self, con: Connection, plan: ModelPlan, at: BuildContext) -> Path:
+        """Stream the version's vectors out of the store into the build (DESIGN decision 11):
+        only the ids and row keys are held, the vectors one batch at a time."""
         p = _own(plan)
         started = time.perf_counter()
         at.progress("load", 0, p.items)
-        table = arrow(con, ITEMS_SQL, model=p.model, version=p.to_version)
-        vectors = vector_matrix(table, p.dimension)
-        at.progress("load", p.items, p.items)
-        record_rate(at.home, "load", p.items, time.perf_counter() - started, items=p.items)
-        started = time.perf_counter()
-        at.progress("build", 0, p.items)
-        manifest = build_index(
+        keys = arrow(con, ITEM_KEYS_SQL, model=p.model, version=p.to_version)
+        items = keys.num_rows
+
+        def batches() -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
+            for b in record_batches(con, VERSION_VECTORS_SQL, model=p.model, version=p.to_version):
+                yield b.column("row_key").to_numpy(), vector_matrix(b, p.dimension)
+            # Every input file is written: the load ends here and the Annoy build starts.
+            nonlocal started
+            at.progress("load", items, items)
+            record_rate(at.home, "load", items, time.perf_counter() - started, items=items)
+            started = time.perf_counter()
+            at.progress("build", 0, items)
+
+        manifest = build_index_streamed(
             at.root,
             model=p.model,
             version=p.to_version,
-            entity_ids=table.column("entity_id").to_pylist(),
-            vectors=vectors,
+            entity_ids=keys.column("entity_id").to_pylist(),
+            row_keys=keys.column("row_key").to_numpy(),
+            batches=batches(),
+            dimension=p.dimension,
             metric=p.metric,
             log_offsets=at.log_offsets,
         )
-        at.progress("build", p.items, p.items)
-        work = p.items * p.dimension * manifest.trees
-        record_rate(at.home, "build", work, time.perf_counter() - started, items=p.items)
+        at.progress("build", items, items)
+        work = items * p.dimension * manifest.trees
+        record_rate(at.home, "build", work, time.perf_counter() - started, items=items)
         return at.root / str(manifest.relative_path)
 
     def checks(
