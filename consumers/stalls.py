@@ -13,10 +13,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from kafka import KafkaConsumer, TopicPartition
 
 from consumers.batch import BatchBuilder
 from ledger.errors import BrokerError, CorruptMessage
+from ledger.log.clients import ConsumerSettings, Partition, open_consumer
 from ledger.store import Batch
 
 #: The main loop suspects a stall after this many drained polls without progress ...
@@ -26,6 +26,8 @@ STALL_SECONDS = 2.0
 #: The probe takes an offset for empty after its fetches returned nothing for this long
 #: while the log goes on past it (a broker answers a fetch of one partition in ms).
 EMPTY_SECONDS = 1.0
+#: The probe reads one record at a time, and the broker answers an empty fetch at once.
+PROBE_SETTINGS = ConsumerSettings(strict=True, max_records=1, fetch_wait_ms=10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +69,7 @@ class StallWatch:
 
 
 def find_next_record(
-    bootstrap: str, tp: TopicPartition, offset: int, *, timeout: float = 60.0
+    bootstrap: str, tp: Partition, offset: int, *, timeout: float = 60.0
 ) -> NextRecord:
     """The first record of ``tp`` at or after ``offset``, stepping over offsets that hold
     no record (empty batches).
@@ -80,7 +82,7 @@ def find_next_record(
         BrokerError: no answer within ``timeout`` seconds.
 
     Example:
-        >>> find_next_record(bs, TopicPartition("ledger.embeddings", 0), 5)  # doctest: +SKIP
+        >>> find_next_record(bs, Partition("ledger.embeddings", 0), 5)  # doctest: +SKIP
         NextRecord(offset=6, value=b'\\xc3\\x01...', found=True)
     """
     deadline = time.monotonic() + timeout
@@ -92,22 +94,15 @@ def find_next_record(
         at += 1
 
 
-def _fetch_at(bootstrap: str, tp: TopicPartition, at: int, deadline: float) -> NextRecord | None:
+def _fetch_at(bootstrap: str, tp: Partition, at: int, deadline: float) -> NextRecord | None:
     """What a fetch from ``at`` finds: a record, or the log's end; None: no record there."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        auto_offset_reset="none",
-        allow_auto_create_topics=False,
-        fetch_max_wait_ms=10,
-        max_poll_records=1,
-    )
+    consumer = open_consumer(bootstrap, PROBE_SETTINGS)
     try:
         consumer.assign([tp])
         consumer.seek(tp, at)
         answered = None
         while True:
-            records = consumer.poll(timeout_ms=200).get(tp)
+            records = consumer.poll(0.2, 1).get(tp)
             if records:
                 return NextRecord(records[0].offset, records[0].value, True)
             hw = consumer.highwater(tp)
@@ -127,7 +122,7 @@ def _fetch_at(bootstrap: str, tp: TopicPartition, at: int, deadline: float) -> N
         consumer.close()
 
 
-def empty_range(builder: BatchBuilder, tp: TopicPartition, at: int, end: int) -> Batch:
+def empty_range(builder: BatchBuilder, tp: Partition, at: int, end: int) -> Batch:
     """The transaction that steps over offsets ``at..end-1`` (no record there):
     1. a dead letter for the range, so nothing is skipped in silence;
     2. the partition's next offset ``end``, in the same transaction."""

@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from ledger.contract.events import Topics
 from ledger.errors import BrokerError
 from ledger.log.broker import connect_client
+from ledger.log.clients.base import LogConsumer, Partition
 
 #: Unlimited retention: the log is the history (DESIGN decision 9).
 TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}
@@ -46,14 +47,14 @@ def init_topics(bootstrap: str, topics: Topics, *, partitions: int = 4) -> list[
         admin.close()
 
 
-def partitions_of(consumer: KafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+def partitions_of(consumer: LogConsumer, topics: Iterable[str]) -> list[Partition]:
     """All partitions of ``topics``.
 
     Raises BrokerError for a topic the broker does not have (a mistyped topic prefix, or
-    ``ledger init`` not run): kafka-python answers an unknown topic with an empty set, which
+    ``ledger init`` not run): a client answers an unknown topic with no partitions, which
     would otherwise read as "nothing to do".
     """
-    out: list[TopicPartition] = []
+    out: list[Partition] = []
     for topic in topics:
         parts = consumer.partitions_for_topic(topic)  # a metadata request when not cached
         deadline = time.monotonic() + 2  # a topic just created may take a moment to show
@@ -66,7 +67,7 @@ def partitions_of(consumer: KafkaConsumer, topics: Iterable[str]) -> list[TopicP
                 hint="check the topic prefix, or create the ledger's topics with init_topics()",
                 cli_hint="check --topic-prefix, or create the topics with `ledger init`",
             )
-        out.extend(TopicPartition(topic, p) for p in sorted(parts))
+        out.extend(Partition(topic, p) for p in sorted(parts))
     return out
 
 
