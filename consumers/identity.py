@@ -30,6 +30,7 @@ Key = tuple[str, int]
 #: Seconds to wait for another shard's writer to let go of its file, per shard.
 PEEK_TIMEOUT = 1.0
 
+
 def record_sha256(value: bytes | None) -> str:
     """The sha256 (hex) of a record's value, as a log mark keeps it."""
     return hashlib.sha256(value or b"").hexdigest()

@@ -136,6 +136,10 @@ class Materialiser:
         self._verify: dict[tuple[str, int], LogMark] = {}
         self._topic_ids: dict[str, str] = {}  # as the broker reported them when positioned
         self._stalls = StallWatch()
+        # Within one poll: the next offset expected per partition; ranges found without
+        # records (librdkafka steps over them), to be dead-lettered after the poll's write.
+        self._ahead: dict[tuple[str, int], int] = {}
+        self._gaps: list[tuple[Partition, int, int]] = []
         self._moved = 0.0  # when the last message was read (a catch-up's patience)
         self._writer: ShardWriter | None = None
         try:
@@ -170,9 +174,8 @@ class Materialiser:
         return consumer
 
     def _revoked(self, revoked: Sequence[Partition]) -> None:
-        """The group took partitions away (inside poll)."""
-        # A transaction in flight for these partitions may still commit: harmless, its
-        # rows carry event ids that the views dedupe, and its offsets are this shard's own.
+        """The group took partitions away (inside poll). A transaction in flight for them may
+        still commit: harmless, the views dedupe event ids, and the offsets are its own."""
         for tp in revoked:
             self._next.pop(_key(tp), None)
             self._verify.pop(_key(tp), None)
@@ -263,12 +266,15 @@ class Materialiser:
                         f"no progress for {patience:.0f}s: {self._waiting_for(consumer)}"
                     )
                 polled, drained = self._poll(consumer)
+                self._ahead.clear()
                 if polled:
                     self._moved = time.monotonic()
                     self._write(consumer, polled)
                 else:
                     self._drain(consumer)
                     self.shard.idle()  # nothing to write: let readers have the file
+                if self._gaps:
+                    self._step_over_gaps(consumer)
                 if drained:
                     self._watch_stalls(consumer, {(m.topic, m.partition) for m in polled})
                 self._check_gaps(consumer)
@@ -293,8 +299,8 @@ class Materialiser:
                     check_same_topic(consumer, tp, self._topic_ids)  # before it is stored
                     if self._verify and _key(tp) in self._verify:
                         records = self._verified(tp, records)
-                    out.extend(records)
-                if len(out) >= self.max_batch:
+                    out.extend(self._before_gap(consumer, tp, records))
+                if len(out) >= self.max_batch or self._gaps:
                     drained = False
                     break
                 # Top up the transaction with fetches already buffered.
@@ -308,6 +314,35 @@ class Materialiser:
             self._prepare(consumer, tps)
         self._sync_positions(consumer)
         return out, drained
+
+    def _before_gap(
+        self, consumer: LogConsumer, tp: Partition, records: Sequence[LogRecord]
+    ) -> Sequence[LogRecord]:
+        """``records`` up to the first offset past the one expected: librdkafka steps over
+        offsets without records (an empty batch) in silence; the range is dead-lettered
+        (:meth:`_step_over_gaps`), then the partition read again from the record after it."""
+        key = _key(tp)
+        expected = self._ahead.get(key, self._next.get(key))
+        if not records or expected is None:
+            return records
+        if records[0].offset == expected and records[-1].offset - expected == len(records) - 1:
+            self._ahead[key] = records[-1].offset + 1  # contiguous: the usual case
+            return records
+        cut = next((i for i, r in enumerate(records) if r.offset != expected + i), len(records))
+        if cut < len(records):
+            self._gaps.append((tp, expected + cut, records[cut].offset))
+            consumer.seek(tp, records[cut].offset)
+        self._ahead[key] = expected + cut
+        return records[:cut]
+
+    def _step_over_gaps(self, consumer: LogConsumer) -> None:
+        """Dead-letter the offset ranges :meth:`_before_gap` found without records, each
+        in a transaction after the records before it, moving the stored position past."""
+        gaps, self._gaps = self._gaps, []
+        for tp, at, end in gaps:
+            builder = BatchBuilder(self._schemas, self.registry, self.topics)
+            log.warning("%s: no record at offsets %d..%d", _where(tp), at, end - 1)
+            self._submit(consumer, builder, empty_range(builder, tp, at, end))
 
     def _verified(self, tp: Partition, records: Sequence[LogRecord]) -> Sequence[LogRecord]:
         """Check the first record read after positioning against the log mark; return the
@@ -463,4 +498,3 @@ class Materialiser:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

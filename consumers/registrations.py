@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-
 from consumers.stalls import STALL_SECONDS, find_next_record
 from ledger.contract.rules import Registry
 from ledger.contract.schemas import SchemaStore

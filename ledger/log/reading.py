@@ -10,7 +10,15 @@ import time
 from collections.abc import Iterator, Sequence
 
 from ledger.errors import BrokerError
-from ledger.log.clients import ConsumerSettings, LogRecord, TransportError, open_consumer
+from ledger.log.clients import (
+    ConsumerSettings,
+    LogConsumer,
+    LogRecord,
+    Partition,
+    TransportError,
+    open_consumer,
+)
+from ledger.log.probe import STALL_SECONDS, find_next_record
 from ledger.log.topics import partitions_of
 
 #: A full read: large fetches; the broker answers an empty fetch at once, since here only
@@ -32,6 +40,7 @@ def read_to_end(
         for tp in tps:
             consumer.seek(tp, 0)
         pending = set(tps)
+        still: dict[Partition, tuple[int, float]] = {}  # position, and since when
         deadline = time.monotonic() + timeout
         while pending:
             if time.monotonic() > deadline:
@@ -43,8 +52,7 @@ def read_to_end(
             for tp in sorted(batch):
                 yield from batch[tp]
             for tp in list(pending):
-                hw = consumer.highwater(tp)
-                if hw is not None and consumer.position(tp) >= hw:
+                if _at_end(bootstrap, consumer, tp, still):
                     pending.discard(tp)
     except TransportError as exc:
         raise BrokerError(
@@ -53,3 +61,23 @@ def read_to_end(
         ) from exc
     finally:
         consumer.close()
+
+
+def _at_end(
+    bootstrap: str, consumer: LogConsumer, tp: Partition, still: dict[Partition, tuple[int, float]]
+) -> bool:
+    """Whether ``tp`` is read to its end. A position that stays short of the end may stand
+    before offsets that hold no record (an empty batch): probe, and step over them."""
+    hw, at, now = consumer.highwater(tp), consumer.position(tp), time.monotonic()
+    if hw is not None and at >= hw:
+        return True
+    seen = still.get(tp)
+    if seen is None or seen[0] != at:
+        still[tp] = (at, now)
+    elif hw is not None and now - seen[1] > STALL_SECONDS:
+        found = find_next_record(bootstrap, tp, at)
+        if not found.found:
+            return True
+        consumer.seek(tp, found.offset)
+        still[tp] = (found.offset, now)
+    return False

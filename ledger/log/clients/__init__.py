@@ -124,7 +124,5 @@ def open_consumer(bootstrap: str, settings: ConsumerSettings | None = None) -> L
 def open_producer(bootstrap: str, timeouts: BrokerTimeouts, **kafka_config: Any) -> ProducerClient:
     """A producer of the client in use; ``kafka_config`` in kafka-python's names
     (``linger_ms``; librdkafka also takes its own dotted names)."""
-    producer: ProducerClient = _module(client_name()).Producer(
-        bootstrap, timeouts, **kafka_config
-    )
+    producer: ProducerClient = _module(client_name()).Producer(bootstrap, timeouts, **kafka_config)
     return producer

@@ -56,6 +56,12 @@ TOPIC_ID_TTL_S = 5.0
 #: for each idle connection the broker closes (Tansu closes them after a few seconds).
 _COMMON: dict[str, Any] = {"log.connection.close": False, "logger": log}
 
+# librdkafka's local (client-side) error codes are spelled with a leading underscore.
+_TIMED_OUT = KafkaError._TIMED_OUT  # noqa: SLF001
+_TRANSPORT = KafkaError._TRANSPORT  # noqa: SLF001
+_ALL_BROKERS_DOWN = KafkaError._ALL_BROKERS_DOWN  # noqa: SLF001
+_AUTO_OFFSET_RESET = KafkaError._AUTO_OFFSET_RESET  # noqa: SLF001
+
 #: kafka-python option names the producer accepts, in librdkafka's names.
 PRODUCER_OPTIONS = {
     "acks": "acks",
@@ -114,7 +120,7 @@ def _error(exc: BaseException) -> TransportError:
     code = err.code() if err is not None else None
     if code == KafkaError.MSG_SIZE_TOO_LARGE:
         return MessageTooLarge(str(err))
-    if code in (KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
+    if code in (_TIMED_OUT, _TRANSPORT, _ALL_BROKERS_DOWN):
         return TransportTimeout(str(err))
     return TransportError(str(err or exc))
 
@@ -234,7 +240,7 @@ class Consumer:
     def _failed(self, message: Any) -> None:
         err = message.error()
         code = err.code()
-        if code in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
+        if code in (_AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
             p = Partition(message.topic(), message.partition())
             raise OffsetOutOfRange({p: self._next.get(p, message.offset())})
         if err.fatal() or code == KafkaError.UNKNOWN_TOPIC_OR_PART:
