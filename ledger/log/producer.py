@@ -14,6 +14,7 @@ A broker that cannot be reached, or does not acknowledge, raises
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -265,7 +266,9 @@ class Producer:
             and vector.dtype == _F32
             and vector.shape == (mv.dimension,)
             and vector.flags.c_contiguous
-            and np.isfinite(vector).all()
+            # Finite iff the sum of squares is (3x cheaper than isfinite().all()); a finite
+            # vector whose sum overflows takes the general path, which accepts it.
+            and vector @ vector < math.inf
         ):
             vector = check_vector(mv, vector)  # the general path: converts or says what's wrong
         check_id("entity_id", entity_id)

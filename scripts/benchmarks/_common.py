@@ -265,27 +265,51 @@ def produce_log(bootstrap: str, prefix: str, n: int, *, reembed_every: int = 10)
     return events
 
 
-def raw_read(bootstrap: str, topics: Any, total: int) -> float:
-    """Seconds for a plain ``KafkaConsumer``, with the materialiser's fetch settings, to read
-    ``total`` messages of ``topics`` from the start: the ceiling a materialiser is held to."""
-    from kafka import KafkaConsumer
+def raw_read(bootstrap: str, topics: Any, total: int, client: str | None = None) -> float:
+    """Seconds for the plain client (``client``, default: the one in use), with the
+    materialiser's fetch settings, to read ``total`` messages of ``topics`` from the start:
+    the ceiling a materialiser is held to. It counts the records and touches nothing else."""
+    import dataclasses
 
-    from consumers.materialiser import FETCH_CONFIG
+    from consumers.materialiser import SETTINGS
+    from ledger.log.clients import LIBRDKAFKA, client_name, open_consumer
     from ledger.log.topics import partitions_of
 
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=5000,
-        **FETCH_CONFIG,
-    )
+    settings = dataclasses.replace(SETTINGS, strict=False, max_records=5000)
+    finder = open_consumer(bootstrap)
     try:
-        consumer.assign(partitions_of(consumer, topics.all))
+        tps = partitions_of(finder, topics.all)
+    finally:
+        finder.close()
+    if (client or client_name()) == LIBRDKAFKA:
+        return _raw_read_librdkafka(bootstrap, settings, tps, total)
+    from kafka import KafkaConsumer, TopicPartition
+
+    from ledger.log.clients.kafka_python import consumer_config
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, **consumer_config(settings))
+    try:
+        consumer.assign([TopicPartition(t, p) for t, p in tps])
         seen, started = 0, time.perf_counter()
         while seen < total:
             for records in consumer.poll(timeout_ms=200).values():
                 seen += len(records)
+        return time.perf_counter() - started
+    finally:
+        consumer.close()
+
+
+def _raw_read_librdkafka(bootstrap: str, settings: Any, tps: list[Any], total: int) -> float:
+    import confluent_kafka
+
+    from ledger.log.clients.librdkafka import consumer_config
+
+    consumer = confluent_kafka.Consumer(consumer_config(bootstrap, settings))
+    try:
+        consumer.assign([confluent_kafka.TopicPartition(t, p, 0) for t, p in tps])
+        seen, started = 0, time.perf_counter()
+        while seen < total:
+            seen += len(consumer.consume(settings.max_records, 0.2))
         return time.perf_counter() - started
     finally:
         consumer.close()

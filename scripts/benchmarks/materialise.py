@@ -1,9 +1,11 @@
-"""materialise: events/s of catch_up() into a fresh shard (384-d embeddings) / a raw
-KafkaConsumer reading the same messages with the same fetch settings (~30 s on 2 cores)."""
+"""materialise: events/s of catch_up() into a fresh shard (384-d embeddings) / the same
+client's raw consumer reading the same messages with the same fetch settings, in the same
+run; ``--client kafka-python|librdkafka`` (default: the one in use). ~30 s on 2 cores."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 import uuid
@@ -14,6 +16,7 @@ import numpy as np
 from benchmarks._common import raw_read
 from consumers.catchup import catch_up
 from ledger import Producer, Topics, content_hash, init_topics
+from ledger.log.clients import CLIENTS, ENV_CLIENT, LIBRDKAFKA, client_in_use
 
 NEEDS_BROKER = True
 
@@ -47,7 +50,11 @@ def bench_materialise(bootstrap: str, *, events: int, dimension: int, partitions
     init_topics(bootstrap, topics, partitions=partitions)
     produced = _produce(bootstrap, topics, events, dimension)
     total = events + 1  # and the registration
+    client = client_in_use()
     raw = total / raw_read(bootstrap, topics, total)
+    fastest = (
+        raw if client.name == LIBRDKAFKA else total / raw_read(bootstrap, topics, total, LIBRDKAFKA)
+    )
     with tempfile.TemporaryDirectory() as home:
         stats = catch_up(bootstrap, topics, Path(home))
         size = sum(f.stat().st_size for f in (Path(home) / "shards").glob("*.duckdb"))
@@ -55,7 +62,9 @@ def bench_materialise(bootstrap: str, *, events: int, dimension: int, partitions
         raise SystemExit(f"materialised {stats.events} events, expected {total}")
     rate = total / stats.seconds
     _figure(f"produce events/s ({dimension}-d)", f"{events / produced:,.0f}", "n/a, input")
-    _figure("raw KafkaConsumer read events/s", f"{raw:,.0f}", "n/a, the ceiling")
+    _figure("client", f"{client.name} {client.version}", "n/a")
+    _figure(f"raw {client.name} read events/s", f"{raw:,.0f}", "n/a, the ceiling")
+    _figure("raw librdkafka read events/s", f"{fastest:,.0f}", "n/a, the fastest client")
     _figure("shard MB", f"{size / 1e6:,.1f}", "n/a")
     _figure("transactions", f"{stats.transactions}", "n/a")
     _figure(f"materialise_rate ({dimension}-d events/s)", f"{rate:,.0f}", ">= 60,000")
@@ -66,9 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=100_000, help="embedding events")
     parser.add_argument("--dimension", type=int, default=384)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--client", choices=CLIENTS, help="Kafka client (default: the one in use)")
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.client:
+        os.environ[ENV_CLIENT] = args.client  # the producer, the materialiser and the raw read
     bench_materialise(
         args.bootstrap, events=args.events, dimension=args.dimension, partitions=args.partitions
     )

@@ -7,8 +7,8 @@ thread's force close, which its ``close()`` skips when events are undelivered.
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from importlib.metadata import version
@@ -40,6 +40,8 @@ from ledger.log.clients.base import (
 from ledger.log.timeouts import BrokerTimeouts, using_timeouts
 
 NAME = "kafka-python"
+#: The producer drops settled futures once this many are kept (a service that never flushes).
+_PRUNE_AT = 10_000
 
 
 def client_version() -> str:
@@ -54,29 +56,34 @@ def _error(exc: KafkaError) -> TransportError:
     return TransportError(str(exc))
 
 
+def consumer_config(settings: ConsumerSettings) -> dict[str, Any]:
+    """``settings`` as ``KafkaConsumer`` options (also the benchmarks' raw baseline)."""
+    config: dict[str, Any] = {
+        "enable_auto_commit": False,
+        # strict: never jump silently, an out-of-range position is a gap (DESIGN decision 9)
+        "auto_offset_reset": "none" if settings.strict else "earliest",
+        "max_poll_records": settings.max_records,
+        "fetch_max_wait_ms": settings.fetch_wait_ms,
+        "max_partition_fetch_bytes": settings.partition_fetch_bytes,
+        "fetch_max_bytes": settings.fetch_bytes,
+        "allow_auto_create_topics": False,  # a mistyped prefix must not create topics
+    }
+    if settings.receive_buffer_bytes is not None:
+        config["receive_buffer_bytes"] = settings.receive_buffer_bytes
+    if settings.group is not None:
+        config.update(
+            group_id=settings.group,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        )
+    return config
+
+
 class Consumer:
     """A ``KafkaConsumer`` behind :class:`~ledger.log.clients.base.LogConsumer`."""
 
     def __init__(self, bootstrap: str, settings: ConsumerSettings) -> None:
-        self._strict = settings.strict
-        config: dict[str, Any] = {
-            "enable_auto_commit": False,
-            # strict: never jump silently, an out-of-range position is a gap (DESIGN decision 9)
-            "auto_offset_reset": "none" if settings.strict else "earliest",
-            "max_poll_records": settings.max_records,
-            "fetch_max_wait_ms": settings.fetch_wait_ms,
-            "max_partition_fetch_bytes": settings.partition_fetch_bytes,
-            "fetch_max_bytes": settings.fetch_bytes,
-            "allow_auto_create_topics": False,  # a mistyped prefix must not create topics
-        }
-        if settings.receive_buffer_bytes is not None:
-            config["receive_buffer_bytes"] = settings.receive_buffer_bytes
-        if settings.group is not None:
-            config.update(
-                group_id=settings.group,
-                session_timeout_ms=settings.session_timeout_ms,
-                heartbeat_interval_ms=settings.heartbeat_interval_ms,
-            )
+        config = consumer_config(settings)
         self._kafka: KafkaConsumer = connect_client(KafkaConsumer, bootstrap, **config)
         self._tps: dict[tuple[str, int], TopicPartition] = {}
 
@@ -191,12 +198,10 @@ class Producer:
 
     def __init__(self, bootstrap: str, timeouts: BrokerTimeouts, **kafka_config: Any) -> None:
         self._flush_timeout = timeouts.flush
+        # The futures of records not known settled, oldest first: the caller's thread looks
+        # at them (no callback per record on the client's sender thread, no lock per send).
+        self._futures: collections.deque[Any] = collections.deque()
         self._failures: list[BaseException] = []
-        # Records handed to the client, and those it has settled (acknowledged or failed):
-        # callbacks run on the client's sender thread, so both change under the lock.
-        self._sent = 0
-        self._settled = 0
-        self._lock = threading.Lock()
         config: dict[str, Any] = {
             "acks": "all",
             "linger_ms": 10,
@@ -218,29 +223,35 @@ class Producer:
 
     def send(self, topic: str, key: bytes, value: bytes) -> None:
         try:
-            future = self._kafka.send(topic, key=key, value=value)
+            self._futures.append(self._kafka.send(topic, key=key, value=value))
         except KafkaError as exc:
             raise _error(exc) from exc
-        with self._lock:
-            self._sent += 1
-        future.add_both(self._on_settled)
+        if len(self._futures) > _PRUNE_AT:
+            self._prune()
 
     def send_many(self, topic: str, keys: Sequence[bytes], values: Sequence[bytes]) -> int:
-        send, on_settled, sent = self._kafka.send, self._on_settled, 0
+        send, keep, sent = self._kafka.send, self._futures.append, 0
         try:
             for key, value in zip(keys, values, strict=True):
-                send(topic, key=key, value=value).add_both(on_settled)
+                keep(send(topic, key=key, value=value))
                 sent += 1
         except KafkaError as exc:
             raise _error(exc) from exc
         finally:
-            with self._lock:
-                self._sent += sent
+            self._prune()
         return sent
 
+    def _prune(self) -> None:
+        """Drop the settled futures at the front, keeping the failures they hold."""
+        futures = self._futures
+        while futures and futures[0].is_done:
+            done = futures.popleft()
+            if done.failed():
+                self._failures.append(done.exception)
+
     def pending(self) -> int:
-        with self._lock:
-            return self._sent - self._settled
+        self._prune()
+        return sum(1 for f in self._futures if not f.is_done)
 
     def wait(self, seconds: float) -> None:
         # kafka-python's flush(timeout) waits up to ``timeout`` per batch: callers wait in
@@ -253,8 +264,8 @@ class Producer:
             raise _error(exc) from exc
 
     def take_failures(self) -> list[BaseException]:
-        with self._lock:
-            failures, self._failures = self._failures, []
+        self._prune()
+        failures, self._failures = self._failures, []
         return failures
 
     def close(self, *, graceful: bool) -> None:
@@ -274,9 +285,3 @@ class Producer:
             # Safe to ignore: the sender has stopped and failed what it held, so only
             # the client's bookkeeping is left to release.
             self._kafka.close(timeout=0)
-
-    def _on_settled(self, result: Any) -> None:
-        with self._lock:
-            self._settled += 1
-            if isinstance(result, BaseException):
-                self._failures.append(result)

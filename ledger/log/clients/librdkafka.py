@@ -107,6 +107,19 @@ def producer_config(kafka_config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def producer_settings(bootstrap: str, kafka_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The producer's librdkafka options (also the benchmarks' raw baseline): ``acks=all``,
+    a short linger, records up to 16 MiB, then ``kafka_config`` (:func:`producer_config`)."""
+    return {
+        **_COMMON,
+        "bootstrap.servers": bootstrap,
+        "acks": "all",
+        "linger.ms": 10,
+        "message.max.bytes": 16 * 1024 * 1024,
+        **producer_config(kafka_config),
+    }
+
+
 def _uuid(found: Any) -> uuid.UUID | None:
     if found is None:
         return None
@@ -135,6 +148,30 @@ def _metadata_partitions(client: Any, topic: str, timeout: float) -> set[int] | 
     return set(found.partitions)
 
 
+def consumer_config(bootstrap: str, settings: ConsumerSettings) -> dict[str, Any]:
+    """``settings`` as librdkafka consumer options (also the benchmarks' raw baseline)."""
+    config: dict[str, Any] = {
+        **_COMMON,
+        "bootstrap.servers": bootstrap,
+        # An explicit assignment needs a group id too; it never joins nor commits.
+        "group.id": settings.group or f"ledger-reader-{uuid.uuid4().hex[:12]}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "error" if settings.strict else "earliest",
+        "fetch.wait.max.ms": settings.fetch_wait_ms,
+        "max.partition.fetch.bytes": settings.partition_fetch_bytes,
+        "fetch.max.bytes": settings.fetch_bytes,
+        "receive.message.max.bytes": max(settings.fetch_bytes + 512, 100_000_000),
+        "allow.auto.create.topics": False,
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": settings.heartbeat_interval_ms,
+        "partition.assignment.strategy": "range,roundrobin",  # eager, as kafka-python
+    }
+    if settings.receive_buffer_bytes is not None:
+        config["socket.receive.buffer.bytes"] = settings.receive_buffer_bytes
+    return config
+
+
 class Consumer:
     """A librdkafka consumer behind :class:`~ledger.log.clients.base.LogConsumer`."""
 
@@ -144,25 +181,7 @@ class Consumer:
         self._bootstrap = bootstrap
         self._strict = settings.strict
         self._start = 0 if settings.strict else confluent_kafka.OFFSET_BEGINNING
-        config: dict[str, Any] = {
-            **_COMMON,
-            "bootstrap.servers": bootstrap,
-            # An explicit assignment needs a group id too; it never joins nor commits.
-            "group.id": settings.group or f"ledger-reader-{uuid.uuid4().hex[:12]}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "error" if settings.strict else "earliest",
-            "fetch.wait.max.ms": settings.fetch_wait_ms,
-            "max.partition.fetch.bytes": settings.partition_fetch_bytes,
-            "fetch.max.bytes": settings.fetch_bytes,
-            "receive.message.max.bytes": max(settings.fetch_bytes + 512, 100_000_000),
-            "allow.auto.create.topics": False,
-            "session.timeout.ms": settings.session_timeout_ms,
-            "heartbeat.interval.ms": settings.heartbeat_interval_ms,
-            "partition.assignment.strategy": "range,roundrobin",  # eager, as kafka-python
-        }
-        if settings.receive_buffer_bytes is not None:
-            config["socket.receive.buffer.bytes"] = settings.receive_buffer_bytes
+        config = consumer_config(bootstrap, settings)
         try:
             self._rd = confluent_kafka.Consumer(config)
         except KafkaException as exc:
@@ -320,15 +339,10 @@ class Producer:
         self._failures: list[BaseException] = []
         self._lock = threading.Lock()
         config: dict[str, Any] = {
-            **_COMMON,
-            "bootstrap.servers": bootstrap,
-            "acks": "all",
-            "linger.ms": 10,
-            "message.max.bytes": 16 * 1024 * 1024,
+            **producer_settings(bootstrap, kafka_config),
             # Failures only: pending() counts the rest with len(producer).
             "delivery.report.only.error": True,
             "on_delivery": self._on_delivery,
-            **producer_config(kafka_config),
         }
         self.max_event_bytes = int(config["message.max.bytes"])
         try:
@@ -346,9 +360,17 @@ class Producer:
 
     def _known(self, topic: str) -> None:
         # kafka-python waits for the topic's metadata on the first send (max_block_ms);
-        # librdkafka would queue the records and fail them much later.
-        self.partitions_for(topic)
-        self._topics.add(topic)
+        # librdkafka would queue the records and fail them much later. All topics are
+        # learnt at once, as kafka-python does: a send after the broker went down still
+        # queues (and its flush says how many were not acknowledged).
+        try:
+            listed = self._rd.list_topics(timeout=self._timeouts.connect).topics
+        except KafkaException as exc:
+            raise _error(exc) from exc
+        self._topics.update(name for name, t in listed.items() if t.error is None)
+        if topic not in self._topics:
+            self.partitions_for(topic)  # asks for it by name: raises if it does not come
+            self._topics.add(topic)
 
     def send(self, topic: str, key: bytes, value: bytes) -> None:
         if topic not in self._topics:
