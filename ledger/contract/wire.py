@@ -58,19 +58,21 @@ def _varint(n: int) -> bytes:
 
 #: A varint's high groups, cached: an event time's change only every 16 ms (2**14 µs).
 _high_groups = lru_cache(maxsize=1024)(_varint)
+#: Varints below 2**14 (two bytes at most), cached.
+_low_varint = lru_cache(maxsize=4096)(_varint)
 
 
 def _long(n: int) -> bytes:
     n = (n << 1) ^ (n >> 63)  # zigzag
     if n < 0x4000:
-        return _small_long(n)
+        return _low_varint(n)
     # The low two 7-bit groups (with continuation bits), then the rest as a varint.
     return bytes(((n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80)) + _high_groups(n >> 14)
 
 
 @lru_cache(maxsize=4096)
 def _small_long(n: int) -> bytes:
-    return _varint(n)
+    return _long(n)
 
 
 def _bytes(b: bytes) -> bytes:
