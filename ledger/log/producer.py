@@ -90,7 +90,8 @@ class Producer:
         flush_timeout: seconds :meth:`flush` waits without any acknowledgement before it
             raises :class:`~ledger.errors.BrokerError` naming how many events were not
             acknowledged; default: the flush timeout in force (30 s unless set).
-        **kafka_config: passed to ``kafka.KafkaProducer`` (e.g. ``linger_ms``).
+        **kafka_config: producer options in kafka-python's names (e.g. ``linger_ms``), for
+            the client in use (:mod:`ledger.log.clients`; librdkafka translates them).
 
     Example:
         >>> with Producer(bootstrap=bs, name="search-api") as p:  # doctest: +SKIP
