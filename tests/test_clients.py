@@ -198,9 +198,7 @@ def test_a_shard_written_with_one_client_resumes_with_the_other(
     third = catch_up(bootstrap, topics, tmp_path, timeout=60)
     assert (first.events, second.events, third.events) == (51, 31, 21)
     with open_views(tmp_path) as con:
-        assert con.execute("SELECT count(DISTINCT entity_id) FROM embeddings").fetchone() == (
-            100,
-        )
+        assert con.execute("SELECT count(DISTINCT entity_id) FROM embeddings").fetchone() == (100,)
 
 
 def test_a_record_over_the_size_limit_is_refused_by_the_client(bootstrap, topics, client):
