@@ -242,7 +242,8 @@ class Consumer:
         out: dict[Partition, list[LogRecord]] = {}
         topic: Any = None
         partition: Any = -1
-        records: list[LogRecord] = []
+        add: Any = None
+        record = tuple.__new__  # LogRecord without its Python-level __new__: 2x cheaper
         for m in messages:
             if m.error() is not None:
                 self._failed(m)
@@ -250,8 +251,8 @@ class Consumer:
             # A fetch returns runs of one partition: look the list up once per run.
             if m.partition() != partition or m.topic() != topic:
                 topic, partition = m.topic(), m.partition()
-                records = out.setdefault(Partition(topic, partition), [])
-            records.append(LogRecord(topic, partition, m.offset(), m.key(), m.value()))
+                add = out.setdefault(Partition(topic, partition), []).append
+            add(record(LogRecord, (topic, partition, m.offset(), m.key(), m.value())))
         for p, got in out.items():
             self._next[p] = got[-1].offset + 1
         return out
