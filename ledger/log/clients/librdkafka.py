@@ -182,10 +182,9 @@ class Consumer:
         self._strict = settings.strict
         self._start = 0 if settings.strict else confluent_kafka.OFFSET_BEGINNING
         config = consumer_config(bootstrap, settings)
-        try:
-            self._rd = confluent_kafka.Consumer(config)
-        except KafkaException as exc:
-            raise _error(exc) from exc
+        # A broker's connection failed (a restart may bring another log): topic ids are
+        # asked for again before the next records are checked (served inside poll).
+        config["error_cb"] = self._on_error
         # The next offset to read per assigned partition: set on assign and seek, moved by
         # each poll (librdkafka's position() knows nothing before the first record).
         self._next: dict[Partition, int] = {}
@@ -193,6 +192,10 @@ class Consumer:
         self._admin: AdminClient | None = None
         self._ids: dict[str, tuple[float, str | None]] = {}
         self._callbacks: tuple[OnPartitions, OnPartitions] | None = None
+        try:
+            self._rd = confluent_kafka.Consumer(config)
+        except KafkaException as exc:
+            raise _error(exc) from exc
 
     def partitions_for_topic(self, topic: str) -> set[int] | None:
         return _metadata_partitions(self._rd, topic, self._timeout)
@@ -233,6 +236,10 @@ class Consumer:
 
     def assignment(self) -> set[Partition]:
         return set(self._assigned)
+
+    def _on_error(self, err: Any) -> None:
+        self._ids.clear()
+        log.info("librdkafka: %s", err)  # it reconnects by itself
 
     def poll(self, timeout: float, max_records: int) -> Polled:
         try:
@@ -316,7 +323,7 @@ class Consumer:
         try:
             (future,) = self._admin.describe_topics(TopicCollection([topic])).values()
             found = canonical_topic_id(_uuid(future.result(self._timeout).topic_id))
-        except KafkaException:
+        except (KafkaException, TimeoutError):
             found = None  # the broker does not describe it: no id to compare, as before
         self._ids[topic] = (now, found)
         return found
