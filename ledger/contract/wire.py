@@ -7,7 +7,7 @@ schema versions keep decoding (the body is resolved into the current schema).
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from io import BytesIO
@@ -152,17 +152,27 @@ class RowTemplate:
 
     def encode(self, columns: Mapping[str, Sequence[Any]]) -> list[bytes]:
         """Frame one record per row of ``columns`` (each a sequence, one value per row)."""
-        parts = self.parts
-        encoded: list[Any] = [
-            p if isinstance(p, bytes) else [p[1](v) for v in columns[p[0]]] for p in parts
-        ]
         n = len(next(iter(columns.values())))
-        return [
-            b"".join(row)
-            for row in zip(
-                *(repeat(e, n) if isinstance(e, bytes) else e for e in encoded), strict=True
-            )
-        ]
+        pieces: list[Iterable[bytes]] = []
+        for p in self.parts:
+            if isinstance(p, bytes):
+                pieces.append(repeat(p, n))
+            else:
+                pieces.extend(_column(p[1], columns[p[0]], n))
+        return [b"".join(row) for row in zip(*pieces, strict=True)]
+
+
+def _column(enc: Callable[[Any], bytes], values: Sequence[Any], n: int) -> list[Iterable[bytes]]:
+    """One column's encodings for :meth:`RowTemplate.encode`: strings and bytes of one
+    length (ids, hashes, vectors) as one shared length prefix and the values as they are,
+    so that no row copies a value into a prefixed one first."""
+    if enc is _string or enc is _bytes:
+        raw = [v.encode("utf-8") for v in values] if enc is _string else list(values)
+        sizes = set(map(len, raw))
+        if len(sizes) == 1:
+            return [repeat(_small_long(sizes.pop()), n), raw]
+        return [[_small_long(len(b)) + b for b in raw]]
+    return [[enc(v) for v in values]]
 
 
 def row_template(schema: EventSchema, constant: Mapping[str, Any]) -> RowTemplate | None:
