@@ -64,20 +64,18 @@ def past_the_end(where: str, position: int, end: int) -> LogGapError:
 
 
 def out_of_range(consumer: LogConsumer, exc: OffsetOutOfRange) -> LogGapError:
-    """The error for a position outside its partition's log (``exc.partitions``)."""
+    """The error for a position outside its partition's log (``exc.partitions``): Apache
+    Kafka answers a fetch outside the log so (Tansu answers one past the end with no
+    records, see :func:`past_the_end`). Names the partition and the offsets lost."""
     details = []
     for tp, offset in exc.partitions.items():
+        where = f"{tp.topic}[{tp.partition}]"
         start = consumer.beginning_offsets([tp]).get(tp, 0)
         if offset < start:
-            details.append(
-                f"{tp.topic}[{tp.partition}] offsets {offset}..{start - 1} "
-                "were deleted before being materialised"
-            )
+            details.append(str(deleted_before_stored(where, offset, start)))
         else:
-            details.append(
-                f"{tp.topic}[{tp.partition}] stored offset {offset} is past the "
-                "log's end (the broker lost events)"
-            )
+            end = consumer.end_offsets([tp]).get(tp, 0)
+            details.append(str(past_the_end(where, offset, end)))
     return LogGapError("; ".join(details) or f"offset out of range: {exc}")
 
 

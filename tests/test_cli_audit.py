@@ -234,6 +234,7 @@ def test_doctor_all_ok_on_a_healthy_home(demo_home, bootstrap):
         "broker",
         "client",
         "topics",
+        "history",
         "store",
         "serving",
         "deployments",

@@ -26,13 +26,18 @@ def _empty_batch(bootstrap: str, topic: str, partition: int) -> None:
         binary = _tansu_binary()
     except BrokerError as exc:
         pytest.skip(str(exc))
-    subprocess.run(  # noqa: S603 - the bundled binary, fixed arguments
+    done = subprocess.run(  # noqa: S603 - the bundled binary, fixed arguments
         [binary, "cat", "produce", "--broker", f"tcp://{bootstrap}"]
         + ["--partition", str(partition), topic, "-"],
         input=b"",
-        check=True,
+        capture_output=True,
         timeout=30,
+        check=False,
     )
+    if done.returncode != 0 and b"failed the validation on broker" in done.stdout + done.stderr:
+        # Apache Kafka refuses the batch (INVALID_RECORD): its logs cannot hold one.
+        pytest.skip("the broker refuses a record batch with no records (Apache Kafka does)")
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
 
 
 def _stored_entities(home) -> set[str]:

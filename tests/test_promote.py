@@ -20,6 +20,8 @@ from ledger.contract.wire import decode
 from ledger.log.reading import read_to_end
 from ledger.serving.pointers import current
 
+pytestmark = pytest.mark.kafka
+
 EMB, CLF = "planted-embedder", "planted-classifier"
 
 

@@ -22,6 +22,8 @@ from ledger.serving.locks import rollback_lock
 from ledger.serving.open import open_index
 from ledger.serving.pointers import current
 
+pytestmark = pytest.mark.kafka
+
 MODELS = [EMBEDDER, CLASSIFIER]
 
 

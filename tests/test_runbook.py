@@ -21,6 +21,8 @@ from ledger.serving.open import open_index
 from ledger.serving.pointers import current
 from ledger.store import open_views
 
+pytestmark = pytest.mark.kafka
+
 MODELS = [EMBEDDER, CLASSIFIER]
 
 

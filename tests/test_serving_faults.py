@@ -22,6 +22,8 @@ from ledger.ops.verify import verify
 from ledger.serving.journal import pending_switch
 from ledger.serving.pointers import current, history, switch
 
+pytestmark = pytest.mark.kafka
+
 MODELS = [EMBEDDER, CLASSIFIER]
 
 

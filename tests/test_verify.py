@@ -32,6 +32,8 @@ from ledger.serving.pointers import current, switch
 from ledger.store import arrow, open_views
 from ledger.store.queries import ITEMS_SQL, log_offsets
 
+pytestmark = pytest.mark.kafka
+
 MODELS = [EMBEDDER, CLASSIFIER]
 
 

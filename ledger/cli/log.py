@@ -52,16 +52,28 @@ def broker_cmd(c: Context, port: int | None) -> None:
     show_default=True,
     help="Partitions of the embeddings and decisions topics.",
 )
+@click.option(
+    "--replication-factor",
+    type=click.IntRange(1, 32),
+    default=1,
+    show_default=True,
+    help="Replicas of each topic (3 on a cluster of several brokers).",
+)
 @json_option
 @pass_context
-def init_cmd(c: Context, partitions: int, as_json: bool) -> None:
-    """Create the ledger's topics (unlimited retention). Safe to run again.
+def init_cmd(c: Context, partitions: int, replication_factor: int, as_json: bool) -> None:
+    """Create the ledger's topics (unlimited retention, no compaction). Safe to run again.
 
     \b
     Example:
-        ledger --bootstrap kafka:9092 init --partitions 12
+        ledger --bootstrap kafka:9092 init --partitions 12 --replication-factor 3
     """
-    created = init_topics(c.require_bootstrap(), c.topics, partitions=partitions)
+    created = init_topics(
+        c.require_bootstrap(),
+        c.topics,
+        partitions=partitions,
+        replication_factor=replication_factor,
+    )
     emit(
         {"created": created, "topics": list(c.topics.all)},
         as_json=as_json,

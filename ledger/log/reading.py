@@ -1,8 +1,9 @@
 """Reading the log to its true end.
 
-Tansu (and, on some paths, Apache Kafka) under-reports the end of a partition via
-list-offsets (``end_offsets()``); the high watermark of a fetch response is right.
-So "caught up" is always decided from ``consumer.highwater(tp)`` after a poll."""
+Tansu under-reports the end of a partition via list-offsets (``end_offsets()``); the
+high watermark of a fetch response is right on every broker (on Apache Kafka 4.4 the two
+agree: tests/test_apache_kafka.py). So "caught up" is always decided from
+``consumer.highwater(tp)`` after a poll."""
 
 from __future__ import annotations
 

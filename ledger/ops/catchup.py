@@ -53,7 +53,14 @@ def replayed(bootstrap: str, topics: Topics, progress: Progress) -> Iterator[Pat
     """The whole log replayed from offset 0 into a fresh temporary home, removed after."""
     tmp = Path(tempfile.mkdtemp(prefix="ledger-replay-"))
     try:
-        catch_up(bootstrap, topics, tmp, shard="replay", progress=_phase(progress, "replay"))
+        catch_up(
+            bootstrap,
+            topics,
+            tmp,
+            shard="replay",
+            progress=_phase(progress, "replay"),
+            private=True,
+        )
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -6,6 +6,9 @@ Checks, in order (a later check is skipped when what it needs failed):
    client: which Kafka client the log stage uses (librdkafka or kafka-python), its version;
 2. topics: the three topics exist; ``<prefix>.models`` has exactly one partition (its
    order is the order of deployments);
+   history: each topic's retention and cleanup policy (a warning when they bound the
+   history: finite retention, or compaction, which on the embeddings topic drops the
+   older versions' vectors a rollback rebuilds from);
 3. store: the shards of ``home`` open read-only and the views build over them;
 4. serving: every serving pointer names an intact artifact of its model and version,
    with the manifest checksum pinned at switch time;
@@ -26,7 +29,7 @@ from ledger.contract.events import Topics
 from ledger.errors import BrokerError, LedgerError
 from ledger.log.broker import check_reachable, resolve_bootstrap
 from ledger.log.clients import ENV_CLIENT, FAST_INSTALL, KAFKA_PYTHON, client_in_use
-from ledger.log.topics import topic_partitions
+from ledger.log.topics import topic_configs, topic_partitions
 from ledger.serving.open import check_pointer
 from ledger.serving.pointers import pointers
 from ledger.store import open_views, rows, shard_paths
@@ -104,6 +107,50 @@ def check_topics(bootstrap: str, topics: Topics) -> Finding:
             "recreate it with one partition: deployments need one order",
         )
     return Finding("topics", OK, ", ".join(f"{t} ({n} partitions)" for t, n in parts.items()))
+
+
+def _bounds(topic: str, config: dict[str, str], embeddings: str) -> list[str]:
+    """What in ``config`` lets the broker drop events of ``topic``, in words."""
+    out = []
+    if "compact" in config.get("cleanup.policy", "delete"):
+        why = (
+            ": it keeps one record per entity and drops the older versions' vectors a "
+            "rollback rebuilds from"
+            if topic == embeddings
+            else ": it keeps one record per key"
+        )
+        out.append(f"{topic} is compacted (cleanup.policy={config['cleanup.policy']}){why}")
+    for key in ("retention.ms", "retention.bytes"):
+        if config.get(key, "-1") != "-1":
+            out.append(f"{topic} has {key}={config[key]}: older events will be deleted")
+    return out
+
+
+def check_history(bootstrap: str, topics: Topics) -> Finding:
+    """Each topic's retention and cleanup policy; a warning when they bound the history."""
+    try:
+        configs = topic_configs(bootstrap, topics.all)
+    except BrokerError as exc:
+        return Finding("history", WARN, str(exc).splitlines()[0], "check the broker")
+    bounds = [b for t in topics.all for b in _bounds(t, configs[t], topics.embeddings)]
+    if bounds:
+        return Finding(
+            "history",
+            WARN,
+            "; ".join(bounds),
+            "set cleanup.policy=delete, retention.ms=-1 and retention.bytes=-1 on these "
+            "topics (docs/operations.md); a materialiser behind deleted events stops with "
+            "a log-gap error",
+        )
+    described = [
+        ", ".join(f"{k}={v}" for k, v in sorted(configs[t].items())) or "broker defaults"
+        for t in topics.all
+    ]
+    if len(set(described)) == 1:
+        return Finding("history", OK, f"every topic: {described[0]}")
+    return Finding(
+        "history", OK, "; ".join(f"{t}: {d}" for t, d in zip(topics.all, described, strict=True))
+    )
 
 
 def check_store(home: Path) -> tuple[Finding, dict[str, int]]:
@@ -213,6 +260,8 @@ def doctor(bootstrap: str | None, topics: Topics, home: Path) -> list[Finding]:
     if reachable:
         out.append(check_topics(reachable, topics))
         topics_ok = out[-1].status == OK
+        if topics_ok:
+            out.append(check_history(reachable, topics))
     store, figures = check_store(home)
     out.append(store)
     out.append(check_serving(home))

@@ -61,6 +61,22 @@ class IdConflict:
     stored: tuple[str, int, int]
 
 
+def upsert_offsets(con: duckdb.DuckDBPyConnection, offsets: dict[Partition, int]) -> None:
+    """Replace the next offsets of these partitions (inside the caller's transaction)."""
+    con.register(
+        "_offsets",
+        pa.table(
+            {
+                "topic": pa.array([t for t, _ in offsets], pa.string()),
+                "partition": pa.array([p for _, p in offsets], pa.int32()),
+                "next_offset": pa.array(list(offsets.values()), pa.int64()),
+            }
+        ),
+    )
+    _run(con, "INSERT OR REPLACE INTO offsets SELECT * FROM _offsets")
+    con.unregister("_offsets")
+
+
 def upsert_marks(con: duckdb.DuckDBPyConnection, marks: dict[Partition, LogMark]) -> None:
     """Replace the marks of these partitions (inside the caller's transaction)."""
     keys = list(marks)

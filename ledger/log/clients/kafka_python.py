@@ -204,6 +204,9 @@ class Producer:
         self._failures: list[BaseException] = []
         config: dict[str, Any] = {
             "acks": "all",
+            # kafka-python's default, stated: a batch retried after a broker restart (its
+            # acknowledgement lost) is not written twice (tests/test_apache_kafka.py).
+            "enable_idempotence": True,
             "linger_ms": 10,
             "batch_size": 256 * 1024,
             "max_request_size": 16 * 1024 * 1024,
