@@ -109,11 +109,15 @@ def producer_config(kafka_config: Mapping[str, Any]) -> dict[str, Any]:
 
 def producer_settings(bootstrap: str, kafka_config: Mapping[str, Any]) -> dict[str, Any]:
     """The producer's librdkafka options (also the benchmarks' raw baseline): ``acks=all``,
-    a short linger, records up to 16 MiB, then ``kafka_config`` (:func:`producer_config`)."""
+    idempotent, a short linger, records up to 16 MiB, then ``kafka_config``
+    (:func:`producer_config`)."""
     return {
         **_COMMON,
         "bootstrap.servers": bootstrap,
         "acks": "all",
+        # As with kafka-python: a batch retried after a broker restart (its acknowledgement
+        # lost) is not written twice (tests/test_apache_kafka.py).
+        "enable.idempotence": True,
         "linger.ms": 10,
         "message.max.bytes": 16 * 1024 * 1024,
         **producer_config(kafka_config),
