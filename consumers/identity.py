@@ -15,39 +15,25 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ledger.errors import LogGapError
+from ledger.log.clients import LogConsumer, OffsetOutOfRange, Partition
 from ledger.store import shard_paths
 from ledger.store.positions import LogMark, Position, newest, peek_positions
 
 log = logging.getLogger(__name__)
 
-Partition = tuple[str, int]
+#: A (topic, partition) key, as stored.
+Key = tuple[str, int]
+
 
 #: Seconds to wait for another shard's writer to let go of its file, per shard.
 PEEK_TIMEOUT = 1.0
-
-_NO_ID = "00000000-0000-0000-0000-000000000000"
 
 
 def record_sha256(value: bytes | None) -> str:
     """The sha256 (hex) of a record's value, as a log mark keeps it."""
     return hashlib.sha256(value or b"").hexdigest()
-
-
-def topic_id(consumer: Any, topic: str) -> str | None:
-    """The topic's id in the consumer's metadata, or ``None`` where the broker reports
-    none (metadata before v10, or the zero id).
-
-    kafka-python 3 keeps topic ids (KIP-516) in its cluster metadata but KafkaConsumer has
-    no public accessor: read it there, and tolerate its absence (another version).
-    """
-    cluster = getattr(getattr(consumer, "_client", None), "cluster", None)
-    lookup = getattr(cluster, "topic_id", None)
-    found = lookup(topic) if callable(lookup) else None
-    text = str(found) if found is not None else None
-    return None if text in (None, _NO_ID) else text
 
 
 def replaced_log(where: str, detail: str) -> LogGapError:
@@ -77,13 +63,12 @@ def past_the_end(where: str, position: int, end: int) -> LogGapError:
     )
 
 
-def out_of_range(consumer: Any, exc: Exception) -> LogGapError:
-    """The error for the client's OffsetOutOfRangeError (``{partition: offset}``): Apache
+def out_of_range(consumer: LogConsumer, exc: OffsetOutOfRange) -> LogGapError:
+    """The error for a position outside its partition's log (``exc.partitions``): Apache
     Kafka answers a fetch outside the log so (Tansu answers one past the end with no
     records, see :func:`past_the_end`). Names the partition and the offsets lost."""
-    parts = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
     details = []
-    for tp, offset in parts.items():
+    for tp, offset in exc.partitions.items():
         where = f"{tp.topic}[{tp.partition}]"
         start = consumer.beginning_offsets([tp]).get(tp, 0)
         if offset < start:
@@ -114,8 +99,8 @@ def check_record(where: str, mark: LogMark, offset: int | None, value: bytes | N
 
 
 def resume_positions(
-    home: Path, shard: str, own: dict[Partition, Position], keys: Iterable[Partition]
-) -> dict[Partition, Position]:
+    home: Path, shard: str, own: dict[Key, Position], keys: Iterable[Key]
+) -> dict[Key, Position]:
     """Per partition of ``keys``, the newest position any shard of ``home`` stored.
 
     After a rebalance a partition's new shard may hold an older offset than the shard
@@ -146,12 +131,16 @@ class Seeks:
     """Where :func:`position` put the partitions: their next offsets, and the log marks
     their first record read must match."""
 
-    next_offsets: dict[Partition, int] = field(default_factory=dict)
-    verify: dict[Partition, LogMark] = field(default_factory=dict)
+    next_offsets: dict[Key, int] = field(default_factory=dict)
+    verify: dict[Key, LogMark] = field(default_factory=dict)
 
 
 def position(
-    consumer: Any, tps: list[Any], found: dict[Partition, Position], *, topic_ids: dict[str, str]
+    consumer: LogConsumer,
+    tps: list[Partition],
+    found: dict[Key, Position],
+    *,
+    topic_ids: dict[str, str],
 ) -> Seeks:
     """Seek ``tps`` for the positions ``found`` (see :func:`resume_positions`).
 
@@ -167,7 +156,7 @@ def position(
     starts = consumer.beginning_offsets(tps)
     for tp in tps:
         key, where = (tp.topic, tp.partition), f"{tp.topic}[{tp.partition}]"
-        current = topic_id(consumer, tp.topic)
+        current = consumer.topic_id(tp.topic)
         if current is not None:
             topic_ids[tp.topic] = current
         pos = found.get(key)
@@ -187,14 +176,14 @@ def position(
     return out
 
 
-def check_same_topic(consumer: Any, tp: Any, topic_ids: dict[str, str]) -> None:
+def check_same_topic(consumer: LogConsumer, tp: Partition, topic_ids: dict[str, str]) -> None:
     """Raise :class:`LogGapError` when ``tp``'s topic has another id than when positioned.
 
     A topic created again while the consumer ran (or a broker that lost its log): the
     metadata, refreshed on reconnecting, has the new id before the new log is fetched.
     """
     seen = topic_ids.get(tp.topic)
-    current = topic_id(consumer, tp.topic)
+    current = consumer.topic_id(tp.topic)
     if seen is not None and current is not None and current != seen:
         raise replaced_log(
             f"{tp.topic}[{tp.partition}]",

@@ -8,11 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from kafka import KafkaConsumer
-from kafka.errors import KafkaError
-
 from ledger.contract.events import Topics
 from ledger.errors import BrokerError
+from ledger.log.clients import ConsumerSettings, TransportError, open_consumer
 from ledger.log.topics import partitions_of
 from ledger.store import open_views, rows
 
@@ -42,15 +40,7 @@ def true_ends(
         >>> true_ends(bs, Topics().all)  # doctest: +SKIP
         {('ledger.models', 0): 3, ('ledger.embeddings', 0): 1017, ...}
     """
-    try:
-        consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=50,
-        )
-    except KafkaError as exc:
-        raise BrokerError(f"cannot reach a Kafka broker at {bootstrap}: {exc}") from exc
+    consumer = open_consumer(bootstrap, ConsumerSettings(fetch_wait_ms=50))
     try:
         tps = partitions_of(consumer, topic_names)
         consumer.assign(tps)
@@ -61,12 +51,14 @@ def true_ends(
         while len(ends) < len(tps):
             if time.monotonic() > deadline:
                 raise BrokerError(f"no high watermark for {len(tps) - len(ends)} partitions")
-            consumer.poll(timeout_ms=100)
+            consumer.poll(0.1, 500)
             for tp in tps:
                 hw = consumer.highwater(tp)
                 if hw is not None:
                     ends[(tp.topic, tp.partition)] = hw
         return ends
+    except TransportError as exc:
+        raise BrokerError(f"cannot read the log's end from {bootstrap}: {exc}") from exc
     finally:
         consumer.close()
 

@@ -18,17 +18,13 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-from kafka import KafkaConsumer, TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
-from kafka.structs import OffsetAndMetadata
 
 from consumers.batch import BatchBuilder, poll_batch
 from consumers.identity import (
@@ -46,6 +42,15 @@ from ledger.contract.events import Topics
 from ledger.contract.rules import Registry
 from ledger.contract.schemas import default_store
 from ledger.errors import BrokerError
+from ledger.log.clients import (
+    ConsumerSettings,
+    LogConsumer,
+    LogRecord,
+    OffsetOutOfRange,
+    Partition,
+    TransportError,
+    open_consumer,
+)
 from ledger.log.topics import partitions_of
 from ledger.store import Batch, Shard
 from ledger.store.positions import LogMark
@@ -57,23 +62,26 @@ Progress = Callable[[int, int], None]
 
 #: Consumer settings measured on Tansu: a group join in ~3 s (DESIGN decision 7), and
 #: fetches big enough that one poll fills a transaction of a few thousand 384-d vectors.
-GROUP_CONFIG = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
-FETCH_CONFIG = {
-    "max_partition_fetch_bytes": 8 * 1024 * 1024,
-    "fetch_max_bytes": 64 * 1024 * 1024,
-    "fetch_max_wait_ms": 100,
-    "receive_buffer_bytes": 4 * 1024 * 1024,
-}
+#: Strict: a position outside the log is a gap, never reset (DESIGN decision 9).
+SETTINGS = ConsumerSettings(
+    strict=True,
+    session_timeout_ms=6000,
+    heartbeat_interval_ms=1000,
+    partition_fetch_bytes=8 * 1024 * 1024,
+    fetch_bytes=64 * 1024 * 1024,
+    fetch_wait_ms=100,
+    receive_buffer_bytes=4 * 1024 * 1024,
+)
 
 #: A catch-up that made no progress for this many seconds stops and says what it waits for.
 PATIENCE_S = 120.0
 
 
-def _key(tp: TopicPartition) -> tuple[str, int]:
+def _key(tp: Partition) -> tuple[str, int]:
     return (tp.topic, tp.partition)
 
 
-def _where(tp: TopicPartition) -> str:
+def _where(tp: Partition) -> str:
     return f"{tp.topic}[{tp.partition}]"
 
 
@@ -117,16 +125,20 @@ class Materialiser:
         self.shard.claim()
         self._schemas = default_store()
         self._tail: ModelsTail | None = None
-        self._consumer: KafkaConsumer | None = None
+        self._consumer: LogConsumer | None = None
         self._joined = False
         self._next: dict[tuple[str, int], int] = {}
         self._until: dict[tuple[str, int], int] = {}  # run(until=...): where catching up ends
         # Assigned, paused until _prepare() positions them (it blocks: not in the callback).
-        self._unprepared: set[TopicPartition] = set()
+        self._unprepared: set[Partition] = set()
         # Partitions whose first record read must be their log mark's (consumers.identity).
         self._verify: dict[tuple[str, int], LogMark] = {}
         self._topic_ids: dict[str, str] = {}  # as the broker reported them when positioned
         self._stalls = StallWatch()
+        # Within one poll: the next offset expected per partition; ranges found without
+        # records (librdkafka steps over them), to be dead-lettered after the poll's write.
+        self._ahead: dict[tuple[str, int], int] = {}
+        self._gaps: list[tuple[Partition, int, int]] = []
         self._moved = 0.0  # when the last message was read (a catch-up's patience)
         self._writer: ShardWriter | None = None
         try:
@@ -139,21 +151,9 @@ class Materialiser:
 
     # -- setup ----------------------------------------------------------------------
 
-    def _connect(self) -> KafkaConsumer:
-        config: dict[str, Any] = {
-            "bootstrap_servers": self.bootstrap,
-            "enable_auto_commit": False,
-            # Never jump silently: an out-of-range position is a gap (DESIGN decision 9).
-            "auto_offset_reset": "none",
-            "max_poll_records": self.max_batch,
-            "allow_auto_create_topics": False,  # a mistyped prefix must not create topics
-            **FETCH_CONFIG,
-        }
-        try:
-            group = {"group_id": self.group, **GROUP_CONFIG} if self.group is not None else {}
-            consumer = KafkaConsumer(**group, **config)
-        except KafkaError as exc:
-            raise BrokerError(f"cannot consume from {self.bootstrap}: {exc}") from exc
+    def _connect(self) -> LogConsumer:
+        settings = dataclasses.replace(SETTINGS, group=self.group, max_records=self.max_batch)
+        consumer = open_consumer(self.bootstrap, settings)  # BrokerError: no broker answers
         try:
             tps = partitions_of(consumer, self.topics.all)  # fails on missing topics
             if self.group is None:
@@ -161,16 +161,42 @@ class Materialiser:
                 self._prepare(consumer, tps)
                 self._joined = True
             else:
-                consumer.subscribe(list(self.topics.all), listener=_Listener(self, consumer))
-        except KafkaError as exc:
-            consumer.close(autocommit=False)
+                consumer.subscribe(
+                    list(self.topics.all), on_assigned=self._assigned, on_revoked=self._revoked
+                )
+        except TransportError as exc:
+            consumer.close()
             raise BrokerError(f"cannot consume from {self.bootstrap}: {exc}") from exc
         except BaseException:
-            consumer.close(autocommit=False)
+            consumer.close()
             raise
         return consumer
 
-    def _prepare(self, consumer: KafkaConsumer, tps: Iterable[TopicPartition]) -> None:
+    def _revoked(self, revoked: Sequence[Partition]) -> None:
+        """The group took partitions away (inside poll). A transaction in flight for them may
+        still commit: harmless, the views dedupe event ids, and the offsets are its own."""
+        for tp in revoked:
+            self._next.pop(_key(tp), None)
+            self._verify.pop(_key(tp), None)
+            self._unprepared.discard(tp)
+            self._stalls.forget(_key(tp))
+
+    def _assigned(self, assigned: Sequence[Partition]) -> None:
+        """The group gave partitions (inside poll): pause them until the poll loop has
+        positioned them (:meth:`_prepare` blocks; kafka-python allows no blocking call in
+        its callback)."""
+        assert self._consumer is not None  # noqa: S101 - set before the first poll
+        if assigned:
+            self._consumer.pause(assigned)
+        self._unprepared.update(assigned)
+        self._joined = True
+        log.info(
+            "shard %s assigned %s",
+            self.shard.name,
+            " ".join(sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)) or "nothing",
+        )
+
+    def _prepare(self, consumer: LogConsumer, tps: Iterable[Partition]) -> None:
         """Position newly assigned partitions at the newest position any shard stored
         (what the partition's previous shard stored is not read again), check it is in
         this log (:func:`consumers.identity.position`), then let them be fetched. The
@@ -183,19 +209,15 @@ class Materialiser:
         seeks = position(consumer, tps, found, topic_ids=self._topic_ids)
         self._next.update(seeks.next_offsets)
         self._verify.update(seeks.verify)
-        consumer.resume(*tps)
+        consumer.resume(tps)
 
-    def _sync_positions(self, consumer: KafkaConsumer) -> None:
+    def _sync_positions(self, consumer: LogConsumer) -> None:
         """Learn where newly assigned partitions read from; a partition nobody has read
-        starts at 0 (never at the log's current start: that would skip silently)."""
+        starts at 0 (never at the log's current start: that would skip silently; the
+        strict consumer does so)."""
         for tp in consumer.assignment():
-            if _key(tp) in self._next:
-                continue
-            try:
+            if _key(tp) not in self._next:
                 self._next[_key(tp)] = consumer.position(tp)
-            except NoOffsetForPartitionError:
-                consumer.seek(tp, 0)
-                self._next[_key(tp)] = 0
 
     def _refresh_registry(self) -> None:
         if self._tail is None:
@@ -243,12 +265,15 @@ class Materialiser:
                         f"no progress for {patience:.0f}s: {self._waiting_for(consumer)}"
                     )
                 polled, drained = self._poll(consumer)
+                self._ahead.clear()
                 if polled:
                     self._moved = time.monotonic()
                     self._write(consumer, polled)
                 else:
                     self._drain(consumer)
                     self.shard.idle()  # nothing to write: let readers have the file
+                if self._gaps:
+                    self._step_over_gaps(consumer)
                 if drained:
                     self._watch_stalls(consumer, {(m.topic, m.partition) for m in polled})
                 self._check_gaps(consumer)
@@ -262,36 +287,63 @@ class Materialiser:
             self.shard.idle()
         return self.stats(time.monotonic() - started)
 
-    def _poll(self, consumer: KafkaConsumer) -> tuple[list[Any], bool]:
+    def _poll(self, consumer: LogConsumer) -> tuple[list[LogRecord], bool]:
         """The messages of one transaction, and whether the fetch buffers are drained."""
-        out: list[Any] = []
+        out: list[LogRecord] = []
         drained = True
         try:
-            batch = consumer.poll(timeout_ms=200, max_records=self.max_batch)
+            batch = consumer.poll(0.2, self.max_batch)
             while batch:
                 for tp, records in batch.items():
                     check_same_topic(consumer, tp, self._topic_ids)  # before it is stored
                     if self._verify and _key(tp) in self._verify:
                         records = self._verified(tp, records)
-                    out.extend(records)
-                if len(out) >= self.max_batch:
+                    out.extend(self._before_gap(consumer, tp, records))
+                if len(out) >= self.max_batch or self._gaps:
                     drained = False
                     break
                 # Top up the transaction with fetches already buffered.
-                batch = consumer.poll(timeout_ms=0, max_records=self.max_batch - len(out))
-        except OffsetOutOfRangeError as exc:
+                batch = consumer.poll(0, self.max_batch - len(out))
+        except OffsetOutOfRange as exc:
             raise out_of_range(consumer, exc) from exc
-        except NoOffsetForPartitionError as exc:
-            for tp in exc.args[0] if exc.args else ():
-                consumer.seek(tp, 0)  # never read by anyone in the group: the whole log
-                self._next[_key(tp)] = 0
+        except TransportError as exc:
+            raise BrokerError(f"consuming from {self.bootstrap} failed: {exc}") from exc
         if self._unprepared:  # assigned during this poll (the callback only paused them)
             tps, self._unprepared = list(self._unprepared), set()
             self._prepare(consumer, tps)
         self._sync_positions(consumer)
         return out, drained
 
-    def _verified(self, tp: TopicPartition, records: list[Any]) -> list[Any]:
+    def _before_gap(
+        self, consumer: LogConsumer, tp: Partition, records: Sequence[LogRecord]
+    ) -> Sequence[LogRecord]:
+        """``records`` up to the first offset past the one expected: librdkafka steps over
+        offsets without records (an empty batch) in silence; the range is dead-lettered
+        (:meth:`_step_over_gaps`), then the partition read again from the record after it."""
+        key = _key(tp)
+        expected = self._ahead.get(key, self._next.get(key))
+        if not records or expected is None:
+            return records
+        if records[0].offset == expected and records[-1].offset - expected == len(records) - 1:
+            self._ahead[key] = records[-1].offset + 1  # contiguous: the usual case
+            return records
+        cut = next((i for i, r in enumerate(records) if r.offset != expected + i), len(records))
+        if cut < len(records):
+            self._gaps.append((tp, expected + cut, records[cut].offset))
+            consumer.seek(tp, records[cut].offset)
+        self._ahead[key] = expected + cut
+        return records[:cut]
+
+    def _step_over_gaps(self, consumer: LogConsumer) -> None:
+        """Dead-letter the offset ranges :meth:`_before_gap` found without records, each
+        in a transaction after the records before it, moving the stored position past."""
+        gaps, self._gaps = self._gaps, []
+        for tp, at, end in gaps:
+            builder = BatchBuilder(self._schemas, self.registry, self.topics)
+            log.warning("%s: no record at offsets %d..%d", _where(tp), at, end - 1)
+            self._submit(consumer, builder, empty_range(builder, tp, at, end))
+
+    def _verified(self, tp: Partition, records: Sequence[LogRecord]) -> Sequence[LogRecord]:
         """Check the first record read after positioning against the log mark; return the
         records past the stored position."""
         mark = self._verify.pop(_key(tp))
@@ -299,34 +351,29 @@ class Materialiser:
         held = self._next.get(_key(tp), 0)
         return [r for r in records if r.offset >= held]
 
-    def _write(self, consumer: KafkaConsumer, messages: list[Any]) -> None:
+    def _write(self, consumer: LogConsumer, messages: list[Any]) -> None:
         builder = BatchBuilder(
             self._schemas, self.registry, self.topics, refresh=self._refresh_registry
         )
         self._submit(consumer, builder, poll_batch(builder, messages, self._topic_ids))
 
-    def _submit(self, consumer: KafkaConsumer, builder: BatchBuilder, batch: Batch) -> None:
+    def _submit(self, consumer: LogConsumer, builder: BatchBuilder, batch: Batch) -> None:
         """Hand ``batch`` to the writer thread (after the transaction in flight)."""
         assert self._writer is not None  # noqa: S101
         self._committed(consumer, self._writer.submit(builder, batch))
         self._next.update(batch.offsets)
 
-    def _drain(self, consumer: KafkaConsumer) -> None:
+    def _drain(self, consumer: LogConsumer) -> None:
         """Wait for the transaction in flight."""
         if self._writer is not None:
             self._committed(consumer, self._writer.drain())
 
-    def _committed(self, consumer: KafkaConsumer, batch: Batch | None) -> None:
+    def _committed(self, consumer: LogConsumer, batch: Batch | None) -> None:
         if batch is not None and self.group is not None:
             # Only after the DuckDB commit; it guides a shard that never held a partition.
-            consumer.commit_async(
-                {
-                    TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
-                    for (t, p), o in batch.offsets.items()
-                }
-            )
+            consumer.commit({Partition(t, p): o for (t, p), o in batch.offsets.items()})
 
-    def _watch_stalls(self, consumer: KafkaConsumer, moved: set[tuple[str, int]]) -> None:
+    def _watch_stalls(self, consumer: LogConsumer, moved: set[tuple[str, int]]) -> None:
         """After a drained poll: a partition that stays put while its log goes on holds an
         empty record batch (or its log mark's record is gone): see :mod:`consumers.stalls`."""
         for tp in consumer.assignment():
@@ -338,7 +385,7 @@ class Materialiser:
             if self._stalls.stalled(key, at, consumer.highwater(tp), key in moved):
                 self._unstall(consumer, tp, at)
 
-    def _unstall(self, consumer: KafkaConsumer, tp: TopicPartition, at: int) -> None:
+    def _unstall(self, consumer: LogConsumer, tp: Partition, at: int) -> None:
         found = find_next_record(self.bootstrap, tp, at)
         key = _key(tp)
         mark = self._verify.pop(key, None)
@@ -357,7 +404,7 @@ class Materialiser:
         consumer.seek(tp, found.offset)
         self._moved = time.monotonic()
 
-    def _check_gaps(self, consumer: KafkaConsumer) -> None:
+    def _check_gaps(self, consumer: LogConsumer) -> None:
         for tp in consumer.assignment():
             # Tansu answers a fetch past the end with no records and no error: compare the
             # position with the high watermark (the broker lost its log, e.g. a restart).
@@ -367,7 +414,7 @@ class Materialiser:
                 raise past_the_end(_where(tp), pos, hw)
             check_same_topic(consumer, tp, self._topic_ids)
 
-    def _waiting_for(self, consumer: KafkaConsumer) -> str:
+    def _waiting_for(self, consumer: LogConsumer) -> str:
         """What a catch-up still waits for, in words."""
         if not self._joined:
             return f"waiting for the group {self.group} to assign partitions"
@@ -381,7 +428,7 @@ class Materialiser:
                 behind.append(f"{_where(tp)} at offset {held}, end {hw}")
         return "waiting for " + (", ".join(behind) or "the log marks to be read again")
 
-    def _known_lag(self, consumer: KafkaConsumer) -> int:
+    def _known_lag(self, consumer: LogConsumer) -> int:
         lag = 0
         for tp in consumer.assignment():
             hw = consumer.highwater(tp)
@@ -389,7 +436,7 @@ class Materialiser:
                 lag += max(hw - self._next.get(_key(tp), 0), 0)
         return lag
 
-    def _caught_up(self, consumer: KafkaConsumer) -> bool:
+    def _caught_up(self, consumer: LogConsumer) -> bool:
         if not self._joined or self._unprepared or self._verify:
             return False
         for tp in consumer.assignment():
@@ -426,7 +473,7 @@ class Materialiser:
             if self._writer is not None:
                 self._writer.close()
             if self._consumer is not None:
-                self._consumer.close(autocommit=False)
+                self._consumer.close()
             if self._tail is not None:
                 self._tail.close()
         finally:
@@ -438,34 +485,3 @@ class Materialiser:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Seek newly assigned partitions to their stored offsets."""
-
-    def __init__(self, owner: Materialiser, consumer: KafkaConsumer) -> None:
-        self._owner = owner
-        self._consumer = consumer
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        # A transaction in flight for these partitions may still commit: harmless, its
-        # rows carry event ids that the views dedupe, and its offsets are this shard's own.
-        owner = self._owner
-        for tp in revoked:
-            owner._next.pop(_key(tp), None)  # noqa: SLF001 - the owner's own state
-            owner._verify.pop(_key(tp), None)  # noqa: SLF001
-            owner._unprepared.discard(tp)  # noqa: SLF001
-            owner._stalls.forget(_key(tp))  # noqa: SLF001
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        # kafka-python allows no blocking call here, and positioning reads other shards'
-        # files and the log: pause them until the poll loop has (Materialiser._prepare).
-        if assigned:
-            self._consumer.pause(*assigned)
-        self._owner._unprepared.update(assigned)  # noqa: SLF001
-        self._owner._joined = True  # noqa: SLF001
-        log.info(
-            "shard %s assigned %s",
-            self._owner.shard.name,
-            " ".join(sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)) or "nothing",
-        )

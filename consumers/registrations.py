@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 
-from kafka import KafkaConsumer, TopicPartition
-
 from consumers.stalls import STALL_SECONDS, find_next_record
 from ledger.contract.rules import Registry
 from ledger.contract.schemas import SchemaStore
 from ledger.errors import BrokerError
+from ledger.log.clients import ConsumerSettings, Partition, open_consumer
 from ledger.log.topics import check_single_partition, partitions_of
+
+#: The models topic is small: the broker answers an empty fetch soon.
+TAIL_SETTINGS = ConsumerSettings(fetch_wait_ms=50)
 
 
 class ModelsTail:
@@ -23,13 +25,7 @@ class ModelsTail:
 
     def __init__(self, bootstrap: str, topic: str, schemas: SchemaStore) -> None:
         self._bootstrap = bootstrap
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            allow_auto_create_topics=False,
-            fetch_max_wait_ms=50,
-        )
+        self._consumer = open_consumer(bootstrap, TAIL_SETTINGS)
         try:
             check_single_partition(
                 topic, (tp.partition for tp in partitions_of(self._consumer, [topic]))
@@ -37,7 +33,7 @@ class ModelsTail:
         except BaseException:
             self._consumer.close()
             raise
-        self._tp = TopicPartition(topic, 0)
+        self._tp = Partition(topic, 0)
         self._consumer.assign([self._tp])
         self._consumer.seek(self._tp, 0)
         self._schemas = schemas
@@ -47,7 +43,7 @@ class ModelsTail:
         deadline = time.monotonic() + timeout
         moved_at, last = time.monotonic(), -1
         while True:
-            for records in self._consumer.poll(timeout_ms=100).values():
+            for records in self._consumer.poll(0.1, TAIL_SETTINGS.max_records).values():
                 registry.add_registrations((m.value for m in records), self._schemas)
             hw = self._consumer.highwater(self._tp)
             position = self._consumer.position(self._tp)

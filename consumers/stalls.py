@@ -2,40 +2,28 @@
 
 Another producer can write a record batch with no records (``record_count: 0``; the
 bundled broker's own ``cat produce`` does with empty input). kafka-python never moves
-past its offset, so the partition would stall for good. The materialiser notices a
-partition whose position stays put while the high watermark is ahead
-(:class:`StallWatch`), then a probe of that one partition (:func:`find_next_record`)
-finds where the next record is; the range between is dead-lettered and skipped.
+past its offset, so the partition would stall for good; librdkafka steps over it, but
+its position (the last record read + 1) then stays short of a log that ends there. The
+materialiser notices a partition whose position stays put while the high watermark is
+ahead (:class:`StallWatch`), then a probe of that one partition
+(:func:`ledger.log.probe.find_next_record`) finds where the next record is; the range
+between is dead-lettered and skipped. Where librdkafka stepped over such a range before
+a record, the materialiser sees the offsets jump and dead-letters the range the same way.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-
-from kafka import KafkaConsumer, TopicPartition
 
 from consumers.batch import BatchBuilder
-from ledger.errors import BrokerError, CorruptMessage
+from ledger.errors import CorruptMessage
+from ledger.log.clients import Partition
+from ledger.log.probe import STALL_SECONDS, find_next_record
 from ledger.store import Batch
 
 #: The main loop suspects a stall after this many drained polls without progress ...
 STALL_POLLS = 5
-#: ... over at least this many seconds.
-STALL_SECONDS = 2.0
-#: The probe takes an offset for empty after its fetches returned nothing for this long
-#: while the log goes on past it (a broker answers a fetch of one partition in ms).
-EMPTY_SECONDS = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class NextRecord:
-    """The first record at or after an offset: its offset and value; ``found`` is False
-    when the log holds none before its end (``offset`` is then the end)."""
-
-    offset: int
-    value: bytes | None
-    found: bool
+#: ... over at least STALL_SECONDS.
 
 
 class StallWatch:
@@ -66,68 +54,7 @@ class StallWatch:
         return False
 
 
-def find_next_record(
-    bootstrap: str, tp: TopicPartition, offset: int, *, timeout: float = 60.0
-) -> NextRecord:
-    """The first record of ``tp`` at or after ``offset``, stepping over offsets that hold
-    no record (empty batches).
-
-    Each offset is fetched by a consumer of its own, so a known high watermark proves
-    that a fetch from that very offset was answered; answered with no record, and none
-    for :data:`EMPTY_SECONDS` more, the offset holds none.
-
-    Raises:
-        BrokerError: no answer within ``timeout`` seconds.
-
-    Example:
-        >>> find_next_record(bs, TopicPartition("ledger.embeddings", 0), 5)  # doctest: +SKIP
-        NextRecord(offset=6, value=b'\\xc3\\x01...', found=True)
-    """
-    deadline = time.monotonic() + timeout
-    at = offset
-    while True:
-        found = _fetch_at(bootstrap, tp, at, deadline)
-        if found is not None:
-            return found
-        at += 1
-
-
-def _fetch_at(bootstrap: str, tp: TopicPartition, at: int, deadline: float) -> NextRecord | None:
-    """What a fetch from ``at`` finds: a record, or the log's end; None: no record there."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        auto_offset_reset="none",
-        allow_auto_create_topics=False,
-        fetch_max_wait_ms=10,
-        max_poll_records=1,
-    )
-    try:
-        consumer.assign([tp])
-        consumer.seek(tp, at)
-        answered = None
-        while True:
-            records = consumer.poll(timeout_ms=200).get(tp)
-            if records:
-                return NextRecord(records[0].offset, records[0].value, True)
-            hw = consumer.highwater(tp)
-            now = time.monotonic()
-            if hw is not None and at >= hw:
-                return NextRecord(hw, None, False)
-            if hw is not None:
-                answered = answered or now
-                if now - answered >= EMPTY_SECONDS:
-                    return None
-            if now > deadline:
-                raise BrokerError(
-                    f"{tp.topic}[{tp.partition}]: no answer to a fetch from offset {at} "
-                    f"(log end {hw}); is the broker answering?"
-                )
-    finally:
-        consumer.close()
-
-
-def empty_range(builder: BatchBuilder, tp: TopicPartition, at: int, end: int) -> Batch:
+def empty_range(builder: BatchBuilder, tp: Partition, at: int, end: int) -> Batch:
     """The transaction that steps over offsets ``at..end-1`` (no record there):
     1. a dead letter for the range, so nothing is skipped in silence;
     2. the partition's next offset ``end``, in the same transaction."""
@@ -143,3 +70,6 @@ def empty_range(builder: BatchBuilder, tp: TopicPartition, at: int, end: int) ->
         ),
     )
     return builder.build({(tp.topic, tp.partition): end})
+
+
+__all__ = ["STALL_POLLS", "STALL_SECONDS", "StallWatch", "empty_range", "find_next_record"]

@@ -232,6 +232,7 @@ def test_doctor_all_ok_on_a_healthy_home(demo_home, bootstrap):
     findings = {f["check"]: f for f in json.loads(result.stdout)}
     assert list(findings) == [
         "broker",
+        "client",
         "topics",
         "history",
         "store",
@@ -241,6 +242,30 @@ def test_doctor_all_ok_on_a_healthy_home(demo_home, bootstrap):
         "lag",
     ]
     assert {f["status"] for f in findings.values()} == {"ok"}, findings
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
+def test_doctor_names_the_kafka_client_in_use_and_its_version(
+    demo_home, bootstrap, monkeypatch, client
+):
+    from importlib.metadata import version
+
+    monkeypatch.setenv("LEDGER_KAFKA_CLIENT", client)
+    result = run(demo_home, "doctor", "--json", bootstrap=bootstrap)
+    assert result.exit_code == 0, result.output
+    (found,) = [f for f in json.loads(result.stdout) if f["check"] == "client"]
+    package = {"kafka-python": "kafka-python", "librdkafka": "confluent-kafka"}[client]
+    assert found["status"] == "ok"
+    assert found["detail"].startswith(f"{client} {version(package)}")
+
+
+def test_doctor_fails_a_client_asked_for_and_unknown_with_what_to_set(demo_home, monkeypatch):
+    monkeypatch.setenv("LEDGER_KAFKA_CLIENT", "kcat")
+    result = run(demo_home, "doctor", "--json", bootstrap=f"127.0.0.1:{free_port()}")
+    (found,) = [f for f in json.loads(result.stdout) if f["check"] == "client"]
+    assert found["status"] == "fail"
+    assert "LEDGER_KAFKA_CLIENT='kcat'" in found["detail"]
+    assert "kafka-python, librdkafka" in found["fix"]
 
 
 def test_doctor_unreachable_broker_fails_fast_with_a_fix(demo_home):

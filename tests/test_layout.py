@@ -88,8 +88,25 @@ def test_duckdb_is_imported_by_the_store_alone_and_kafka_by_the_log_alone(graph_
     g = graph_with_libraries
     duckdb = g.find_modules_that_directly_import("duckdb")
     assert duckdb and all(m.startswith("ledger.store.") for m in duckdb)
-    kafka = {m for m in g.find_modules_that_directly_import("kafka") if m.startswith("ledger.")}
-    assert kafka and all(m.startswith("ledger.log.") for m in kafka)
+    kafka = g.find_modules_that_directly_import("kafka")
+    assert kafka and all(m.startswith("ledger.log.") for m in kafka)  # consumers/ included
+
+
+def test_the_consumers_reach_a_kafka_client_only_through_the_seam(graph_with_libraries):
+    g = graph_with_libraries
+    # librdkafka is known to its implementation of the seam alone.
+    assert g.find_modules_that_directly_import("confluent_kafka") == {
+        "ledger.log.clients.librdkafka"
+    }
+    # Only the log stage imports the client implementations; the others see the seam.
+    for impl in ("ledger.log.clients.kafka_python", "ledger.log.clients.librdkafka"):
+        importers = g.find_modules_that_directly_import(impl)
+        assert importers and all(m.startswith("ledger.log.") for m in importers), impl
+    # kafka-python's private parts (the sender's force close, the topic ids in its cluster
+    # metadata) are used by its implementation alone.
+    private = ("force_close(", "cluster.topic_id(", "._client.cluster")
+    using = {str(p.relative_to(ROOT)) for p in SOURCES if any(u in p.read_text() for u in private)}
+    assert using == {"ledger/log/clients/kafka_python.py"}
 
 
 def test_no_module_is_over_500_lines():

@@ -146,20 +146,22 @@ class _LogStartsAt10:
     def seek(self, tp, offset):
         self.seeks.append((tp, offset))
 
-    def resume(self, *tps):
+    def resume(self, tps):
         pass
+
+    def topic_id(self, topic):
+        return None
 
 
 def test_log_start_past_the_stored_offset_stops_with_a_log_gap(bootstrap, topics, tmp_path):
-    from kafka import TopicPartition
-
     from consumers.materialiser import Materialiser
+    from ledger.log.clients import Partition
 
     Shard(tmp_path, "main").write(Batch({}, {(topics.decisions, 1): 4}))
     with Materialiser(bootstrap, topics, tmp_path) as mat:
         fake = _LogStartsAt10()
         with pytest.raises(LogGapError, match=rf"{topics.decisions}\[1\].*offsets 4\.\.9"):
-            mat._prepare(fake, [TopicPartition(topics.decisions, 1)])
+            mat._prepare(fake, [Partition(topics.decisions, 1)])
         assert fake.seeks == []  # never positioned past the missing range
 
 

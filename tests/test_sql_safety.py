@@ -377,9 +377,11 @@ def test_a_bad_file_in_shards_is_named_with_what_to_do(home, name, data, says):
 
 
 def test_a_shard_cut_in_half_fails_its_query_naming_the_file(home):
-    # It still opens (the start of the file is whole): the query finds the gap.
+    # It still opens (the start of the file is whole): the query finds the gap. Cut at a
+    # quarter: past the half, a shard written in fewer, larger transactions (librdkafka's
+    # polls) may hold only free blocks, and the cut file then reads whole.
     data = shard_paths(home)[0].read_bytes()
-    bad = _plant(home, "cut.duckdb", data[: len(data) // 2])
+    bad = _plant(home, "cut.duckdb", data[: len(data) // 4])
     result = run(home, "sql", "SELECT sum(len(vector)) FROM embeddings")
     assert_refused(result, "Could not read", str(bad), "--shard cut")
     assert tempfile.gettempdir() not in result.stderr  # the file, not its copy

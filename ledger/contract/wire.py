@@ -7,7 +7,7 @@ schema versions keep decoding (the body is resolved into the current schema).
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from io import BytesIO
@@ -50,14 +50,27 @@ def encode(schema: EventSchema, record: dict[str, Any]) -> bytes:
 # only encodes what varies. For primitive fields only; tests check it against fastavro.
 
 
-def _long(n: int) -> bytes:
-    n = (n << 1) ^ (n >> 63)  # zigzag
+def _encode_varint(n: int) -> bytes:
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+#: A varint's high groups, cached: an event time's change only every 16 ms (2**14 µs).
+_high_groups = lru_cache(maxsize=1024)(_encode_varint)
+#: Varints below 2**14 (two bytes at most), cached.
+_low_varint = lru_cache(maxsize=4096)(_encode_varint)
+
+
+def _long(n: int) -> bytes:
+    n = (n << 1) ^ (n >> 63)  # zigzag
+    if n < 0x4000:
+        return _low_varint(n)
+    # The low two 7-bit groups (with continuation bits), then the rest as a varint.
+    return bytes(((n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80)) + _high_groups(n >> 14)
 
 
 @lru_cache(maxsize=4096)
@@ -70,7 +83,8 @@ def _bytes(b: bytes) -> bytes:
 
 
 def _string(s: str) -> bytes:
-    return _bytes(s.encode("utf-8"))
+    b = s.encode("utf-8")
+    return _small_long(len(b)) + b
 
 
 def _double(x: float) -> bytes:
@@ -141,17 +155,27 @@ class RowTemplate:
 
     def encode(self, columns: Mapping[str, Sequence[Any]]) -> list[bytes]:
         """Frame one record per row of ``columns`` (each a sequence, one value per row)."""
-        parts = self.parts
-        encoded: list[Any] = [
-            p if isinstance(p, bytes) else [p[1](v) for v in columns[p[0]]] for p in parts
-        ]
         n = len(next(iter(columns.values())))
-        return [
-            b"".join(row)
-            for row in zip(
-                *(repeat(e, n) if isinstance(e, bytes) else e for e in encoded), strict=True
-            )
-        ]
+        pieces: list[Iterable[bytes]] = []
+        for p in self.parts:
+            if isinstance(p, bytes):
+                pieces.append(repeat(p, n))
+            else:
+                pieces.extend(_column(p[1], columns[p[0]], n))
+        return [b"".join(row) for row in zip(*pieces, strict=True)]
+
+
+def _column(enc: Callable[[Any], bytes], values: Sequence[Any], n: int) -> list[Iterable[bytes]]:
+    """One column's encodings for :meth:`RowTemplate.encode`: strings and bytes of one
+    length (ids, hashes, vectors) as one shared length prefix and the values as they are,
+    so that no row copies a value into a prefixed one first."""
+    if enc is _string or enc is _bytes:
+        raw = [v.encode("utf-8") for v in values] if enc is _string else list(values)
+        sizes = set(map(len, raw))
+        if len(sizes) == 1:
+            return [repeat(_small_long(sizes.pop()), n), raw]
+        return [[_small_long(len(b)) + b for b in raw]]
+    return [[enc(v) for v in values]]
 
 
 def row_template(schema: EventSchema, constant: Mapping[str, Any]) -> RowTemplate | None:

@@ -14,6 +14,7 @@ A broker that cannot be reached, or does not acknowledge, raises
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -89,7 +90,8 @@ class Producer:
         flush_timeout: seconds :meth:`flush` waits without any acknowledgement before it
             raises :class:`~ledger.errors.BrokerError` naming how many events were not
             acknowledged; default: the flush timeout in force (30 s unless set).
-        **kafka_config: passed to ``kafka.KafkaProducer`` (e.g. ``linger_ms``).
+        **kafka_config: producer options in kafka-python's names (e.g. ``linger_ms``), for
+            the client in use (:mod:`ledger.log.clients`; librdkafka translates them).
 
     Example:
         >>> with Producer(bootstrap=bs, name="search-api") as p:  # doctest: +SKIP
@@ -265,7 +267,9 @@ class Producer:
             and vector.dtype == _F32
             and vector.shape == (mv.dimension,)
             and vector.flags.c_contiguous
-            and np.isfinite(vector).all()
+            # Finite iff the sum of squares is (3x cheaper than isfinite().all()); a finite
+            # vector whose sum overflows takes the general path, which accepts it.
+            and vector @ vector < math.inf
         ):
             vector = check_vector(mv, vector)  # the general path: converts or says what's wrong
         check_id("entity_id", entity_id)

@@ -9,36 +9,39 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
-
-from kafka import KafkaConsumer
-from kafka.errors import KafkaError
 
 from ledger.errors import BrokerError
-from ledger.log.broker import connect_client
+from ledger.log.clients import (
+    ConsumerSettings,
+    LogConsumer,
+    LogRecord,
+    Partition,
+    TransportError,
+    open_consumer,
+)
+from ledger.log.probe import STALL_SECONDS, find_next_record
 from ledger.log.topics import partitions_of
 
-
-def reader(bootstrap: str, **config: Any) -> KafkaConsumer:
-    """A group-less consumer for explicit assignment (replays, reads to the end).
-
-    Raises :class:`BrokerError` when no broker answers within the connect timeout in force.
-    """
-    return connect_client(
-        KafkaConsumer, bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", **config
-    )
+#: A full read: large fetches; the broker answers an empty fetch at once, since here only
+#: the high watermark is wanted (it would hold it for fetch_wait_ms waiting for data).
+READ_SETTINGS = ConsumerSettings(
+    max_records=5000, fetch_wait_ms=20, partition_fetch_bytes=8 * 1024 * 1024
+)
 
 
-def read_to_end(bootstrap: str, topics: Sequence[str], *, timeout: float = 60.0) -> Iterator[Any]:
-    """Yield every record of ``topics`` from offset 0 to the true end at the time of reading."""
-    # The broker would hold an empty fetch for fetch_max_wait_ms (default 500 ms) waiting
-    # for new data; here we only want the high watermark, so answer at once.
-    consumer = reader(bootstrap, fetch_max_wait_ms=20)
+def read_to_end(
+    bootstrap: str, topics: Sequence[str], *, timeout: float = 60.0
+) -> Iterator[LogRecord]:
+    """Yield every record of ``topics`` from offset 0 to the true end at the time of reading
+    (with the client in use: :mod:`ledger.log.clients`)."""
+    consumer = open_consumer(bootstrap, READ_SETTINGS)
     try:
         tps = partitions_of(consumer, topics)
         consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
+        for tp in tps:
+            consumer.seek(tp, 0)
         pending = set(tps)
+        still: dict[Partition, tuple[int, float]] = {}  # position, and since when
         deadline = time.monotonic() + timeout
         while pending:
             if time.monotonic() > deadline:
@@ -46,17 +49,36 @@ def read_to_end(bootstrap: str, topics: Sequence[str], *, timeout: float = 60.0)
                     f"reading {', '.join(topics)} to the end timed out after {timeout}s",
                     hint="check that the broker is up and not overloaded",
                 )
-            batch = consumer.poll(timeout_ms=50)
-            for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
+            batch = consumer.poll(0.05, READ_SETTINGS.max_records)
+            for tp in sorted(batch):
                 yield from batch[tp]
             for tp in list(pending):
-                hw = consumer.highwater(tp)
-                if hw is not None and consumer.position(tp) >= hw:
+                if _at_end(bootstrap, consumer, tp, still):
                     pending.discard(tp)
-    except KafkaError as exc:
+    except TransportError as exc:
         raise BrokerError(
             f"reading {', '.join(topics)} from {bootstrap} failed: {exc}",
             hint="check that the broker is up",
         ) from exc
     finally:
         consumer.close()
+
+
+def _at_end(
+    bootstrap: str, consumer: LogConsumer, tp: Partition, still: dict[Partition, tuple[int, float]]
+) -> bool:
+    """Whether ``tp`` is read to its end. A position that stays short of the end may stand
+    before offsets that hold no record (an empty batch): probe, and step over them."""
+    hw, at, now = consumer.highwater(tp), consumer.position(tp), time.monotonic()
+    if hw is not None and at >= hw:
+        return True
+    seen = still.get(tp)
+    if seen is None or seen[0] != at:
+        still[tp] = (at, now)
+    elif hw is not None and now - seen[1] > STALL_SECONDS:
+        found = find_next_record(bootstrap, tp, at)
+        if not found.found:
+            return True
+        consumer.seek(tp, found.offset)
+        still[tp] = (found.offset, now)
+    return False

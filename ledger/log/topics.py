@@ -6,13 +6,14 @@ import re
 import time
 from collections.abc import Iterable
 
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from ledger.contract.events import Topics
 from ledger.errors import BrokerError
 from ledger.log.broker import connect_client
+from ledger.log.clients.base import LogConsumer, Partition
 
 #: Unlimited retention and no compaction: the log is the history (DESIGN decision 9).
 #: Set explicitly, so a cluster whose defaults differ does not apply its own.
@@ -68,14 +69,14 @@ def _broker_says(exc: KafkaError) -> str:
     return found.group(1) if found else type(exc).__name__
 
 
-def partitions_of(consumer: KafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+def partitions_of(consumer: LogConsumer, topics: Iterable[str]) -> list[Partition]:
     """All partitions of ``topics``.
 
     Raises BrokerError for a topic the broker does not have (a mistyped topic prefix, or
-    ``ledger init`` not run): kafka-python answers an unknown topic with an empty set, which
+    ``ledger init`` not run): a client answers an unknown topic with no partitions, which
     would otherwise read as "nothing to do".
     """
-    out: list[TopicPartition] = []
+    out: list[Partition] = []
     for topic in topics:
         parts = consumer.partitions_for_topic(topic)  # a metadata request when not cached
         deadline = time.monotonic() + 2  # a topic just created may take a moment to show
@@ -88,7 +89,7 @@ def partitions_of(consumer: KafkaConsumer, topics: Iterable[str]) -> list[TopicP
                 hint="check the topic prefix, or create the ledger's topics with init_topics()",
                 cli_hint="check --topic-prefix, or create the topics with `ledger init`",
             )
-        out.extend(TopicPartition(topic, p) for p in sorted(parts))
+        out.extend(Partition(topic, p) for p in sorted(parts))
     return out
 
 

@@ -3,6 +3,7 @@
 Checks, in order (a later check is skipped when what it needs failed):
 
 1. broker: a bootstrap is configured and accepts connections (within a few seconds);
+   client: which Kafka client the log stage uses (librdkafka or kafka-python), its version;
 2. topics: the three topics exist; ``<prefix>.models`` has exactly one partition (its
    order is the order of deployments);
    history: each topic's retention and cleanup policy (a warning when they bound the
@@ -27,6 +28,7 @@ from ledger.checks.serving import check_deployed, check_switch_set
 from ledger.contract.events import Topics
 from ledger.errors import BrokerError, LedgerError
 from ledger.log.broker import check_reachable, resolve_bootstrap
+from ledger.log.clients import ENV_CLIENT, FAST_INSTALL, KAFKA_PYTHON, client_in_use
 from ledger.log.topics import topic_configs, topic_partitions
 from ledger.serving.open import check_pointer
 from ledger.serving.pointers import pointers
@@ -68,6 +70,18 @@ def check_broker(bootstrap: str | None, home: Path) -> tuple[Finding, str | None
             "start the broker, or correct --bootstrap / LEDGER_BOOTSTRAP",
         ), None
     return Finding("broker", OK, f"reachable at {resolved}"), resolved
+
+
+def check_client() -> Finding:
+    """The Kafka client in use (:mod:`ledger.log.clients`), its version and why."""
+    try:
+        info = client_in_use()
+    except LedgerError as exc:
+        return Finding("client", FAIL, str(exc).split(" (")[0], exc.hint or "")
+    detail = f"{info.name} {info.version} (chosen by {info.chosen_by})"
+    if info.name == KAFKA_PYTHON and info.chosen_by != f"${ENV_CLIENT}":
+        detail += f"; {FAST_INSTALL} for librdkafka, 5-6x faster"
+    return Finding("client", OK, detail)
 
 
 def check_topics(bootstrap: str, topics: Topics) -> Finding:
@@ -241,7 +255,7 @@ def doctor(bootstrap: str | None, topics: Topics, home: Path) -> list[Finding]:
         ['ok', 'ok', 'ok', 'ok', 'ok', 'ok']
     """
     broker, reachable = check_broker(bootstrap, home)
-    out = [broker]
+    out = [broker, check_client()]
     topics_ok = False
     if reachable:
         out.append(check_topics(reachable, topics))

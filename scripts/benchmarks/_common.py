@@ -270,24 +270,40 @@ def produce_log(bootstrap: str, prefix: str, n: int, *, reembed_every: int = 10)
     return events
 
 
-def raw_read(bootstrap: str, topics: Any, total: int, *, keep: list[Any] | None = None) -> float:
-    """Seconds for a plain ``KafkaConsumer``, with the materialiser's fetch settings, to read
-    ``total`` messages of ``topics`` from the start: the ceiling a materialiser is held to.
-    The records read are appended to ``keep`` when it is given."""
-    from kafka import KafkaConsumer
+def raw_read(
+    bootstrap: str,
+    topics: Any,
+    total: int,
+    client: str | None = None,
+    *,
+    keep: list[Any] | None = None,
+) -> float:
+    """Seconds for the plain client (``client``, default: the one in use), with the
+    materialiser's fetch settings, to read ``total`` messages of ``topics`` from the start:
+    the ceiling a materialiser is held to. It counts the records and touches nothing else;
+    the records read are appended to ``keep`` when it is given (as the seam's records,
+    built after the clock stops)."""
+    import dataclasses
 
-    from consumers.materialiser import FETCH_CONFIG
+    from consumers.materialiser import SETTINGS
+    from ledger.log.clients import LIBRDKAFKA, client_name, open_consumer
     from ledger.log.topics import partitions_of
 
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=5000,
-        **FETCH_CONFIG,
-    )
+    settings = dataclasses.replace(SETTINGS, strict=False, max_records=5000)
+    finder = open_consumer(bootstrap)
     try:
-        consumer.assign(partitions_of(consumer, topics.all))
+        tps = partitions_of(finder, topics.all)
+    finally:
+        finder.close()
+    if (client or client_name()) == LIBRDKAFKA:
+        return _raw_read_librdkafka(bootstrap, settings, tps, total, keep)
+    from kafka import KafkaConsumer, TopicPartition
+
+    from ledger.log.clients.kafka_python import consumer_config
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, **consumer_config(settings))
+    try:
+        consumer.assign([TopicPartition(t, p) for t, p in tps])
         seen, started = 0, time.perf_counter()
         while seen < total:
             for records in consumer.poll(timeout_ms=200).values():
@@ -297,3 +313,31 @@ def raw_read(bootstrap: str, topics: Any, total: int, *, keep: list[Any] | None 
         return time.perf_counter() - started
     finally:
         consumer.close()
+
+
+def _raw_read_librdkafka(
+    bootstrap: str, settings: Any, tps: list[Any], total: int, keep: list[Any] | None
+) -> float:
+    import confluent_kafka
+
+    from ledger.log.clients import LogRecord
+    from ledger.log.clients.librdkafka import consumer_config
+
+    consumer = confluent_kafka.Consumer(consumer_config(bootstrap, settings))
+    messages: list[Any] = []
+    try:
+        consumer.assign([confluent_kafka.TopicPartition(t, p, 0) for t, p in tps])
+        seen, started = 0, time.perf_counter()
+        while seen < total:
+            got = consumer.consume(settings.max_records, 0.2)
+            seen += len(got)
+            if keep is not None:
+                messages.extend(got)
+        seconds = time.perf_counter() - started
+    finally:
+        consumer.close()
+    if keep is not None:
+        keep.extend(
+            LogRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value()) for m in messages
+        )
+    return seconds

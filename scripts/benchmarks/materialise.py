@@ -1,5 +1,6 @@
-"""materialise: events/s of catch_up() into a fresh shard (384-d embeddings) / a raw
-KafkaConsumer reading the same messages with the same fetch settings (~30 s on 2 cores).
+"""materialise: events/s of catch_up() into a fresh shard (384-d embeddings) / the same
+client's raw consumer reading the same messages with the same fetch settings, in the same
+run; ``--client kafka-python|librdkafka`` (default: the one in use). ~30 s on 2 cores.
 
 Also the pipeline without the consume: the messages the raw read kept, in polls of the
 materialiser's size, through the same decode, checks and shard writer thread
@@ -8,6 +9,7 @@ materialiser's size, through the same decode, checks and shard writer thread
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 import uuid
@@ -22,6 +24,7 @@ from consumers.writer import ShardWriter
 from ledger import Producer, Topics, content_hash, init_topics
 from ledger.contract.rules import Registry
 from ledger.contract.schemas import default_store
+from ledger.log.clients import CLIENTS, ENV_CLIENT, LIBRDKAFKA, client_in_use
 from ledger.store import Shard
 
 NEEDS_BROKER = True
@@ -77,8 +80,12 @@ def bench_materialise(bootstrap: str, *, events: int, dimension: int, partitions
     init_topics(bootstrap, topics, partitions=partitions)
     produced = _produce(bootstrap, topics, events, dimension)
     total = events + 1  # and the registration
+    client = client_in_use()
     kept: list[object] = []
     raw = total / raw_read(bootstrap, topics, total, keep=kept)
+    fastest = (
+        raw if client.name == LIBRDKAFKA else total / raw_read(bootstrap, topics, total, LIBRDKAFKA)
+    )
     with tempfile.TemporaryDirectory() as home:
         build = total / _pipeline(topics, kept, Path(home), write=False)
     with tempfile.TemporaryDirectory() as home:
@@ -91,7 +98,9 @@ def bench_materialise(bootstrap: str, *, events: int, dimension: int, partitions
         raise SystemExit(f"materialised {stats.events} events, expected {total}")
     rate = total / stats.seconds
     _figure(f"produce events/s ({dimension}-d)", f"{events / produced:,.0f}", "n/a, input")
-    _figure("raw KafkaConsumer read events/s", f"{raw:,.0f}", "n/a, the ceiling")
+    _figure("client", f"{client.name} {client.version}", "n/a")
+    _figure(f"raw {client.name} read events/s", f"{raw:,.0f}", "n/a, the ceiling")
+    _figure("raw librdkafka read events/s", f"{fastest:,.0f}", "n/a, the fastest client")
     _figure("shard MB", f"{size / 1e6:,.1f}", "n/a")
     _figure("transactions", f"{stats.transactions}", "n/a")
     _figure(
@@ -110,9 +119,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=100_000, help="embedding events")
     parser.add_argument("--dimension", type=int, default=384)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--client", choices=CLIENTS, help="Kafka client (default: the one in use)")
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.client:
+        os.environ[ENV_CLIENT] = args.client  # the producer, the materialiser and the raw read
     bench_materialise(
         args.bootstrap, events=args.events, dimension=args.dimension, partitions=args.partitions
     )

@@ -1,9 +1,11 @@
-"""producer: ledger.Producer send rate (single and batch API) / raw KafkaProducer sending
-pre-encoded bytes of the same size, same config, 384-d vectors (~1 min on 2 cores)."""
+"""producer: ledger.Producer send rate (single and batch API) / the same client's raw producer
+sending pre-encoded bytes of the same size, same config, 384-d vectors; ``--client
+kafka-python|librdkafka`` (default: the one in use). ~1 min on 2 cores."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 import uuid
@@ -15,6 +17,7 @@ import numpy as np
 from ledger import Producer, Topics, content_hash, init_topics
 from ledger.contract.schemas import default_store
 from ledger.contract.wire import encode
+from ledger.log.clients import CLIENTS, ENV_CLIENT, LIBRDKAFKA, client_in_use
 
 DIMENSION = 384
 BATCH_ROWS = 1000  # rows per write_embeddings call: a realistic service batch
@@ -33,8 +36,6 @@ def _figure(name: str, value: str, goal: str) -> None:
 
 def bench_producer(bootstrap: str, *, events: int, rounds: int) -> None:
     """Send ``events`` embeddings per method per round; print rates and ratios to raw Kafka."""
-    from kafka import KafkaProducer
-
     topics = Topics(f"bench{uuid.uuid4().hex[:8]}")
     init_topics(bootstrap, topics, partitions=4)
     rng = np.random.default_rng(0)
@@ -67,12 +68,8 @@ def bench_producer(bootstrap: str, *, events: int, rounds: int) -> None:
             )
             for i in range(events)
         ]
-        raw = KafkaProducer(bootstrap_servers=bootstrap, **KAFKA_CONFIG)
-
-        def run_raw() -> None:
-            for key, payload in zip(keys, payloads, strict=True):
-                raw.send(topics.embeddings, key=key, value=payload)
-            raw.flush()
+        client = client_in_use()
+        run_raw, close_raw = _raw_sender(bootstrap, client.name, topics.embeddings, keys, payloads)
 
         def run_single() -> None:
             for i in range(events):
@@ -111,7 +108,7 @@ def bench_producer(bootstrap: str, *, events: int, rounds: int) -> None:
                 rates[method].append(events / (time.perf_counter() - wall))
                 cpu_rates[method].append(events / (time.process_time() - cpu))
             order = order[1:] + order[:1]  # rotate so no method always runs first
-        raw.close()
+        close_raw()
 
     median = {m: statistics.median(r) for m, r in rates.items()}
 
@@ -119,6 +116,7 @@ def bench_producer(bootstrap: str, *, events: int, rounds: int) -> None:
         # Per round (against the same round's raw run), then the median over rounds.
         return statistics.median(r / b for r, b in zip(of[method], of["raw"], strict=True))
 
+    _figure("client", f"{client.name} {client.version}", "n/a")
     _figure("producer_events", f"{events} x {rounds} rounds, {len(payloads[0])} B each", "n/a")
     _figure("producer_raw_rate", f"{median['raw']:.0f} events/s", "n/a: the reference")
     _figure("producer_single_rate", f"{median['single']:.0f} events/s", "n/a")
@@ -129,13 +127,49 @@ def bench_producer(bootstrap: str, *, events: int, rounds: int) -> None:
     _figure("producer_batch_ratio", f"{ratio(rates, 'batch'):.2f}", ">= 0.8")
 
 
+def _raw_sender(
+    bootstrap: str, client: str, topic: str, keys: list[bytes], payloads: list[bytes]
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """The raw baseline of ``client``: send the payloads as they are, then flush; and its
+    close. librdkafka gets the ledger's options without delivery reports (a plain user's)."""
+    if client == LIBRDKAFKA:
+        import confluent_kafka
+
+        from ledger.log.clients.librdkafka import producer_settings
+
+        rd = confluent_kafka.Producer(producer_settings(bootstrap, KAFKA_CONFIG))
+
+        def run_rd() -> None:
+            produce, poll = rd.produce, rd.poll
+            for i, (key, payload) in enumerate(zip(keys, payloads, strict=True)):
+                produce(topic, payload, key)
+                if i % 1000 == 999:
+                    poll(0)
+            rd.flush()
+
+        return run_rd, rd.close
+    from kafka import KafkaProducer
+
+    kp = KafkaProducer(bootstrap_servers=bootstrap, **KAFKA_CONFIG)
+
+    def run_kp() -> None:
+        for key, payload in zip(keys, payloads, strict=True):
+            kp.send(topic, key=key, value=payload)
+        kp.flush()
+
+    return run_kp, kp.close
+
+
 NEEDS_BROKER = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=10_000, help="events per method per round")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
+    parser.add_argument("--client", choices=CLIENTS, help="Kafka client (default: the one in use)")
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.client:
+        os.environ[ENV_CLIENT] = args.client
     bench_producer(args.bootstrap, events=args.events, rounds=args.rounds)

@@ -10,7 +10,8 @@ process of its own (its peak RSS and its build workers' are measured):
 - full replay: ``RollbackOptions(full_replay=True)``: the whole log replayed into a fresh store;
 - floor: the same vectors from a numpy array into one Annoy index (add items, build with
   n_jobs=-1, save) at the rollback's number of trees;
-- raw consume: a ``KafkaConsumer`` read of the whole log with the materialiser's settings.
+- raw consume: a read of the whole log by the client in use (its plain consumer) with the
+  materialiser's settings.
 
     scripts/bench.py rollback --n 20000                       # a smoke test, ~1 min
     scripts/bench.py rollback --growth 100000,300000 --n 1000000 --profile
