@@ -386,7 +386,13 @@ class Materialiser:
                 self._unstall(consumer, tp, at)
 
     def _unstall(self, consumer: LogConsumer, tp: Partition, at: int) -> None:
-        found = find_next_record(self.bootstrap, tp, at)
+        try:
+            found = find_next_record(self.bootstrap, tp, at)
+        except BrokerError as exc:
+            # A position that stands still while the broker is away is no empty batch: the
+            # probe's own connection fails too. The watch looks again once the broker is back.
+            log.warning("%s: cannot probe the log yet: %s", _where(tp), exc)
+            return
         key = _key(tp)
         mark = self._verify.pop(key, None)
         if mark is not None:
