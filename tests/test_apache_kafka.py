@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from kafka import KafkaConsumer
 from scenario import CLASSIFIER, EMBEDDER, play_incident
-from test_processes import _Assignments, _consume, _produce, _stop
+from test_processes import _Assignments, _consume, _produce, _stop, _wait_split
 
 from consumers.catchup import catch_up
 from consumers.lag import true_ends, wait_caught_up
@@ -232,7 +232,7 @@ def test_a_killed_group_member_is_taken_over_and_nothing_is_lost(
     logs = [_Assignments(a), _Assignments(b)]
     load = _Load(bootstrap, topics)
     try:
-        _wait_split(topics, logs)
+        _wait_split(topics, logs, timeout=60)
         load.wait_for(4000)
         code, _ = _stop(b, signal.SIGKILL, log=logs[1])  # no leave-group: the session ends
         assert code == -signal.SIGKILL
@@ -249,16 +249,6 @@ def test_a_killed_group_member_is_taken_over_and_nothing_is_lost(
         f"{topics.embeddings}:{p}" for p in range(4)
     }
     _exactly_once(bootstrap, topics, tmp_path, expected)
-
-
-def _wait_split(topics: Topics, logs: list[_Assignments]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        held = [{p for p in (log.latest or ()) if p.startswith(topics.embeddings)} for log in logs]
-        if all(len(h) == 2 for h in held) and not held[0] & held[1]:
-            return
-        time.sleep(0.1)
-    raise AssertionError([log.latest for log in logs])
 
 
 def test_init_refuses_more_replicas_than_brokers_in_one_line(apache_kafka):

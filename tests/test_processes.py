@@ -168,9 +168,9 @@ class _Assignments:
         return "\n".join(self.lines)
 
 
-def _wait_split(topics: Topics, logs: list[_Assignments]) -> None:
+def _wait_split(topics: Topics, logs: list[_Assignments], timeout: float = 30.0) -> None:
     # Both members hold half of the embeddings partitions each, nothing twice.
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         held = [{p for p in (log.latest or ()) if p.startswith(topics.embeddings)} for log in logs]
         if all(len(h) == 2 for h in held) and not held[0] & held[1]:
