@@ -100,9 +100,10 @@ def find_conflicts(
     con: duckdb.DuckDBPyConnection, table: str, content: list[str]
 ) -> list[IdConflict]:
     """Rows of the registered ``_batch`` whose event id ``table`` holds with other
-    ``content`` columns (a different event reusing the id). Run it after an
-    ``INSERT OR IGNORE`` that skipped rows: a row just inserted matches itself."""
-    differs = " OR ".join(f't."{c}" IS DISTINCT FROM b."{c}"' for c in content)
+    ``content`` columns (a different event reusing the id). Run it after an insert that
+    skipped rows: a row just inserted matches itself."""
+    # The ids are equal by the join (the table's may be a UUID, the batch's text).
+    differs = " OR ".join(f't."{c}" IS DISTINCT FROM b."{c}"' for c in content if c != "event_id")
     found = _run(
         con,
         f'SELECT b.event_id, b.topic, b."partition", b."offset", t.topic, t."partition", '  # noqa: S608 - names from the schema

@@ -33,8 +33,11 @@ from ledger.store.positions import (
 #: Event tables, in the order a batch writes them (registrations first).
 EVENT_TABLES = ("model_versions", "deployments", "embeddings", "deletions", "decisions")
 
+# The event id is a UUID (the contract's canonical lowercase text, so the type is exact):
+# 16 bytes against 36 for the text. It has no key index: a batch's stored ids are found by
+# an anti-join (see _INSERT_EVENTS). Shards created with ``VARCHAR PRIMARY KEY`` keep it.
 _ENVELOPE = """
-    event_id VARCHAR PRIMARY KEY,
+    event_id UUID,
     event_time TIMESTAMPTZ,
     producer VARCHAR,
     model VARCHAR,
@@ -143,11 +146,13 @@ ARROW_SCHEMAS: dict[str, pa.Schema] = {
 
 Partition = tuple[str, int]
 
-# Events are keyed by event id. A batch is inserted as it is first (new events pay only
-# the key index); a taken key fails that attempt and the transaction is written again with
-# INSERT OR IGNORE (2x the cost per row, measured; an anti-join scans the whole key column).
-_INSERT_NEW = "INSERT INTO {} SELECT * FROM _batch"
-_INSERT_EVENTS = "INSERT OR IGNORE INTO {} SELECT * FROM _batch"
+# A stored event id is skipped (retries, replays): an anti-join of the batch's ids with the
+# table's event-id column, a scan of 16 bytes a row. A primary key cost more on insert and
+# was written out whole at every checkpoint, growing with the shard (BENCHMARKS.md).
+_INSERT_EVENTS = (
+    "INSERT INTO {0} SELECT * FROM _batch b WHERE NOT EXISTS "
+    "(SELECT 1 FROM {0} s WHERE s.event_id = b.event_id)"
+)
 # A dead letter is keyed by its place in the log: re-reading that offset adds nothing.
 _INSERT = {
     "dead_letters": "INSERT INTO dead_letters SELECT * FROM _batch b WHERE NOT EXISTS ("
@@ -369,8 +374,8 @@ class Shard:
         """Write ``batch`` in one transaction; returns rows inserted per table.
 
         Steps (each in the same transaction, so a crash leaves all or nothing):
-        1. insert each table's rows with one statement; the event-id key skips stored
-           events (retries, replays): such a batch is written again with INSERT OR IGNORE;
+        1. insert each table's rows with one statement, skipping events whose id the
+           table holds (retries, replays);
         2. mark the re-driven dead letters;
         3. upsert the partitions' next offsets and log marks, so a restart resumes right
            after, in the same log.
@@ -388,7 +393,7 @@ class Shard:
         caller to dead-letter before it writes again. A true duplicate (same content)
         is still skipped in silence.
 
-        Only a table where ``INSERT OR IGNORE`` skipped rows is compared (a join with
+        Only a table where the insert skipped rows is compared (a join with
         the stored rows), so a batch of new events costs nothing more.
 
         Example:
@@ -398,18 +403,13 @@ class Shard:
 
     def _write(self, batch: Batch, *, check_ids: bool) -> tuple[dict[str, int], list[IdConflict]]:
         with self._connect("writing a batch") as con:
-            try:
-                return self._transaction(con, batch, check_ids=check_ids, fresh=True)
-            except duckdb.ConstraintException:  # a stored event id: nothing was written
-                return self._transaction(con, batch, check_ids=check_ids, fresh=False)
+            return self._transaction(con, batch, check_ids=check_ids)
 
     def _transaction(
-        self, con: duckdb.DuckDBPyConnection, batch: Batch, *, check_ids: bool, fresh: bool
+        self, con: duckdb.DuckDBPyConnection, batch: Batch, *, check_ids: bool
     ) -> tuple[dict[str, int], list[IdConflict]]:
-        # ``fresh``: events inserted without the skip (ConstraintException on a taken key).
         inserted: dict[str, int] = {}
         conflicts: list[IdConflict] = []
-        events = _INSERT_NEW if fresh else _INSERT_EVENTS
         _run(con, f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")  # this connection's
         _run(con, "BEGIN TRANSACTION")
         try:
@@ -417,7 +417,7 @@ class Shard:
                 if table.num_rows == 0:
                     continue
                 con.register("_batch", table)
-                rows = _run(con, _INSERT.get(name, events.format(name)))
+                rows = _run(con, _INSERT.get(name, _INSERT_EVENTS.format(name)))
                 inserted[name] = int(rows[0][0]) if rows else 0
                 if check_ids and name in EVENT_TABLES and inserted[name] < table.num_rows:
                     content = [c for c in table.column_names if c not in _SOURCE_COLUMNS]

@@ -57,8 +57,11 @@ def view_statements(sources: Sequence[str], *, position: str | None = None) -> l
         >>> view_statements(["shard_0"])[0].startswith("CREATE VIEW model_versions")
         True
     """
+    # Shards store the event id as a UUID (older ones as text); the views show its text,
+    # as the contract spells it.
     out = [
-        f"CREATE VIEW {table} AS\n{_at(_union_by_event_id(table, sources), position)}"
+        f"CREATE VIEW {table} AS SELECT * REPLACE (event_id::VARCHAR AS event_id) FROM (\n"
+        f"{_at(_union_by_event_id(table, sources), position)}\n)"
         for table in EVENT_VIEWS
     ]
     out.append(
