@@ -136,6 +136,11 @@ def read_positions(con: duckdb.DuckDBPyConnection, shard: str) -> dict[Partition
     return out
 
 
+#: Shard files this process writes, by resolved path: the writer's connection (the file is
+#: attached to an in-memory database of its own, which no other connection can open).
+WRITING_HERE: dict[Path, duckdb.DuckDBPyConnection] = {}
+
+
 def peek_positions(path: Path, *, timeout: float) -> dict[Partition, Position] | None:
     """The stored positions of the shard file ``path``, opened read-only; ``None`` when
     its writer kept the file for all of ``timeout`` seconds (the caller decides).
@@ -147,20 +152,19 @@ def peek_positions(path: Path, *, timeout: float) -> dict[Partition, Position] |
     deadline = time.monotonic() + timeout
     delay = 0.005
     while True:
+        writer = WRITING_HERE.get(path.resolve())
         try:
-            con = duckdb.connect(str(path), read_only=True)
-            break
-        except duckdb.ConnectionException:
-            # This process has the file open read-write already (another materialiser
-            # in it): a connection of the same kind shares that database.
-            try:
-                con = duckdb.connect(str(path))
-            except duckdb.Error:
-                return None  # open here in yet another way: treat it as busy
+            if writer is not None:
+                # This process writes the file (another materialiser in it): a cursor of
+                # that writer's database reads what it committed.
+                con = writer.cursor()
+                _run(con, "USE shard")
+            else:
+                con = duckdb.connect(str(path), read_only=True)
             break
         except duckdb.Error as exc:
             err = _store_error(exc, f"reading the offsets of shard {path.stem}")
-            if not err.transient:
+            if writer is None and not err.transient:  # a writer here: closed meanwhile
                 raise err from exc
             if time.monotonic() > deadline:
                 return None

@@ -18,9 +18,10 @@ import pyarrow as pa
 
 from ledger.contract.rules import ModelVersion
 from ledger.errors import ShardBusy, StoreError
-from ledger.store._db import _open_db, _run, _store_error
+from ledger.store._db import _open_db, _run, _sql_str, _store_error
 from ledger.store.positions import (
     MARKS_DDL,
+    WRITING_HERE,
     IdConflict,
     LogMark,
     Position,
@@ -165,6 +166,18 @@ _SHARD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 #: WAL size at which the writer checkpoints (DuckDB's 16 MiB rewrote the partly filled last
 #: row group every 2-3 batches); closing still checkpoints. 22k -> 30k rows/s, measured.
 CHECKPOINT_THRESHOLD = "128MB"
+
+#: Rows per row group the writer's connection makes (DuckDB's default: 122,880). Every
+#: checkpoint (each close of the connection) rewrites the partly filled last row group: at
+#: 384-d that was up to 180 MB per close and grew with the shard; a small group bounds it
+#: (2x the rows/s, measured; BENCHMARKS.md). The size is a setting of the attach, not kept
+#: in the file, so every writer connection attaches this way; readers need nothing.
+ROW_GROUP_SIZE = 16_384
+
+#: Float compression the writer does not try: at a checkpoint DuckDB analyses every float
+#: segment for these, and embedding vectors barely compress (2% smaller file, measured)
+#: while the analysis was half the checkpoint's time.
+_NO_FLOAT_COMPRESSION = "alp,alprd,chimp,patas"
 
 #: After holding its connection for ``hold`` seconds a writer pauses this long before
 #: reconnecting, so a reader retrying every few milliseconds can take the file.
@@ -320,7 +333,8 @@ class Shard:
         delay = 0.002
         while True:
             try:
-                con = _open_db(str(self.path))
+                con = _attach_writer(self.path)
+                WRITING_HERE[self.path.resolve()] = con
                 break
             except duckdb.Error as exc:
                 err = _store_error(exc, f"opening shard {self.name}")
@@ -332,7 +346,7 @@ class Shard:
             try:
                 _run(con, DDL)
             except duckdb.Error as exc:
-                con.close()
+                self._close(con)
                 raise _store_error(exc, f"creating the tables of shard {self.name}") from exc
             self._ready = True
         return con
@@ -347,13 +361,13 @@ class Shard:
             except duckdb.Error as exc:
                 self.idle()
                 if con is not self._held:
-                    con.close()
+                    self._close(con)
                 raise _store_error(exc, f"{what} in shard {self.name}") from exc
             if con is not self._held:
                 if self.hold > 0:
                     self._held, self._held_since = con, time.monotonic()
                 else:
-                    con.close()
+                    self._close(con)
             elif time.monotonic() - self._held_since > self.hold:
                 self.idle()
                 self._resume_at = time.monotonic() + YIELD_S
@@ -364,9 +378,13 @@ class Shard:
             if self._held is not None:
                 held, self._held = self._held, None
                 try:
-                    held.close()
+                    self._close(held)
                 except duckdb.Error:
                     pass  # closing after a failed transaction: the file holds what was committed
+
+    def _close(self, con: duckdb.DuckDBPyConnection) -> None:
+        WRITING_HERE.pop(self.path.resolve(), None)
+        con.close()
 
     # -- writing ------------------------------------------------------------------
 
@@ -410,7 +428,6 @@ class Shard:
     ) -> tuple[dict[str, int], list[IdConflict]]:
         inserted: dict[str, int] = {}
         conflicts: list[IdConflict] = []
-        _run(con, f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")  # this connection's
         _run(con, "BEGIN TRANSACTION")
         try:
             for name, table in batch.tables.items():
@@ -493,6 +510,21 @@ class Shard:
             )
             for t, p, o, raw, reason, error, received, redriven in rows
         ]
+
+
+def _attach_writer(path: Path) -> duckdb.DuckDBPyConnection:
+    # The shard file attached read-write to an in-memory database of its own (closing the
+    # connection detaches it, with a checkpoint), with the writer's settings.
+    con = _open_db(":memory:")
+    try:
+        _run(con, f"ATTACH '{_sql_str(str(path))}' AS shard (ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
+        _run(con, "USE shard")
+        _run(con, f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+        _run(con, f"SET disabled_compression_methods = '{_NO_FLOAT_COMPRESSION}'")
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 def empty_table(name: str) -> pa.Table:
