@@ -1,5 +1,6 @@
 """The one place that runs DuckDB and translates its errors: ``duckdb.Error`` becomes
-:class:`StoreError` (``transient=True`` for a lock held by another process), and the query
+:class:`StoreError` (``transient=True`` for a lock held by another process); the shard
+writer's connection and its settings; and the query
 API the rest of the ledger uses on a views connection (:func:`arrow`, :func:`rows`,
 :func:`registered`)."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -32,6 +34,38 @@ def _open_db(database: str) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(database)
     try:
         _run(con, "SET enable_progress_bar = false")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+#: WAL size at which the writer checkpoints (DuckDB's 16 MiB rewrote the partly filled last
+#: row group every 2-3 batches); closing still checkpoints. 22k -> 30k rows/s, measured.
+CHECKPOINT_THRESHOLD = "128MB"
+
+#: Rows per row group the writer's connection makes (DuckDB's default: 122,880). Every
+#: checkpoint (each close of the connection) rewrites the partly filled last row group: at
+#: 384-d that was up to 180 MB per close and grew with the shard; a small group bounds it
+#: (2x the rows/s, measured; BENCHMARKS.md). The size is a setting of the attach, not kept
+#: in the file, so every writer connection attaches this way; readers need nothing.
+ROW_GROUP_SIZE = 16_384
+
+#: Float compression the writer does not try: at a checkpoint DuckDB analyses every float
+#: segment for these, and embedding vectors barely compress (2% smaller file, measured)
+#: while the analysis was half the checkpoint's time.
+_NO_FLOAT_COMPRESSION = "alp,alprd,chimp,patas"
+
+
+def _attach_writer(path: Path) -> duckdb.DuckDBPyConnection:
+    # The shard file attached read-write to an in-memory database of its own (closing the
+    # connection detaches it, with a checkpoint), with the writer's settings.
+    con = _open_db(":memory:")
+    try:
+        _run(con, f"ATTACH '{_sql_str(str(path))}' AS shard (ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
+        _run(con, "USE shard")
+        _run(con, f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+        _run(con, f"SET disabled_compression_methods = '{_NO_FLOAT_COMPRESSION}'")
     except BaseException:
         con.close()
         raise

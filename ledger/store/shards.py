@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from ledger.contract.rules import ModelVersion
 from ledger.errors import ShardBusy, StoreError
-from ledger.store._db import _open_db, _run, _sql_str, _store_error
+from ledger.store._db import _attach_writer, _run, _store_error
 from ledger.store.positions import (
     MARKS_DDL,
     WRITING_HERE,
@@ -148,8 +148,7 @@ ARROW_SCHEMAS: dict[str, pa.Schema] = {
 Partition = tuple[str, int]
 
 # A stored event id is skipped (retries, replays): an anti-join of the batch's ids with the
-# table's event-id column, a scan of 16 bytes a row. A primary key cost more on insert and
-# was written out whole at every checkpoint, growing with the shard (BENCHMARKS.md).
+# table's event-id column, a scan of 16 bytes a row, instead of a key index (BENCHMARKS.md).
 _INSERT_EVENTS = (
     "INSERT INTO {0} SELECT * FROM _batch b WHERE NOT EXISTS "
     "(SELECT 1 FROM {0} s WHERE s.event_id = b.event_id)"
@@ -162,22 +161,6 @@ _INSERT = {
 }
 
 _SHARD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
-
-#: WAL size at which the writer checkpoints (DuckDB's 16 MiB rewrote the partly filled last
-#: row group every 2-3 batches); closing still checkpoints. 22k -> 30k rows/s, measured.
-CHECKPOINT_THRESHOLD = "128MB"
-
-#: Rows per row group the writer's connection makes (DuckDB's default: 122,880). Every
-#: checkpoint (each close of the connection) rewrites the partly filled last row group: at
-#: 384-d that was up to 180 MB per close and grew with the shard; a small group bounds it
-#: (2x the rows/s, measured; BENCHMARKS.md). The size is a setting of the attach, not kept
-#: in the file, so every writer connection attaches this way; readers need nothing.
-ROW_GROUP_SIZE = 16_384
-
-#: Float compression the writer does not try: at a checkpoint DuckDB analyses every float
-#: segment for these, and embedding vectors barely compress (2% smaller file, measured)
-#: while the analysis was half the checkpoint's time.
-_NO_FLOAT_COMPRESSION = "alp,alprd,chimp,patas"
 
 #: After holding its connection for ``hold`` seconds a writer pauses this long before
 #: reconnecting, so a reader retrying every few milliseconds can take the file.
@@ -510,21 +493,6 @@ class Shard:
             )
             for t, p, o, raw, reason, error, received, redriven in rows
         ]
-
-
-def _attach_writer(path: Path) -> duckdb.DuckDBPyConnection:
-    # The shard file attached read-write to an in-memory database of its own (closing the
-    # connection detaches it, with a checkpoint), with the writer's settings.
-    con = _open_db(":memory:")
-    try:
-        _run(con, f"ATTACH '{_sql_str(str(path))}' AS shard (ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
-        _run(con, "USE shard")
-        _run(con, f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
-        _run(con, f"SET disabled_compression_methods = '{_NO_FLOAT_COMPRESSION}'")
-    except BaseException:
-        con.close()
-        raise
-    return con
 
 
 def empty_table(name: str) -> pa.Table:
