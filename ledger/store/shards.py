@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import re
 import threading
 import time
@@ -305,9 +306,32 @@ class Shard:
 
     # -- connections --------------------------------------------------------------
 
+    def _create(self) -> None:
+        """Create the shard file with its tables under a temporary name, then link it into
+        place: a reader (the views, another materialiser peeking at its offsets) never
+        opens a half-written file, which DuckDB refuses as "not a valid DuckDB database"."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        draft = self.path.with_name(f"{self.path.name}.new-{os.getpid()}-{threading.get_ident()}")
+        try:
+            con = _open_db(str(draft))
+            try:
+                _run(con, DDL)
+            finally:
+                con.close()  # checkpoints: the draft is complete, without a WAL
+            try:
+                os.link(draft, self.path)  # unlike rename, never replaces an existing shard
+            except FileExistsError:
+                pass  # created meanwhile by another process: that one is the shard
+        except duckdb.Error as exc:
+            raise _store_error(exc, f"creating shard {self.name}") from exc
+        finally:
+            draft.unlink(missing_ok=True)
+            draft.with_name(draft.name + ".wal").unlink(missing_ok=True)
+
     def _open(self) -> duckdb.DuckDBPyConnection:
         """A read-write connection; retried while another process holds the file."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            self._create()
         pause = self._resume_at - time.monotonic()
         if pause > 0:
             time.sleep(pause)  # the window a waiting reader needs after a long hold
