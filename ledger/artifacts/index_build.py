@@ -178,7 +178,7 @@ def build_index(
         ...                 entity_ids=["a", "b"], vectors=np.eye(2, dtype="float32"),
         ...                 metric="angular", log_offsets={"ledger.embeddings:0": 2})
         >>> m.items, m.shards
-        (2, 2)
+        (2, 4)
     """
     ids = list(entity_ids)
     arr = _check_vectors(ids, vectors)
