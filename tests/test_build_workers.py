@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import ledger.artifacts.index_build
 import ledger.artifacts.shard_jobs
-from ledger.artifacts.index_build import build_index
+from ledger.artifacts.index_build import DEFAULT_SHARDS, build_index
 from ledger.artifacts.manifest import load_manifest
 from ledger.errors import ArtifactError
 from ledger.serving.pointers import current
@@ -105,7 +106,7 @@ def test_script_without_main_guard_rolls_back_with_workers_and_runs_once(
     pointer = current(home, "emb")
     assert pointer is not None
     manifest = load_manifest(home / pointer.artifact)
-    assert (manifest.version, manifest.shards, manifest.items) == ("v1", 2, 400)
+    assert (manifest.version, manifest.shards, manifest.items) == ("v1", DEFAULT_SHARDS, 400)
 
 
 # -- a killed build --------------------------------------------------------------------------
@@ -229,3 +230,37 @@ def test_worker_exits_at_once_when_stdin_ends_during_its_build(tmp_path):
             worker.kill()
         worker.wait()
         worker.stdout.close()
+
+
+# -- how many at a time ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("cpus", "shards", "expected"), [(8, 4, 2), (2, 4, 2), (1, 4, 1)])
+def test_by_default_half_the_shards_are_built_at_a_time(
+    tmp_path, monkeypatch, cpus, shards, expected
+):
+    # A worker holds its whole shard while it builds: half the shards at once bounds the
+    # workers to half the index (DESIGN decision 11), however many cores there are.
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    at_once: list[int] = []
+    real = ledger.artifacts.index_build.build_in_workers
+
+    def spy(staging, todo, params, *, workers):
+        at_once.append(workers)
+        return real(staging, todo, params, workers=workers)
+
+    monkeypatch.setattr(ledger.artifacts.index_build, "build_in_workers", spy)
+    vectors = np.random.default_rng(0).standard_normal((400, 4)).astype(np.float32)
+    m = build_index(
+        tmp_path,
+        model="m",
+        version="v1",
+        entity_ids=[f"e{i}" for i in range(400)],
+        vectors=vectors,
+        metric="angular",
+        log_offsets={},
+        trees=2,
+        shards=shards,
+    )
+    assert (m.shards, m.items) == (shards, 400)
+    assert at_once == ([expected] if expected > 1 else [])  # one: built in this process

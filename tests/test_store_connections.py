@@ -1,4 +1,4 @@
-"""Every DuckDB connection the ledger opens draws no progress bar on stderr."""
+"""The connections the ledger opens: no progress bar on stderr, no half-created shard file."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 
 # DuckDB turns its progress bar on where it thinks someone watches: an interactive
 # session, a notebook, ``python -c`` (and off for a script file, as under pytest), so the
@@ -48,3 +49,42 @@ def test_views_and_shard_connections_have_the_progress_bar_off(tmp_path):
         "held shard": False,
         "views": False,
     }
+
+
+# A reader that opens each shard file the moment it appears, read-only, as the views and
+# other materialisers (their offsets) do.
+PEEK = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from ledger.store.positions import peek_positions
+
+    errors = []
+    for i in range(int(sys.argv[2])):
+        path = Path(sys.argv[1]) / str(i) / "shards" / "main.duckdb"
+        deadline = time.monotonic() + 30
+        while not path.exists() and time.monotonic() < deadline:
+            pass
+        try:
+            peek_positions(path, timeout=5.0)
+        except Exception as exc:
+            errors.append(str(exc))
+    print(len(errors), errors[:1])
+""")
+
+
+def test_a_reader_never_opens_a_shard_file_half_created(tmp_path):
+    from ledger.store import Shard
+
+    n = 25
+    reader = subprocess.Popen(
+        [sys.executable, "-c", PEEK, str(tmp_path), str(n)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        for i in range(n):
+            time.sleep(0.05)  # the reader is waiting for the file
+            assert Shard(tmp_path / str(i), "main").stored_offsets() == {}
+        out, _ = reader.communicate(timeout=120)
+    finally:
+        reader.kill()
+    assert out.startswith("0 "), out
+    assert [p.name for p in (tmp_path / "0" / "shards").iterdir()] == ["main.duckdb"]

@@ -8,7 +8,9 @@ Determinism (DESIGN decision 6): items are added in entity-id order with a fixed
 every shard is built with ``n_jobs=1``, because Annoy's multi-threaded build gives a
 different file on every run. Parallelism comes from shards instead: an entity's shard is a
 stable hash (crc32) of its id, and each shard is built in its own process. The files depend
-on the input and on ``shards``, never on how many worker processes built them.
+on the input and on ``shards``, never on how many worker processes built them. A worker
+holds its whole shard while it builds (Annoy reads every node, in its file mapping), so by
+default half the shards are built at a time: the workers hold at most half the index.
 
 The workers (:mod:`ledger.artifacts.shard_jobs`) are fresh interpreters started with
 :mod:`subprocess`, not multiprocessing: multiprocessing's ``spawn`` re-imports the caller's
@@ -69,8 +71,10 @@ from ledger.errors import ArtifactError, ContractError
 DEFAULT_TREES = 50
 DEFAULT_SEED = 1
 # A constant, not the machine's core count: ``shards`` is part of what the files are, and
-# the same log must give the same artifact on any machine. Two suits a 2-core box.
-DEFAULT_SHARDS = 2
+# the same log must give the same artifact on any machine. A worker holds its whole shard
+# (Annoy's build reads every node, in its file mapping), so half the shards are built at a
+# time: four suit a 2-core box, the workers holding half the index at once (decision 11).
+DEFAULT_SHARDS = 4
 
 
 # -- build ------------------------------------------------------------------------------------
@@ -161,7 +165,8 @@ def build_index(
             offset per topic:partition); it names the artifact.
         trees, seed: Annoy parameters (more trees: better recall, bigger files).
         shards: how many Annoy files; part of the artifact's identity.
-        jobs: worker processes (default ``min(shards, cpu count)``); never changes the bytes.
+        jobs: worker processes (default: half the shards, at most the cpu count, at least
+            one): each holds its shard while it builds; never changes the bytes.
 
     Raises:
         ContractError: bad vectors or metric. ArtifactError: duplicate ids, an artifact
@@ -173,7 +178,7 @@ def build_index(
         ...                 entity_ids=["a", "b"], vectors=np.eye(2, dtype="float32"),
         ...                 metric="angular", log_offsets={"ledger.embeddings:0": 2})
         >>> m.items, m.shards
-        (2, 2)
+        (2, 4)
     """
     ids = list(entity_ids)
     arr = _check_vectors(ids, vectors)
@@ -373,10 +378,16 @@ def _write_id_map(
     return sha256_file(path)
 
 
+def default_jobs(shards: int) -> int:
+    """Build processes when none are asked for: half the shards (at least one, at most the
+    cpu count), so the workers hold at most half the index at once (DESIGN decision 11)."""
+    return max(1, min(shards // 2, os.cpu_count() or 1))
+
+
 def _build_shards(
     staging: Path, input_paths: Sequence[Path], plan: Manifest, *, jobs: int | None
 ) -> dict[str, str]:
-    workers = min(plan.shards, jobs if jobs is not None else (os.cpu_count() or 1))
+    workers = min(plan.shards, jobs if jobs is not None else default_jobs(plan.shards))
     params = ShardParams(plan.dimension, plan.metric, plan.trees, plan.seed)
     shards = [(shard_file(s), input_paths[s]) for s in range(plan.shards)]
     if workers == 1 or not sys.executable:  # no interpreter to start: build here

@@ -94,13 +94,29 @@ class IndexReader:
             )
         return v.tolist()  # type: ignore[no-any-return]
 
-    def _query(self, v: list[float], k: int, search_k: int) -> list[tuple[str, float]]:
-        candidates: list[tuple[float, str, float]] = []
-        for ids, shard in zip(self._ids, self._shards, strict=True):
-            items, dists = shard.get_nns_by_vector(v, k, search_k, include_distances=True)
-            sign = -1.0 if self._descending else 1.0
-            candidates.extend((sign * d, ids[i], d) for i, d in zip(items, dists, strict=True))
+    def _shard_hits(
+        self, shard: int, v: list[float], k: int, search_k: int
+    ) -> list[tuple[float, str, float]]:
+        """One shard's top ``k`` as merge keys: (signed distance, entity id, distance)."""
+        items, dists = self._shards[shard].get_nns_by_vector(v, k, search_k, include_distances=True)
+        ids = self._ids[shard]
+        sign = -1.0 if self._descending else 1.0
+        return [(sign * d, ids[i], d) for i, d in zip(items, dists, strict=True)]
+
+    @staticmethod
+    def _merge(candidates: list[tuple[float, str, float]], k: int) -> list[tuple[str, float]]:
         return [(i, d) for _, i, d in heapq.nsmallest(k, candidates)]
+
+    def _query(self, v: list[float], k: int, search_k: int) -> list[tuple[str, float]]:
+        hits = [h for s in range(len(self._shards)) for h in self._shard_hits(s, v, k, search_k)]
+        return self._merge(hits, k)
+
+    def _release(self, shard: int) -> None:
+        """Unmap a shard's pages from this process and map its file again (nothing is read
+        until a query asks: the pages stay in the page cache, out of resident memory)."""
+        index = self._shards[shard]
+        index.unload()
+        index.load(str(self.path / shard_file(shard)))
 
     def query(
         self, vector: npt.ArrayLike, k: int, *, search_k: int | None = None
@@ -113,9 +129,20 @@ class IndexReader:
         return self._query(self._check(vector), k, self._search_k(k, search_k))
 
     def query_many(
-        self, matrix: npt.ArrayLike, k: int, *, search_k: int | None = None
+        self,
+        matrix: npt.ArrayLike,
+        k: int,
+        *,
+        search_k: int | None = None,
+        one_shard_at_a_time: bool = False,
     ) -> list[list[tuple[str, float]]]:
-        """:meth:`query` for each row of an ``(m, d)`` matrix."""
+        """:meth:`query` for each row of an ``(m, d)`` matrix.
+
+        With ``one_shard_at_a_time`` every row is asked of one shard, whose pages are then
+        unmapped, before the next shard (the answers are the same): at most one shard's
+        pages are resident at once, for checks that query many rows over a large index
+        (DESIGN decision 11). Serving keeps its shards mapped.
+        """
         m = np.asarray(matrix, dtype=np.float32)
         if m.ndim != 2 or m.shape[1] != self.manifest.dimension:
             raise ContractError(
@@ -125,7 +152,15 @@ class IndexReader:
                 got=str(m.shape),
             )
         sk = self._search_k(k, search_k)
-        return [self._query(row, k, sk) for row in m.tolist()]
+        rows = m.tolist()
+        if not one_shard_at_a_time:
+            return [self._query(row, k, sk) for row in rows]
+        hits: list[list[tuple[float, str, float]]] = [[] for _ in rows]
+        for shard in range(len(self._shards)):
+            for found, row in zip(hits, rows, strict=True):
+                found.extend(self._shard_hits(shard, row, k, sk))
+            self._release(shard)
+        return [self._merge(found, k) for found in hits]
 
     def _search_k(self, k: int, search_k: int | None) -> int:
         if search_k is not None:

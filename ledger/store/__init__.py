@@ -30,18 +30,15 @@ from ledger.store._db import (
 )
 from ledger.store.read import POSITION_TABLE, append_rows, attach_read_only, open_views
 from ledger.store.shards import (
-    ARROW_SCHEMAS,
-    DDL,
-    EVENT_TABLES,
     YIELD_S,
     Batch,
     DeadLetter,
     Shard,
     busy_shards,
-    empty_table,
     shard_dir,
     shard_paths,
 )
+from ledger.store.tables import ARROW_SCHEMAS, DDL, EVENT_TABLES, empty_table
 from ledger.store.user_sql import QueryResult, check_read_only, query_views, read_only_query
 
 __all__ = [

@@ -12,7 +12,8 @@ import pyarrow as pa
 
 from ledger.errors import StoreError
 from ledger.store._db import _open_db, _run, _sql_str, _store_error
-from ledger.store.shards import ARROW_SCHEMAS, DDL, shard_paths
+from ledger.store.shards import shard_paths
+from ledger.store.tables import ARROW_SCHEMAS, DDL
 
 # -- the read side -------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import re
 import threading
 import time
@@ -18,9 +19,8 @@ import pyarrow as pa
 
 from ledger.contract.rules import ModelVersion
 from ledger.errors import ShardBusy, StoreError
-from ledger.store._db import _attach_writer, _run, _store_error
+from ledger.store._db import _attach_writer, _open_db, _run, _store_error
 from ledger.store.positions import (
-    MARKS_DDL,
     WRITING_HERE,
     IdConflict,
     LogMark,
@@ -30,120 +30,7 @@ from ledger.store.positions import (
     upsert_marks,
     upsert_offsets,
 )
-
-#: Event tables, in the order a batch writes them (registrations first).
-EVENT_TABLES = ("model_versions", "deployments", "embeddings", "deletions", "decisions")
-
-# The event id is a UUID (the contract's canonical lowercase text, so the type is exact):
-# 16 bytes against 36 for the text. It has no key index: a batch's stored ids are found by
-# an anti-join (see _INSERT_EVENTS). Shards created with ``VARCHAR PRIMARY KEY`` keep it.
-_ENVELOPE = """
-    event_id UUID,
-    event_time TIMESTAMPTZ,
-    producer VARCHAR,
-    model VARCHAR,
-    model_version VARCHAR,"""
-_SOURCE = """
-    topic VARCHAR,
-    "partition" INTEGER,
-    "offset" BIGINT"""
-
-DDL = f"""
-CREATE TABLE IF NOT EXISTS offsets (
-    topic VARCHAR, "partition" INTEGER, next_offset BIGINT, PRIMARY KEY (topic, "partition"));
-CREATE TABLE IF NOT EXISTS model_versions ({_ENVELOPE}
-    kind VARCHAR, dimension INTEGER, metric VARCHAR, artifact_uri VARCHAR,
-    artifact_sha256 VARCHAR, labels VARCHAR[],{_SOURCE});
-CREATE TABLE IF NOT EXISTS embeddings ({_ENVELOPE}
-    entity_id VARCHAR, content_sha256 VARCHAR, dimension INTEGER, vector FLOAT[],{_SOURCE});
-CREATE TABLE IF NOT EXISTS deletions ({_ENVELOPE}
-    entity_id VARCHAR,{_SOURCE});
-CREATE TABLE IF NOT EXISTS decisions ({_ENVELOPE}
-    subject_id VARCHAR, label VARCHAR, score DOUBLE, input_sha256 VARCHAR,{_SOURCE});
-CREATE TABLE IF NOT EXISTS deployments ({_ENVELOPE}
-    from_version VARCHAR, reason VARCHAR, actor VARCHAR, summary MAP(VARCHAR, VARCHAR),{_SOURCE});
--- Shadow mode (schema 2 of EmbeddingWritten / DecisionRecorded): last, so shards created
--- before it gain the column in the same place.
-ALTER TABLE embeddings ADD COLUMN IF NOT EXISTS shadow BOOLEAN DEFAULT false;
-ALTER TABLE decisions ADD COLUMN IF NOT EXISTS shadow BOOLEAN DEFAULT false;
-CREATE TABLE IF NOT EXISTS dead_letters (
-    topic VARCHAR, "partition" INTEGER, "offset" BIGINT, raw BLOB, reason VARCHAR,
-    error VARCHAR, received_at TIMESTAMPTZ, redriven_at TIMESTAMPTZ);
-"""
-DDL += MARKS_DDL
-
-#: Arrow types of the event tables' columns, in table order (a batch is built to match).
-_ENV_TYPES: list[tuple[str, pa.DataType]] = [
-    ("event_id", pa.string()),
-    ("event_time", pa.timestamp("us", tz="UTC")),
-    ("producer", pa.string()),
-    ("model", pa.string()),
-    ("model_version", pa.string()),
-]
-_SRC_TYPES: list[tuple[str, pa.DataType]] = [
-    ("topic", pa.string()),
-    ("partition", pa.int32()),
-    ("offset", pa.int64()),
-]
-ARROW_SCHEMAS: dict[str, pa.Schema] = {
-    "model_versions": pa.schema(
-        _ENV_TYPES
-        + [
-            ("kind", pa.string()),
-            ("dimension", pa.int32()),
-            ("metric", pa.string()),
-            ("artifact_uri", pa.string()),
-            ("artifact_sha256", pa.string()),
-            ("labels", pa.list_(pa.string())),
-        ]
-        + _SRC_TYPES
-    ),
-    "embeddings": pa.schema(
-        _ENV_TYPES
-        + [
-            ("entity_id", pa.string()),
-            ("content_sha256", pa.string()),
-            ("dimension", pa.int32()),
-            ("vector", pa.list_(pa.float32())),
-        ]
-        + _SRC_TYPES
-        + [("shadow", pa.bool_())]
-    ),
-    "deletions": pa.schema(_ENV_TYPES + [("entity_id", pa.string())] + _SRC_TYPES),
-    "decisions": pa.schema(
-        _ENV_TYPES
-        + [
-            ("subject_id", pa.string()),
-            ("label", pa.string()),
-            ("score", pa.float64()),
-            ("input_sha256", pa.string()),
-        ]
-        + _SRC_TYPES
-        + [("shadow", pa.bool_())]
-    ),
-    "deployments": pa.schema(
-        _ENV_TYPES
-        + [
-            ("from_version", pa.string()),
-            ("reason", pa.string()),
-            ("actor", pa.string()),
-            ("summary", pa.map_(pa.string(), pa.string())),
-        ]
-        + _SRC_TYPES
-    ),
-    "dead_letters": pa.schema(
-        [
-            ("topic", pa.string()),
-            ("partition", pa.int32()),
-            ("offset", pa.int64()),
-            ("raw", pa.binary()),
-            ("reason", pa.string()),
-            ("error", pa.string()),
-            ("received_at", pa.timestamp("us", tz="UTC")),
-            ("redriven_at", pa.timestamp("us", tz="UTC")),
-        ]
-    ),
-}
+from ledger.store.tables import DDL, EVENT_TABLES, SOURCE_COLUMNS
 
 Partition = tuple[str, int]
 
@@ -182,10 +69,6 @@ class Batch:
     offsets: Mapping[Partition, int] = field(default_factory=dict)
     redriven: Sequence[tuple[str, int, int]] = ()
     marks: Mapping[Partition, LogMark] = field(default_factory=dict)
-
-
-#: Columns that are not an event's content: where it was read from.
-_SOURCE_COLUMNS = frozenset({"topic", "partition", "offset"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,9 +189,32 @@ class Shard:
 
     # -- connections --------------------------------------------------------------
 
+    def _create(self) -> None:
+        """Create the shard file with its tables under a temporary name, then link it into
+        place: a reader (the views, another materialiser peeking at its offsets) never
+        opens a half-written file, which DuckDB refuses as "not a valid DuckDB database"."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        draft = self.path.with_name(f"{self.path.name}.new-{os.getpid()}-{threading.get_ident()}")
+        try:
+            con = _open_db(str(draft))
+            try:
+                _run(con, DDL)
+            finally:
+                con.close()  # checkpoints: the draft is complete, without a WAL
+            try:
+                os.link(draft, self.path)  # unlike rename, never replaces an existing shard
+            except FileExistsError:
+                pass  # created meanwhile by another process: that one is the shard
+        except duckdb.Error as exc:
+            raise _store_error(exc, f"creating shard {self.name}") from exc
+        finally:
+            draft.unlink(missing_ok=True)
+            draft.with_name(draft.name + ".wal").unlink(missing_ok=True)
+
     def _open(self) -> duckdb.DuckDBPyConnection:
         """A read-write connection; retried while another process holds the file."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            self._create()
         pause = self._resume_at - time.monotonic()
         if pause > 0:
             time.sleep(pause)  # the window a waiting reader needs after a long hold
@@ -420,7 +326,7 @@ class Shard:
                 rows = _run(con, _INSERT.get(name, _INSERT_EVENTS.format(name)))
                 inserted[name] = int(rows[0][0]) if rows else 0
                 if check_ids and name in EVENT_TABLES and inserted[name] < table.num_rows:
-                    content = [c for c in table.column_names if c not in _SOURCE_COLUMNS]
+                    content = [c for c in table.column_names if c not in SOURCE_COLUMNS]
                     conflicts += find_conflicts(con, name, content)
                 con.unregister("_batch")
             if conflicts:
@@ -493,8 +399,3 @@ class Shard:
             )
             for t, p, o, raw, reason, error, received, redriven in rows
         ]
-
-
-def empty_table(name: str) -> pa.Table:
-    """An empty Arrow table with the columns of table ``name``."""
-    return ARROW_SCHEMAS[name].empty_table()

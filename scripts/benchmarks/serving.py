@@ -3,10 +3,11 @@
 (``exact_topk``, batched matmul) over the same N x 384 items; a trees table.
 
 Queries are held-out vectors of the same distribution (not items of the index). For each
-``--trees`` value: build the artifact (``build_index``, 2 shards in 2 processes), calibrate
-search_k as a rollback does (doubling from Annoy's default until recall@10 >= 0.9 on 200
-item queries), record it in the serving pointer, open the index as serving does, time
-``query_many`` over the queries, and check recall@10 of the answers against exact search.
+``--trees`` value: build the artifact (``build_index``, ``--shards`` files, by default the
+rollback's, half of them built at a time), calibrate search_k as a rollback does (doubling
+from Annoy's default until recall@10 >= 0.9 on 200 item queries), record it in the serving
+pointer, open the index as serving does, time ``query_many`` over the queries, and check
+recall@10 of the answers against exact search.
 
     scripts/bench.py serving --n 100000 --queries 300      # a smoke test
     scripts/bench.py serving --n 1000000 --trees 50,100
@@ -33,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trees", default=None, help="comma-separated tree counts (default: the rollback's)"
     )
+    parser.add_argument(
+        "--shards", type=int, default=None, help="Annoy files per index (default: the rollback's)"
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -45,7 +49,8 @@ def run(args: argparse.Namespace) -> None:
 
     trees_list = [int(t) for t in (args.trees or str(DEFAULT_TREES)).split(",")]
     n, k = args.n, args.k
-    print(f"machine: load average {load()}; n={n} d={DIM} shards={DEFAULT_SHARDS} k={k}")
+    shards = args.shards or DEFAULT_SHARDS
+    print(f"machine: load average {load()}; n={n} d={DIM} shards={shards} k={k}")
     vectors = embeddings("v1", 0, n)
     queries = embeddings("v1", n, n + args.queries)  # same distribution, not in the index
     ids = [entity_id(i) for i in range(n)]
@@ -70,6 +75,7 @@ def run(args: argparse.Namespace) -> None:
                 metric="angular",
                 log_offsets={"bench.embeddings:0": n, "bench.models:0": trees},
                 trees=trees,
+                shards=shards,
             )
             build_s = time.perf_counter() - started
             folder = home / "artifacts" / manifest.relative_path

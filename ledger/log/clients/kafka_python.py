@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from importlib.metadata import version
@@ -22,6 +24,7 @@ from kafka.errors import (
     MessageSizeTooLargeError,
     NoOffsetForPartitionError,
     OffsetOutOfRangeError,
+    UnknownTopicOrPartitionError,
 )
 from kafka.structs import OffsetAndMetadata
 
@@ -40,6 +43,7 @@ from ledger.log.clients.base import (
 from ledger.log.timeouts import BrokerTimeouts, using_timeouts
 
 NAME = "kafka-python"
+log = logging.getLogger(__name__)
 #: The producer drops settled futures once this many are kept (a service that never flushes).
 _PRUNE_AT = 10_000
 
@@ -128,8 +132,16 @@ class Consumer:
             for tp in exc.args[0] if exc.args else ():
                 self._kafka.seek(tp, 0)
             return {}
-        except KafkaError as exc:
+        except UnknownTopicOrPartitionError as exc:  # a deleted topic, as with librdkafka
             raise _error(exc) from exc
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise _error(exc) from exc
+            # A broker restarting or a coordinator moving: kafka-python reconnects on the
+            # next poll, as librdkafka does inside its own (which only logs it).
+            log.warning("kafka-python: %s; polling again", exc)
+            time.sleep(timeout)  # the poll's wait, which the error cut short
+            return {}
 
     def pause(self, partitions: Iterable[Partition]) -> None:
         self._kafka.pause(*(self._tp(p) for p in partitions))
