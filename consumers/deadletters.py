@@ -2,7 +2,7 @@
 
 A message is re-driven in its own shard, in one transaction that inserts its row and
 marks the dead letter ``redriven_at``; a second re-drive finds nothing pending, and
-the event-id key makes a repeated insert a no-op anyway.
+a stored event id makes a repeated insert a no-op anyway (the shard skips it).
 """
 
 from __future__ import annotations
