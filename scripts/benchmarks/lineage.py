@@ -10,6 +10,7 @@ versions of each model, 1% of the entities deleted once, and four deployments pe
 
     scripts/bench.py lineage --events 200000      # a smoke test
     scripts/bench.py lineage                      # 10M events (~3 min to write)
+    scripts/bench.py lineage --keep DIR --reuse --compact --tail 100000,1000000
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from benchmarks._common import entity_id, figure, load
+from benchmarks._lineage_compaction import compact_store, parse_tails, print_tails, tail_figures
 
 NEEDS_BROKER = False
 PREFIX = "bench"
@@ -61,6 +63,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "columns, LINEAGE_INDEXES), sorted (tables rewritten in id order); '' for none",
     )
     parser.add_argument("--plan", type=Path, default=None, help="write EXPLAIN ANALYZE here")
+    parser.add_argument(
+        "--compact",
+        action="store_true",
+        help="compact the shard (ledger.store.compaction.compact, in place) before the lookups",
+    )
+    parser.add_argument(
+        "--tail",
+        default="",
+        metavar="N,M",
+        help="with --compact: the lookups again on a copy after N (then M) unsorted events "
+        "were written after the compaction",
+    )
     parser.add_argument(
         "--insert-cost",
         type=int,
@@ -418,6 +432,8 @@ def run(args: argparse.Namespace) -> None:
             events = build_store(home, entities, per_entity, args.dim)
             seconds = time.perf_counter() - started
             figure("setup_store", f"{events:,} events written in {seconds:.0f} s (Shard.write)")
+        if args.compact:
+            compact_store(home)
         size = sum(f.stat().st_size for f in (home / "shards").glob("*.duckdb"))
         rng = np.random.default_rng(1)
         picks = [entity_id(int(i)) for i in rng.choice(entities, args.queries, replace=False)]
@@ -445,6 +461,7 @@ def run(args: argparse.Namespace) -> None:
             con.close()
         cli_ms = _cli(home, picks[1])
         what_if = {h: _what_if(home, tmp, picks, h) for h in args.what_if.split(",") if h}
+        tails = tail_figures(home, tmp, picks, parse_tails(args.tail), entities, _lookups)
         if args.plan:
             args.plan.write_text(plan)
 
@@ -459,6 +476,7 @@ def run(args: argparse.Namespace) -> None:
         figure(f"scan_{table}_ms", f"{ms:.1f}", "n/a: the id filter on that table alone")
     for how, ms in what_if.items():
         figure(f"what_if_{how}_lineage_ms", f"{ms:.1f}", "n/a: the same query on a changed copy")
+    print_tails(tails)
     print("profile (EXPLAIN ANALYZE as JSON, first entity):")
     print("\n".join(summary), flush=True)
     figure("lineage_ms", f"{statistics.median(times[1:]):.1f} (median of {len(times) - 1})", "< 50")
