@@ -4,6 +4,7 @@ then the lineage query with an unsorted tail of new events written after it."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import statistics
@@ -17,6 +18,27 @@ import numpy as np
 import pyarrow as pa
 
 from benchmarks._common import entity_id, figure
+
+
+def add_compaction_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--compact",
+        action="store_true",
+        help="compact the shard (ledger.store.compaction.compact, in place) before the lookups",
+    )
+    parser.add_argument(
+        "--tail",
+        default="",
+        metavar="N,M",
+        help="the lookups again on a copy after N (then M) unsorted events were written "
+        "after the store (e.g. after --compact)",
+    )
+    parser.add_argument(
+        "--tail-shard",
+        default="main",
+        help="the shard --tail writes (another name: the views then union two shards)",
+    )
+
 
 _CHILD = """
 import json, resource, sys, time
@@ -50,14 +72,15 @@ def compact_store(home: Path) -> None:
     )
 
 
-def _append(home: Path, events: int, entities: int, seed: int) -> None:
+def _append(home: Path, events: int, entities: int, seed: int, shard: str) -> None:
     # New events after the compaction, as the materialiser writes them: log order (random
     # entities), 50,000-row transactions, offsets continuing the stored ones.
     from benchmarks.lineage import CLF, EMB, PREFIX, _partition, _Writer
+    from ledger.store import Shard
 
     rng = np.random.default_rng(seed)
-    w = _Writer(home)
-    w.next = dict(w.shard.stored_offsets())
+    w = _Writer(home, shard)
+    w.next = dict(Shard(home, "main").stored_offsets())
     start = np.datetime64("2027-01-01T00:00:00", "us")
     step = 25_000
     try:
@@ -110,16 +133,17 @@ def tail_figures(
     tails: Sequence[int],
     entities: int,
     lookups: Callable[[Path, list[str]], tuple[float, list[float], list[int]]],
+    shard: str = "main",
 ) -> dict[int, float]:
     """Median lineage ms on a copy of the (compacted) store after ``tails`` events were
-    written to it since the compaction (cumulative, ascending)."""
+    written to it since the compaction (cumulative, ascending), into ``shard``."""
     copy = tmp / "with-tail"
     shutil.copytree(home / "shards", copy / "shards", ignore=shutil.ignore_patterns("*.writer"))
     out: dict[int, float] = {}
     written = 0
     try:
         for i, tail in enumerate(sorted(tails)):
-            _append(copy, tail - written, entities, seed=10 + i)
+            _append(copy, tail - written, entities, seed=10 + i, shard=shard)
             written = tail
             _, times, _ = lookups(copy, picks)
             out[tail] = statistics.median(times[1:])
@@ -128,11 +152,12 @@ def tail_figures(
     return out
 
 
-def print_tails(found: dict[int, float]) -> None:
+def print_tails(found: dict[int, float], shard: str) -> None:
+    where = "" if shard == "main" else f", into a second shard ({shard})"
     for tail, ms in found.items():
         figure(
             f"lineage_tail_{tail}_ms",
-            f"{ms:.1f} ({tail:,} unsorted events written after the compaction)",
+            f"{ms:.1f} ({tail:,} unsorted events written after the store{where})",
             "< 50",
         )
 

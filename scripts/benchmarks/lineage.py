@@ -32,7 +32,13 @@ import numpy as np
 import pyarrow as pa
 
 from benchmarks._common import entity_id, figure, load
-from benchmarks._lineage_compaction import compact_store, parse_tails, print_tails, tail_figures
+from benchmarks._lineage_compaction import (
+    add_compaction_arguments,
+    compact_store,
+    parse_tails,
+    print_tails,
+    tail_figures,
+)
 
 NEEDS_BROKER = False
 PREFIX = "bench"
@@ -63,18 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "columns, LINEAGE_INDEXES), sorted (tables rewritten in id order); '' for none",
     )
     parser.add_argument("--plan", type=Path, default=None, help="write EXPLAIN ANALYZE here")
-    parser.add_argument(
-        "--compact",
-        action="store_true",
-        help="compact the shard (ledger.store.compaction.compact, in place) before the lookups",
-    )
-    parser.add_argument(
-        "--tail",
-        default="",
-        metavar="N,M",
-        help="with --compact: the lookups again on a copy after N (then M) unsorted events "
-        "were written after the compaction",
-    )
+    add_compaction_arguments(parser)
     parser.add_argument(
         "--insert-cost",
         type=int,
@@ -88,10 +83,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class _Writer:
     """Builds Arrow batches in the shard's schema and writes them with their offsets."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, shard: str = "main") -> None:
         from ledger.store import Shard
 
-        self.shard = Shard(home, "main", hold=3600.0)  # one writer, held for the whole load
+        self.shard = Shard(home, shard, hold=3600.0)  # one writer, held for the whole load
         self.next: dict[tuple[str, int], int] = {}
         self.rows = 0
 
@@ -461,7 +456,9 @@ def run(args: argparse.Namespace) -> None:
             con.close()
         cli_ms = _cli(home, picks[1])
         what_if = {h: _what_if(home, tmp, picks, h) for h in args.what_if.split(",") if h}
-        tails = tail_figures(home, tmp, picks, parse_tails(args.tail), entities, _lookups)
+        tails = tail_figures(
+            home, tmp, picks, parse_tails(args.tail), entities, _lookups, args.tail_shard
+        )
         if args.plan:
             args.plan.write_text(plan)
 
@@ -476,7 +473,7 @@ def run(args: argparse.Namespace) -> None:
         figure(f"scan_{table}_ms", f"{ms:.1f}", "n/a: the id filter on that table alone")
     for how, ms in what_if.items():
         figure(f"what_if_{how}_lineage_ms", f"{ms:.1f}", "n/a: the same query on a changed copy")
-    print_tails(tails)
+    print_tails(tails, args.tail_shard)
     print("profile (EXPLAIN ANALYZE as JSON, first entity):")
     print("\n".join(summary), flush=True)
     figure("lineage_ms", f"{statistics.median(times[1:]):.1f} (median of {len(times) - 1})", "< 50")
