@@ -253,3 +253,17 @@ def test_ledger_compact_reports_each_shard(tmp_path):
     human = CliRunner().invoke(cli, ["--home", str(tmp_path), "compact", "--shard", "main"])
     assert human.exit_code == 0
     assert human.output.startswith("compacted shard main: ")
+
+
+def test_the_shards_own_writer_can_compact_it_and_write_on(tmp_path):
+    writer = _fill(tmp_path, 1_000, close=False)  # its connection still held
+    writer.claim()
+    try:
+        done = compact(tmp_path, "main", writer=writer)
+        assert done.rows["embeddings"] == 1_000
+        extra = _table("embeddings", 5, np.random.default_rng(7), 1_000)
+        assert writer.write(Batch({"embeddings": extra})) == {"embeddings": 5}
+    finally:
+        writer.release()
+    stored = _storage_order(tmp_path / "shards" / "main.duckdb", "embeddings", "entity_id")
+    assert stored[:1_000] == sorted(stored[:1_000]) and len(stored) == 1_005

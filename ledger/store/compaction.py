@@ -61,6 +61,7 @@ def compact(
     *,
     memory_limit: str = COMPACT_MEMORY_LIMIT,
     lock_timeout: float = 60.0,
+    writer: Shard | None = None,
 ) -> Compacted:
     """Rewrite shard ``shard`` of ``home`` with its event tables in id order, so that one
     entity's lineage reads a row group per table instead of every row.
@@ -76,6 +77,9 @@ def compact(
     A crash before step 4 leaves the shard as it was (the half-written file is removed
     by the next compaction). Needs free disk for a second copy of the shard.
 
+    ``writer`` is the shard's own writer when that process compacts (e.g. a materialiser
+    while it is idle): its claim is used instead of step 1, and its connection closed.
+
     Raises:
         ShardBusy: a materialiser writes this shard: stop it, or compact when it is not
             running.
@@ -85,12 +89,17 @@ def compact(
         >>> compact(Path(".ledger"), "main").rows["embeddings"]  # doctest: +SKIP
         5000000
     """
-    writer = Shard(home, shard, lock_timeout=lock_timeout)
+    claimed = writer is not None
+    if writer is None:
+        writer = Shard(home, shard, lock_timeout=lock_timeout)
     if not writer.path.is_file():
-        raise StoreError(f"no shard {shard} in {home}: nothing to compact")
+        raise StoreError(f"no shard {writer.name} in {home}: nothing to compact")
     started = time.monotonic()
     try:
-        writer.claim()
+        if claimed:
+            writer.idle()  # the file is copied, not written, while it is compacted
+        else:
+            writer.claim()
     except ShardBusy as exc:
         raise ShardBusy(
             f"shard {shard} is being written by a materialiser: it cannot be compacted now",
@@ -110,8 +119,9 @@ def compact(
             _remove(new)  # after a failure only: the rename took it otherwise
         after = writer.path.stat().st_size
     finally:
-        writer.release()
-    return Compacted(shard, rows, before, after, time.monotonic() - started)
+        if not claimed:
+            writer.release()
+    return Compacted(writer.name, rows, before, after, time.monotonic() - started)
 
 
 def _checkpoint(writer: Shard) -> None:
