@@ -26,7 +26,8 @@ import duckdb
 
 from ledger.errors import ShardBusy, StoreError
 from ledger.store._db import _open_db, _run, _sql_str, _store_error, memory_capped
-from ledger.store.shards import DDL, Shard
+from ledger.store.shards import Shard
+from ledger.store.tables import DDL
 
 #: The event tables compaction orders, and by what: the id column lineage filters on, then
 #: the log order (so the rewrite is deterministic). Other tables are copied as they are.
