@@ -15,6 +15,7 @@ import click
 
 from ledger.cli.artifacts import artifacts_cmd
 from ledger.cli.audit import doctor_cmd, export_cmd, lineage_cmd, sql_cmd, versions_cmd
+from ledger.cli.compact import compact_cmd
 from ledger.cli.context import (
     DEFAULT_BROKER_TIMEOUT,
     ENV_BROKER_TIMEOUT,
@@ -101,6 +102,7 @@ for command in (
     demo_cmd,
     consume_cmd,
     status_cmd,
+    compact_cmd,
     dlq_group,
     sql_cmd,
     lineage_cmd,

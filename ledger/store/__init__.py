@@ -28,6 +28,7 @@ from ledger.store._db import (
     rows,
     vector_matrix,
 )
+from ledger.store.compaction import Compacted, compact
 from ledger.store.read import POSITION_TABLE, append_rows, attach_read_only, open_views
 from ledger.store.shards import (
     YIELD_S,
@@ -48,6 +49,7 @@ __all__ = [
     "POSITION_TABLE",
     "YIELD_S",
     "Batch",
+    "Compacted",
     "Connection",
     "DeadLetter",
     "QueryResult",
@@ -57,6 +59,7 @@ __all__ = [
     "attach_read_only",
     "busy_shards",
     "check_read_only",
+    "compact",
     "empty_table",
     "open_views",
     "query_views",

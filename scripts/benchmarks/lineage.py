@@ -10,6 +10,7 @@ versions of each model, 1% of the entities deleted once, and four deployments pe
 
     scripts/bench.py lineage --events 200000      # a smoke test
     scripts/bench.py lineage                      # 10M events (~3 min to write)
+    scripts/bench.py lineage --keep DIR --reuse --compact --tail 100000,1000000
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ import numpy as np
 import pyarrow as pa
 
 from benchmarks._common import entity_id, figure, load
+from benchmarks._lineage_compaction import (
+    add_compaction_arguments,
+    compact_store,
+    parse_tails,
+    print_tails,
+    tail_figures,
+)
 
 NEEDS_BROKER = False
 PREFIX = "bench"
@@ -61,6 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "columns, LINEAGE_INDEXES), sorted (tables rewritten in id order); '' for none",
     )
     parser.add_argument("--plan", type=Path, default=None, help="write EXPLAIN ANALYZE here")
+    add_compaction_arguments(parser)
     parser.add_argument(
         "--insert-cost",
         type=int,
@@ -74,10 +83,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class _Writer:
     """Builds Arrow batches in the shard's schema and writes them with their offsets."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, shard: str = "main") -> None:
         from ledger.store import Shard
 
-        self.shard = Shard(home, "main", hold=3600.0)  # one writer, held for the whole load
+        self.shard = Shard(home, shard, hold=3600.0)  # one writer, held for the whole load
         self.next: dict[tuple[str, int], int] = {}
         self.rows = 0
 
@@ -418,6 +427,8 @@ def run(args: argparse.Namespace) -> None:
             events = build_store(home, entities, per_entity, args.dim)
             seconds = time.perf_counter() - started
             figure("setup_store", f"{events:,} events written in {seconds:.0f} s (Shard.write)")
+        if args.compact:
+            compact_store(home)
         size = sum(f.stat().st_size for f in (home / "shards").glob("*.duckdb"))
         rng = np.random.default_rng(1)
         picks = [entity_id(int(i)) for i in rng.choice(entities, args.queries, replace=False)]
@@ -445,6 +456,9 @@ def run(args: argparse.Namespace) -> None:
             con.close()
         cli_ms = _cli(home, picks[1])
         what_if = {h: _what_if(home, tmp, picks, h) for h in args.what_if.split(",") if h}
+        tails = tail_figures(
+            home, tmp, picks, parse_tails(args.tail), entities, _lookups, args.tail_shard
+        )
         if args.plan:
             args.plan.write_text(plan)
 
@@ -459,6 +473,7 @@ def run(args: argparse.Namespace) -> None:
         figure(f"scan_{table}_ms", f"{ms:.1f}", "n/a: the id filter on that table alone")
     for how, ms in what_if.items():
         figure(f"what_if_{how}_lineage_ms", f"{ms:.1f}", "n/a: the same query on a changed copy")
+    print_tails(tails, args.tail_shard)
     print("profile (EXPLAIN ANALYZE as JSON, first entity):")
     print("\n".join(summary), flush=True)
     figure("lineage_ms", f"{statistics.median(times[1:]):.1f} (median of {len(times) - 1})", "< 50")
